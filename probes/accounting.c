@@ -1,0 +1,306 @@
+/* beanwatch kernel side: per-process address-space totals, per-cgroup sums, and the
+ * bounds at which Python is woken up. Nothing is sent per page fault or per mmap:
+ * an event goes out only when a cgroup crosses a bound Python programmed.
+ *
+ * Struct offsets (OFF_*) come from the running kernel's BTF via -D flags; the installed
+ * headers may be another kernel's, so no struct member is dereferenced by name here. */
+#include <uapi/linux/ptrace.h>
+#include "observer.h"
+
+#define S64_MAX 0x7fffffffffffffffLL
+
+BPF_HASH(procs, u32, struct proc_state, MAX_PROCS);
+BPF_HASH(leaf_ctl, u64, struct leaf_ctl, MAX_LEAVES);
+BPF_HASH(leaf_cnt, u64, struct leaf_cnt, MAX_LEAVES);
+BPF_PERCPU_ARRAY(stats, u64, STAT_MAX);
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+
+static __always_inline void stat_inc(int idx)
+{
+	u64 *v = stats.lookup(&idx);
+	if (v)
+		(*v)++;
+}
+
+static __always_inline void *read_ptr(void *base, unsigned long off)
+{
+	void *p = 0;
+	bpf_probe_read_kernel(&p, sizeof(p), (char *)base + off);
+	return p;
+}
+
+static __always_inline void *task_mm(void *task)
+{
+	return read_ptr(task, OFF_TASK_MM);
+}
+
+static __always_inline long long mm_total_vm(void *mm)
+{
+	unsigned long v = 0;
+	bpf_probe_read_kernel(&v, sizeof(v), (char *)mm + OFF_MM_TOTAL_VM);
+	return (long long)v;
+}
+
+/* Resident pages as /proc's VmRSS counts them: file + anon + shmem. Each counter is a
+ * percpu_counter whose global count lags the per-CPU deltas by at most a batch per CPU. */
+static __always_inline long long mm_rss(void *mm)
+{
+	long long file = 0, anon = 0, shmem = 0;
+	char *base = (char *)mm + OFF_MM_RSS_STAT + OFF_RSS_COUNT;
+	bpf_probe_read_kernel(&file, sizeof(file), base + 0 * SIZE_RSS_COUNTER);
+	bpf_probe_read_kernel(&anon, sizeof(anon), base + 1 * SIZE_RSS_COUNTER);
+	bpf_probe_read_kernel(&shmem, sizeof(shmem), base + 3 * SIZE_RSS_COUNTER);
+	long long sum = file + anon + shmem;
+	return sum > 0 ? sum : 0;
+}
+
+/* task->cgroups->dfl_cgrp->kn->id: the task's cgroup2 id, what bpf_get_current_cgroup_id()
+ * returns for current. Needed for tasks other than current (fork child, moved task). */
+static __always_inline u64 task_cgroup_id(void *task)
+{
+	void *cset = read_ptr(task, OFF_TASK_CGROUPS);
+	void *cgrp = read_ptr(cset, OFF_CSS_SET_DFL_CGRP);
+	void *kn = read_ptr(cgrp, OFF_CGROUP_KN);
+	u64 id = 0;
+	bpf_probe_read_kernel(&id, sizeof(id), (char *)kn + OFF_KERNFS_NODE_ID);
+	return id;
+}
+
+static __always_inline void emit(u32 kind, u32 tgid, u64 cgid, long long value, u64 aux)
+{
+	struct event *e = events.ringbuf_reserve(sizeof(struct event));
+	if (!e) {
+		stat_inc(STAT_RINGBUF_FULL);
+		return;
+	}
+	e->kind = kind;
+	e->tgid = tgid;
+	e->cgid = cgid;
+	e->value = value;
+	e->aux = aux;
+	e->ts_ns = bpf_ktime_get_ns();
+	events.ringbuf_submit(e, 0);
+}
+
+/* The control entry of a cgroup. A cgroup seen for the first time gets one that never
+ * fires, marked fired so that exactly one EV_NEW_LEAF goes out until Python configures it. */
+static __always_inline struct leaf_ctl *ctl_of(u64 leaf)
+{
+	struct leaf_ctl *ctl = leaf_ctl.lookup(&leaf);
+	if (ctl)
+		return ctl;
+	struct leaf_ctl init = {};
+	init.vm_high = S64_MAX;
+	init.vm_low = -S64_MAX;
+	init.rss_high = S64_MAX;
+	init.vm_fired = 1;
+	init.rss_fired = 1;
+	if (leaf_ctl.insert(&leaf, &init) == 0)
+		emit(EV_NEW_LEAF, 0, leaf, 0, 0);
+	ctl = leaf_ctl.lookup(&leaf);
+	if (!ctl)
+		stat_inc(STAT_LEAVES_FULL);
+	return ctl;
+}
+
+static __always_inline struct leaf_cnt *cnt_of(u64 leaf)
+{
+	struct leaf_cnt *cnt = leaf_cnt.lookup(&leaf);
+	if (cnt)
+		return cnt;
+	struct leaf_cnt zero = {};
+	leaf_cnt.insert(&leaf, &zero);
+	cnt = leaf_cnt.lookup(&leaf);
+	if (!cnt)
+		stat_inc(STAT_LEAVES_FULL);
+	return cnt;
+}
+
+static __always_inline void leaf_add_vm(u64 leaf, u32 tgid, long long delta)
+{
+	if (!delta)
+		return;
+	struct leaf_cnt *cnt = cnt_of(leaf);
+	struct leaf_ctl *ctl = ctl_of(leaf);
+	if (!cnt || !ctl)
+		return;
+	long long now = __sync_fetch_and_add(&cnt->vm_pages, delta) + delta;
+	if (ctl->vm_fired)
+		return;
+	if ((delta > 0 && now > ctl->vm_high) || (delta < 0 && now < ctl->vm_low)) {
+		ctl->vm_fired = 1;
+		emit(delta > 0 ? EV_VM_HIGH : EV_VM_LOW, tgid, leaf, now, 0);
+	}
+}
+
+static __always_inline void leaf_add_rss(u64 leaf, struct leaf_ctl *ctl, u32 tgid, long long delta)
+{
+	if (!delta)
+		return;
+	struct leaf_cnt *cnt = cnt_of(leaf);
+	if (!cnt)
+		return;
+	long long now = __sync_fetch_and_add(&cnt->rss_growth, delta) + delta;
+	if (delta > 0 && !ctl->rss_fired && now > ctl->rss_high) {
+		ctl->rss_fired = 1;
+		emit(EV_RSS_HIGH, tgid, leaf, now, 0);
+	}
+}
+
+/* Slow mode: bring the process's resident count up to date in its cgroup's growth sum.
+ * The first look after Python bumped the cgroup's gen only takes a baseline: Python
+ * measured the cgroup from /proc at that switch, so growth counts from there. */
+static __always_inline void follow_rss(struct proc_state *p, struct leaf_ctl *ctl, u64 leaf,
+				       u32 tgid, void *mm)
+{
+	long long rss = mm_rss(mm);
+	if (p->gen != ctl->gen) {
+		p->gen = ctl->gen;
+		p->rss_pages = rss;
+		return;
+	}
+	long long old = __sync_lock_test_and_set(&p->rss_pages, rss);
+	leaf_add_rss(leaf, ctl, tgid, rss - old);
+}
+
+/* Record a process's current total_vm and cgroup, moving the difference into the sums. */
+static __always_inline void account(u32 tgid, void *mm, u64 leaf)
+{
+	long long vm = mm_total_vm(mm);
+	struct proc_state *p = procs.lookup(&tgid);
+	if (!p) {
+		struct proc_state fresh = {};
+		fresh.vm_pages = vm;
+		fresh.cgid = leaf;
+		if (procs.insert(&tgid, &fresh) != 0) {
+			p = procs.lookup(&tgid);
+			if (!p) {
+				stat_inc(STAT_PROCS_FULL);
+				return;
+			}
+		} else {
+			stat_inc(STAT_VM_UPDATES);
+			leaf_add_vm(leaf, tgid, vm);
+			return;
+		}
+	}
+	if (p->cgid != leaf) {
+		/* moved since last seen: take everything out of the old cgroup first */
+		u64 old_leaf = p->cgid;
+		long long old_vm = __sync_lock_test_and_set(&p->vm_pages, vm);
+		p->cgid = leaf;
+		p->gen = 0;
+		leaf_add_vm(old_leaf, tgid, -old_vm);
+		leaf_add_vm(leaf, tgid, vm);
+		stat_inc(STAT_VM_UPDATES);
+		return;
+	}
+	if (p->vm_pages != vm) {
+		long long old = __sync_lock_test_and_set(&p->vm_pages, vm);
+		leaf_add_vm(leaf, tgid, vm - old);
+		stat_inc(STAT_VM_UPDATES);
+	}
+	struct leaf_ctl *ctl = leaf_ctl.lookup(&leaf);
+	if (ctl && ctl->slow)
+		follow_rss(p, ctl, leaf, tgid, mm);
+}
+
+static __always_inline int account_current(void)
+{
+	void *task = (void *)bpf_get_current_task();
+	void *mm = task_mm(task);
+	if (!mm)
+		return 0;
+	account(bpf_get_current_pid_tgid() >> 32, mm, bpf_get_current_cgroup_id());
+	return 0;
+}
+
+/* Attached to sys_exit of every syscall that can change total_vm (see observer/probes.py). */
+int on_vm_syscall(void *ctx)
+{
+	return account_current();
+}
+
+/* exec replaced the address space: the program loader's mappings are counted here */
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+	return account_current();
+}
+
+/* A new process starts with a copy of its parent's address space (dup_mmap has run when
+ * this fires). Threads share their leader's mm and are not counted again. */
+RAW_TRACEPOINT_PROBE(sched_process_fork)
+{
+	void *child = (void *)ctx->args[1];
+	int pid = 0, tgid = 0;
+	bpf_probe_read_kernel(&pid, sizeof(pid), (char *)child + OFF_TASK_PID);
+	bpf_probe_read_kernel(&tgid, sizeof(tgid), (char *)child + OFF_TASK_TGID);
+	if (pid != tgid)
+		return 0;
+	void *mm = task_mm(child);
+	if (!mm)
+		return 0;
+	/* a stale entry under a reused PID is replaced, its pages taken out of its cgroup */
+	account(tgid, mm, task_cgroup_id(child));
+	return 0;
+}
+
+/* The last thread of a process is exiting: its address space goes away. */
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+	if (!args->group_dead)
+		return 0;
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct proc_state *p = procs.lookup(&tgid);
+	if (!p)
+		return 0;
+	u64 leaf = p->cgid;
+	long long vm = p->vm_pages;
+	struct leaf_ctl *ctl = leaf_ctl.lookup(&leaf);
+	if (ctl && ctl->slow && p->gen == ctl->gen)
+		leaf_add_rss(leaf, ctl, tgid, -p->rss_pages);
+	procs.delete(&tgid);
+	leaf_add_vm(leaf, tgid, -vm);
+	return 0;
+}
+
+/* A task was moved to another cgroup (any hierarchy; only cgroup2 moves change its id). */
+RAW_TRACEPOINT_PROBE(cgroup_attach_task)
+{
+	void *task = (void *)ctx->args[2];
+	int tgid = 0;
+	bpf_probe_read_kernel(&tgid, sizeof(tgid), (char *)task + OFF_TASK_TGID);
+	void *mm = task_mm(task);
+	if (!mm)
+		return 0;
+	u32 key = tgid;
+	u64 leaf = task_cgroup_id(task);
+	struct proc_state *p = procs.lookup(&key);
+	u64 old_leaf = p ? p->cgid : 0;
+	if (p && old_leaf == leaf)
+		return 0;
+	account(key, mm, leaf);
+	emit(EV_MOVED, key, leaf, mm_total_vm(mm), old_leaf);
+	return 0;
+}
+
+/* Slow mode only (attached while some cgroup is slow): follow resident growth per fault.
+ * The tracepoint fires before the fault is handled, so the count read here includes every
+ * earlier fault; one fault may map many pages (THP, fault-around) and that shows up here. */
+int on_page_fault(void *ctx)
+{
+	u64 leaf = bpf_get_current_cgroup_id();
+	struct leaf_ctl *ctl = leaf_ctl.lookup(&leaf);
+	if (!ctl || !ctl->slow)
+		return 0;
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct proc_state *p = procs.lookup(&tgid);
+	if (!p)
+		return 0;
+	void *mm = task_mm((void *)bpf_get_current_task());
+	if (!mm)
+		return 0;
+	stat_inc(STAT_FAULTS);
+	follow_rss(p, ctl, leaf, tgid, mm);
+	return 0;
+}

@@ -1,0 +1,58 @@
+/* Types and constants shared by the BPF programs (probes/*.c) and observer/wire.py.
+ * Keep in sync with observer/wire.py: tests/unit/test_wire.py parses this file and
+ * compares every constant and struct layout with the Python side. */
+#ifndef BEANWATCH_OBSERVER_H
+#define BEANWATCH_OBSERVER_H
+
+/* event kinds, sent through the ring buffer */
+#define EV_NEW_LEAF   1 /* first address-space change seen in a cgroup Python has not configured */
+#define EV_VM_HIGH    2 /* a cgroup's mapped total rose above the bound Python set */
+#define EV_VM_LOW     3 /* ... fell below the bound Python set */
+#define EV_RSS_HIGH   4 /* a slow-mode cgroup's resident growth passed the bound Python set */
+#define EV_MOVED      5 /* a known process moved to another cgroup */
+
+/* indexes into the per-CPU stats array */
+#define STAT_RINGBUF_FULL  0 /* ringbuf_reserve failed: an event was lost */
+#define STAT_PROCS_FULL    1 /* procs map full: a process is not accounted */
+#define STAT_LEAVES_FULL   2 /* leaf maps full: a cgroup is not accounted */
+#define STAT_VM_UPDATES    3 /* address-space changes accounted */
+#define STAT_FAULTS        4 /* page faults followed in slow-mode cgroups */
+#define STAT_MAX           5
+
+struct event {
+	unsigned int kind;
+	unsigned int tgid;
+	unsigned long long cgid;   /* cgroup2 id (inode of the cgroup directory) */
+	long long value;           /* kind-specific: pages */
+	unsigned long long aux;    /* kind-specific: old cgroup id for EV_MOVED */
+	unsigned long long ts_ns;  /* bpf_ktime_get_ns() */
+};
+
+/* one entry per process (thread group): what is counted for it in its cgroup */
+struct proc_state {
+	long long vm_pages;        /* mm->total_vm when last seen */
+	unsigned long long cgid;   /* the cgroup its pages are counted in */
+	long long rss_pages;       /* resident pages when last seen in slow mode */
+	unsigned int gen;          /* leaf_ctl.gen when rss_pages was taken */
+	unsigned int pad;
+};
+
+/* per cgroup, written by Python: the bounds that wake it up */
+struct leaf_ctl {
+	long long vm_high;         /* wake when leaf_cnt.vm_pages rises above */
+	long long vm_low;          /* wake when leaf_cnt.vm_pages falls below */
+	long long rss_high;        /* wake when leaf_cnt.rss_growth rises above */
+	unsigned int slow;         /* follow page faults of this cgroup */
+	unsigned int gen;          /* bumped by Python on each switch to slow mode */
+	unsigned int vm_fired;     /* set by BPF when it sent EV_VM_HIGH/LOW, cleared by Python */
+	unsigned int rss_fired;    /* set by BPF when it sent EV_RSS_HIGH, cleared by Python */
+};
+
+/* per cgroup, written by BPF with atomic adds */
+struct leaf_cnt {
+	long long vm_pages;        /* sum of changes in total_vm seen by BPF (Python adds its seed) */
+	long long rss_growth;      /* sum of resident-page changes seen in slow mode */
+	long long faults;          /* page faults followed */
+};
+
+#endif
