@@ -1,4 +1,4 @@
-/* Types and constants shared by the BPF programs (probes/*.c) and observer/wire.py.
+/* Types and constants shared by the BPF programs in probes/ and observer/wire.py.
  * Keep in sync with observer/wire.py: tests/unit/test_wire.py parses this file and
  * compares every constant and struct layout with the Python side. */
 #ifndef BEANWATCH_OBSERVER_H

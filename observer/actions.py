@@ -1,0 +1,189 @@
+"""Acts on cgroups (report, freeze, thaw, kill), refusing any that holds init or beanwatch."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+from .cgroupfs import CgroupFS
+from .errors import BeanwatchError
+from .procfs import ProcFS
+
+
+class ActionRefused(BeanwatchError):
+    """The action would touch a cgroup beanwatch must never act on."""
+
+
+def _canonical(name: str) -> bool:
+    if name == "/":
+        return True
+    parts = name.split("/")
+    return (
+        name.startswith("/")
+        and "\0" not in name
+        and "\n" not in name
+        and all(p not in ("", ".", "..") for p in parts[1:])
+    )
+
+
+def guard(cg: CgroupFS, name: str, expected_id: int, own_cgroup: str, init_cgroup: str) -> None:
+    """Raise ActionRefused unless acting on name can reach neither init, beanwatch nor its
+    session, and name is still the cgroup that was measured (same id)."""
+    # Ancestry below is a string comparison: it holds only for canonical names.
+    for value in (name, own_cgroup, init_cgroup):
+        if not isinstance(value, str) or not _canonical(value):
+            raise ActionRefused(f"refusing to act: {value!r} is not a canonical cgroup name")
+    # On many hosts every process, the operator's own shell included, sits in the root cgroup.
+    if name == "/":
+        raise ActionRefused("refusing to act on the root cgroup")
+    if name in cg.ancestors_or_self(own_cgroup):
+        raise ActionRefused(f"refusing to act on {name}: it holds beanwatch ({own_cgroup})")
+    if name in cg.ancestors_or_self(init_cgroup):
+        raise ActionRefused(f"refusing to act on {name}: it holds init ({init_cgroup})")
+    try:
+        found = cg.cgroup_id(name)
+    except FileNotFoundError:
+        raise ActionRefused(f"refusing to act on {name}: gone") from None
+    except OSError as e:
+        raise ActionRefused(f"refusing to act on {name}: {e.strerror}") from None
+    if found != expected_id:
+        raise ActionRefused(
+            f"refusing to act on {name}: removed and recreated (id {expected_id}, now {found})"
+        )
+
+
+@dataclass
+class ActionResult:
+    action: str
+    cgroup: str
+    pids: list[int]
+    ok: bool
+    detail: str
+
+
+class PidfdSignaller:
+    """Signals through pidfds (Linux 5.3): a pidfd names one process, never a reuse of its PID."""
+
+    def pidfd_open(self, pid: int) -> int | None:
+        try:
+            return os.pidfd_open(pid)
+        except AttributeError:
+            raise BeanwatchError("pidfd_open is unavailable (needs Linux 5.3+)") from None
+        except OSError as e:
+            # ESRCH: gone. EINVAL: the number now names a thread, not a process: also gone.
+            if e.errno in (errno.ESRCH, errno.EINVAL):
+                return None
+            raise BeanwatchError(f"pidfd_open({pid}): {e.strerror}") from None
+
+    def send(self, pidfd: int, sig: int) -> None:
+        """Raises ProcessLookupError when the process has exited."""
+        try:
+            signal.pidfd_send_signal(pidfd, sig)
+        except OSError as e:
+            if e.errno == errno.ESRCH:
+                raise
+            raise BeanwatchError(f"pidfd_send_signal({sig}): {e.strerror}") from None
+
+    def close(self, pidfd: int) -> None:
+        os.close(pidfd)
+
+
+def _within(path: str, name: str) -> bool:
+    return path == name or path.startswith(name + "/")
+
+
+class Actor:
+    """Carries out actions on cgroups, each behind guard()."""
+
+    ROUND_PAUSE = 0.005  # seconds between kill rounds, to let forks in flight land in cgroup.procs
+
+    def __init__(
+        self, cg: CgroupFS, procfs: ProcFS, own_cgroup: str, init_cgroup: str, signaller=None
+    ):
+        self.cg = cg
+        self.procfs = procfs
+        self.own_cgroup = own_cgroup
+        self.init_cgroup = init_cgroup
+        self.signaller = signaller or PidfdSignaller()
+
+    def guard(self, name: str, expected_id: int) -> None:
+        guard(self.cg, name, expected_id, self.own_cgroup, self.init_cgroup)
+
+    def report(self, name: str) -> ActionResult:
+        """Lists the members; writes no cgroup file and sends no signal."""
+        pids = self.cg.subtree_procs(name)
+        return ActionResult("report", name, pids, True, f"{len(pids)} processes")
+
+    def freeze(self, name: str, expected_id: int) -> ActionResult:
+        return self._freeze("freeze", name, expected_id, True)
+
+    def thaw(self, name: str, expected_id: int) -> ActionResult:
+        return self._freeze("thaw", name, expected_id, False)
+
+    def _freeze(self, action: str, name: str, expected_id: int, frozen: bool) -> ActionResult:
+        self.guard(name, expected_id)
+        pids = self.cg.subtree_procs(name)
+        ok = self.cg.freeze(name, frozen)
+        detail = ("frozen" if frozen else "thawed") if ok else "gone"
+        return ActionResult(action, name, pids, ok, detail)
+
+    def kill(self, name: str, expected_id: int, rounds: int = 10) -> ActionResult:
+        self.guard(name, expected_id)
+        pids = self.cg.subtree_procs(name)
+        if self.cg.has_kill(name):
+            # cgroup.kill is atomic: the kernel also kills children forked while it runs.
+            ok = self.cg.kill(name)
+            return ActionResult("kill", name, pids, ok, "cgroup.kill written" if ok else "gone")
+        return self._kill_by_pidfd(name, pids, rounds)
+
+    def _kill_by_pidfd(self, name: str, pids: list[int], rounds: int) -> ActionResult:
+        # Without cgroup.kill: freeze so that nothing forks, then SIGKILL each member through a
+        # pidfd, re-reading cgroup.procs until a round finds no new PID (as systemd does).
+        # Frozen tasks still die of fatal signals, and SIGKILL is one.
+        frozen = self.cg.has_freeze(name) and self.cg.freeze(name, True)
+        seen: set[int] = set()
+        signalled = done = 0
+        settled = False
+        try:
+            while done < rounds and not settled:
+                done += 1
+                # Each PID is tried once. If it was gone and the number is reused by a new
+                # member within these milliseconds, that member survives: the safe direction.
+                new = [p for p in self.cg.subtree_procs(name) if p not in seen]
+                seen.update(new)
+                signalled += sum(self._kill_one(pid, name) for pid in new)
+                settled = not new
+                if new:
+                    time.sleep(self.ROUND_PAUSE)
+        finally:
+            if frozen:
+                # Thaw even on error: a cgroup must never be left frozen behind us.
+                self.cg.freeze(name, False)
+        detail = f"SIGKILL via pidfd to {signalled} processes in {done} rounds"
+        if not settled:
+            detail += f"; new processes still appearing after {rounds} rounds"
+        return ActionResult("kill", name, pids, settled, detail)
+
+    def _kill_one(self, pid: int, name: str) -> bool:
+        if pid in (1, os.getpid()):
+            return False
+        fd = self.signaller.pidfd_open(pid)
+        if fd is None:
+            return False
+        try:
+            # The PID was read from cgroup.procs before the pidfd was opened: in between, the
+            # process may have exited and its number gone to an unrelated process. Holding
+            # the pidfd, check that the number still belongs to this cgroup; if the process
+            # exits after this check, the pidfd refers to it, and the signal fails with ESRCH.
+            where = self.procfs.cgroup2_path(pid)
+            if where is None or not _within(where, name):
+                return False
+            self.signaller.send(fd, signal.SIGKILL)
+            return True
+        except ProcessLookupError:
+            return False
+        finally:
+            self.signaller.close(fd)

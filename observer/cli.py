@@ -1,0 +1,314 @@
+"""The beanwatch command line: watch, status, demo, check."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from dataclasses import dataclass
+
+import click
+
+from . import __version__, render
+from .cgroupfs import CgroupFS, find_mounts
+from .config import DEFAULT_HYSTERESIS, Action, ConfigError, Limit, parse_limit_spec
+from .errors import BeanwatchError
+from .procfs import ProcFS
+from .sizes import format_size
+
+EXAMPLES_WATCH = """
+\b
+Examples:
+  beanwatch watch --limit batch.slice=4G --action kill
+  beanwatch watch --limit /sys/fs/cgroup/job=512M:448M --json --duration 60
+  beanwatch watch            # every cgroup, limits from memory.max, report only
+"""
+
+
+@dataclass
+class Host:
+    cg: CgroupFS
+    procfs: ProcFS
+    own_cgroup: str
+    init_cgroup: str
+
+
+def open_host() -> Host:
+    mounts = find_mounts()
+    if not mounts.cgroup2:
+        raise BeanwatchError("no cgroup2 filesystem is mounted (see /proc/self/mountinfo)")
+    procfs = ProcFS()
+    own = procfs.cgroup2_path(os.getpid()) or "/"
+    init = procfs.cgroup2_path(1) or "/"
+    return Host(CgroupFS(mounts.cgroup2, mounts.memory_v1), procfs, own, init)
+
+
+def fail(message: str, code: int = 1):
+    click.echo(f"beanwatch: {message}", err=True)
+    sys.exit(code)
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        fail("must run as root (loading BPF programs needs CAP_BPF and CAP_PERFMON)")
+
+
+def _limits_callback(ctx, param, values):
+    try:
+        return [parse_limit_spec(v) for v in values]
+    except BeanwatchError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def json_option(f):
+    return click.option("--json", "as_json", is_flag=True,
+                        help="One JSON object per line on stdout.")(f)
+
+
+def limit_option(f):
+    return click.option("--limit", "limits", multiple=True, metavar="CGROUP=SIZE[:BARRIER]",
+                        callback=_limits_callback,
+                        help="Watch CGROUP (relative to the cgroup2 mount, or absolute) with a "
+                             "limit and optional barrier; sizes take K/M/G/T. Repeatable.")(f)
+
+
+def resolve_watches(host: Host, limits, action: Action, hysteresis: float):
+    """--limit specs to Watch objects; with none, every cgroup with its memory limit."""
+    from .actions import ActionRefused, guard
+    from .session import Watch
+    watches = []
+    if limits:
+        seen = set()
+        for spec in limits:
+            name = host.cg.resolve(spec.cgroup)
+            if name in seen:
+                raise ConfigError(f"cgroup {name} is given twice")
+            seen.add(name)
+            cid = host.cg.cgroup_id(name)
+            if action is not Action.REPORT:
+                try:
+                    guard(host.cg, name, cid, host.own_cgroup, host.init_cgroup)
+                except ActionRefused as e:
+                    raise ConfigError(f"--action {action.value} on {name}: {e}") from None
+            watches.append(Watch(name, cid, Limit(spec.limit, spec.barrier, action, hysteresis)))
+        return watches
+    for cid, name in sorted(host.cg.walk().items(), key=lambda kv: kv[1]):
+        lim = host.cg.memory_limit(name)
+        watches.append(Watch(name, cid, Limit(lim, None, Action.REPORT, hysteresis) if lim else None))
+    return watches
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="beanwatch")
+def cli():
+    """On-demand per-cgroup memory accounting with eBPF.
+
+    A cgroup whose processes' mapped memory (an upper bound of their resident memory)
+    stays under its limit costs nothing per page fault. Above it, exact usage is
+    followed, and a cgroup past its limit is reported, frozen or killed.
+    """
+
+
+@cli.command(epilog=EXAMPLES_WATCH)
+@limit_option
+@click.option("--action", type=click.Choice([a.value for a in Action]), default="report",
+              show_default=True, help="What to do with a cgroup past its limit.")
+@click.option("--hysteresis", type=click.FloatRange(0, 1, max_open=True),
+              default=DEFAULT_HYSTERESIS, show_default=True,
+              help="Return to fast mode below limit x (1 - this).")
+@click.option("--interval", type=click.FloatRange(0.05, 3600), default=1.0, show_default=True,
+              help="Seconds between snapshots and slow-mode exact checks.")
+@click.option("--duration", type=click.FloatRange(0, min_open=True), default=None,
+              help="Stop after this many seconds.")
+@json_option
+@click.option("--keep-frozen", is_flag=True, help="Leave cgroups frozen by --action freeze on exit.")
+@click.option("--ringbuf-pages", type=click.IntRange(1, 65536), default=64, hidden=True)
+@click.option("--print-bpf", is_flag=True, hidden=True, help="Print the BPF source and exit.")
+def watch(limits, action, hysteresis, interval, duration, as_json, keep_frozen, ringbuf_pages,
+          print_bpf):
+    """Watch cgroups live and act on limits."""
+    from .loader import probe_source
+    if print_bpf:
+        with open(probe_source()) as f:
+            click.echo(f.read())
+        return
+    action = Action(action)
+    if action is not Action.REPORT and not limits:
+        raise click.UsageError(f"--action {action.value} needs at least one --limit")
+    require_root()
+    try:
+        host = open_host()
+        watches = resolve_watches(host, limits, action, hysteresis)
+    except BeanwatchError as e:
+        fail(str(e), 2)
+    code = run_watch(host, watches, interval, duration, as_json, keep_frozen, ringbuf_pages)
+    sys.exit(code)
+
+
+class TableSink:
+    """Collects snapshot records and redraws the table once per round; logs the rest."""
+
+    def __init__(self, n_accounts: int, out=sys.stdout):
+        self.n = n_accounts
+        self.out = out
+        self.batch: list[dict] = []
+        self.clear = out.isatty()
+
+    def __call__(self, rec: dict) -> None:
+        if rec["event"] != "snapshot":
+            render.message(render.describe(rec))
+            return
+        self.batch.append(rec)
+        if len(self.batch) >= self.n:
+            text = render.table(self.batch)
+            self.batch = []
+            if self.clear:
+                self.out.write("\x1b[H\x1b[2J")
+            self.out.write(text + "\n\n")
+            self.out.flush()
+
+
+def json_sink(rec: dict) -> None:
+    sys.stdout.write(render.json_line(rec) + "\n")
+    sys.stdout.flush()
+
+
+class StopFlag:
+    """SIGINT and SIGTERM end the session between two polls, so cleanup always runs."""
+
+    def __init__(self):
+        self.signal = None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._set)
+
+    def _set(self, signum, _frame):
+        self.signal = signum
+
+    def __call__(self) -> bool:
+        return self.signal is not None
+
+
+def build_session(host: Host, watches, sink, interval, keep_frozen=False, ringbuf_pages=64):
+    from .actions import Actor
+    from .loader import ProbeOptions, Probes
+    from .netlink import PeakReader
+    from .session import Session
+    holder = {}
+    probes = Probes(lambda ev: holder["s"].on_event(ev), ProbeOptions(ring_pages=ringbuf_pages))
+    actor = Actor(host.cg, host.procfs, host.own_cgroup, host.init_cgroup)
+    session = Session(watches, host.cg, host.procfs, probes, actor, sink, interval=interval,
+                      keep_frozen=keep_frozen, taskstats=PeakReader())
+    holder["s"] = session
+    return session
+
+
+def run_watch(host, watches, interval, duration, as_json, keep_frozen, ringbuf_pages) -> int:
+    sink = json_sink if as_json else TableSink(len(watches))
+    stop = StopFlag()
+    session = build_session(host, watches, sink, interval, keep_frozen, ringbuf_pages)
+    try:
+        session.start()
+        if not session.probes.has_fault_tracepoint:
+            render.message("exceptions:page_fault_user is missing (not x86?): slow mode relies "
+                           "on periodic exact checks every --interval")
+        render.message(f"watching {len(watches)} cgroup(s); Ctrl-C to stop")
+        session.run(duration, stop)
+    except BeanwatchError as e:
+        render.message(str(e))
+        return 1
+    finally:
+        for name in session.stop():
+            render.message(f"thawed {name}")
+    return 0
+
+
+@cli.command()
+@limit_option
+@json_option
+@click.option("--format", "fmt", type=click.Choice(["table", "beancounters"]), default="table",
+              show_default=True)
+def status(limits, as_json, fmt):
+    """One-shot accounting from /proc, no BPF: estimate, exact, limit, mode."""
+    from .model import Account
+    from .session import account_record
+    import time
+    try:
+        host = open_host()
+        watches = resolve_watches(host, limits, Action.REPORT, DEFAULT_HYSTERESIS)
+    except BeanwatchError as e:
+        fail(str(e), 2)
+    records = []
+    now = time.time()
+    for w in watches:
+        vm = rss = 0
+        for pid in host.cg.subtree_procs(w.name):
+            statm = host.procfs.statm(pid)
+            if statm:
+                vm += statm[0]
+                rss += statm[1]
+        acc = Account(w.name, w.cgroup_id, w.limit)
+        acc.on_estimate(vm)
+        acc.on_exact(rss, now)
+        acc.failcnt = 0
+        records.append(account_record("status", acc, now))
+    if as_json:
+        for rec in records:
+            click.echo(render.json_line(rec))
+    elif fmt == "beancounters":
+        click.echo(render.beancounters(records))
+    else:
+        click.echo(render.table(records))
+
+
+@cli.command()
+@click.option("--limit", "limit_text", default="256M", show_default=True,
+              help="Limit for the scratch cgroup.")
+@json_option
+def demo(limit_text, as_json):
+    """Zero-configuration demonstration on a scratch cgroup.
+
+    A workload reserves 1 GiB of address space but touches 16 MiB (fast -> slow mode,
+    exact check passes, no kill), then touches memory past the limit (killed).
+    """
+    from .demo import run_demo
+    from .sizes import parse_size
+    try:
+        limit = parse_size(limit_text)
+        if limit < 64 << 20:
+            raise ConfigError("--limit for the demo must be at least 64M")
+    except BeanwatchError as e:
+        raise click.BadParameter(str(e), param_hint="--limit") from None
+    require_root()
+    try:
+        host = open_host()
+    except BeanwatchError as e:
+        fail(str(e), 2)
+    sys.exit(run_demo(host, limit, as_json))
+
+
+@cli.command()
+@json_option
+def check(as_json):
+    """What this host supports; exits non-zero with the reason if beanwatch cannot run."""
+    from .hostcheck import run_checks
+    results = run_checks()
+    ok = all(r.ok or not r.required for r in results)
+    if as_json:
+        for r in results:
+            click.echo(render.json_line({"event": "check", "name": r.name, "ok": r.ok,
+                                         "required": r.required, "detail": r.detail}))
+    else:
+        for r in results:
+            mark = "ok" if r.ok else ("MISSING" if r.required else "no")
+            click.echo(f"{mark:>8}  {r.name}: {r.detail}")
+    if not ok:
+        failed = [r.name for r in results if r.required and not r.ok]
+        fail("cannot run here: " + ", ".join(failed), 1)
+
+
+def main():
+    cli(prog_name="beanwatch")
+
+
+if __name__ == "__main__":
+    main()

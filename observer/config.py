@@ -1,0 +1,75 @@
+"""What the operator asked for: limits per cgroup and the action to take, validated."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from .errors import BeanwatchError
+from .sizes import format_size, parse_size
+
+
+class ConfigError(BeanwatchError):
+    """A limit, action or option the operator gave is invalid."""
+
+
+class Action(str, enum.Enum):
+    REPORT = "report"
+    FREEZE = "freeze"
+    KILL = "kill"
+
+
+DEFAULT_HYSTERESIS = 0.10
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A memory limit on a cgroup and its descendants, like memory.max."""
+
+    limit: int
+    barrier: int | None = None
+    action: Action = Action.REPORT
+    hysteresis: float = DEFAULT_HYSTERESIS
+
+    def __post_init__(self):
+        if self.limit <= 0:
+            raise ConfigError(f"limit must be above zero, not {self.limit}")
+        if self.barrier is not None and not 0 < self.barrier <= self.limit:
+            raise ConfigError(
+                f"barrier {format_size(self.barrier)} must be above zero and not above "
+                f"the limit {format_size(self.limit)}")
+        if not 0.0 <= self.hysteresis < 1.0:
+            raise ConfigError(f"hysteresis must be in [0, 1), not {self.hysteresis}")
+
+    @property
+    def trigger(self) -> int:
+        """The lowest level that needs exact checks: the barrier if set, else the limit."""
+        return self.barrier if self.barrier is not None else self.limit
+
+    @property
+    def low_water(self) -> int:
+        """Below this estimate a slow-mode cgroup returns to fast mode."""
+        return int(self.trigger * (1.0 - self.hysteresis))
+
+
+@dataclass(frozen=True)
+class LimitSpec:
+    """One --limit CGROUP=SIZE[:BARRIER] as written; the cgroup is resolved later."""
+
+    cgroup: str
+    limit: int
+    barrier: int | None
+
+
+def parse_limit_spec(text: str) -> LimitSpec:
+    cgroup, sep, sizes = text.rpartition("=")
+    if not sep or not cgroup:
+        raise ConfigError(f"bad --limit {text!r}: expected CGROUP=SIZE[:BARRIER]")
+    size_text, colon, barrier_text = sizes.partition(":")
+    limit = parse_size(size_text)
+    barrier = parse_size(barrier_text) if colon else None
+    if limit <= 0:
+        raise ConfigError(f"bad --limit {text!r}: the limit must be above zero")
+    if barrier is not None and not 0 < barrier <= limit:
+        raise ConfigError(f"bad --limit {text!r}: the barrier must be above zero and not above the limit")
+    return LimitSpec(cgroup, limit, barrier)

@@ -1,0 +1,101 @@
+"""`beanwatch demo`: the whole cycle on a scratch cgroup, with nothing to configure."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from . import render
+from .config import Action, Limit
+from .errors import BeanwatchError
+from .sizes import format_size
+
+DEMO_STEPS = ["reserve:1G", "touch:16M", "sleep:2", "touch:1G", "hold"]
+
+
+def spawn_in_cgroup(argv: list[str], procs_file: str, **kw) -> subprocess.Popen:
+    """Starts argv already inside a cgroup: the child joins it before exec."""
+    def join():
+        with open(procs_file, "w") as f:
+            f.write(str(os.getpid()))
+    return subprocess.Popen(argv, preexec_fn=join, **kw)
+
+
+def remove_cgroup(path: str, timeout: float = 5.0) -> None:
+    deadline = time.time() + timeout
+    while True:
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def run_demo(host, limit: int, as_json: bool) -> int:
+    from .cli import StopFlag, build_session, json_sink
+    from .session import Watch
+    name = f"/beanwatch-demo-{os.getpid()}"
+    path = host.cg.path(name)
+    os.mkdir(path)
+    records: list[dict] = []
+
+    def sink(rec):
+        records.append(rec)
+        if as_json:
+            json_sink(rec)
+        elif rec["event"] != "snapshot":
+            print(f"  {rec['ts'] - t0:6.2f}s  {render.describe(rec)}", flush=True)
+
+    t0 = time.time()
+    stop = StopFlag()
+    proc = None
+    session = None
+    try:
+        watch = Watch(name, host.cg.cgroup_id(name), Limit(limit, None, Action.KILL))
+        session = build_session(host, [watch], sink, interval=0.5)
+        if not as_json:
+            print(f"beanwatch demo: cgroup {name}, limit {format_size(limit)}, action kill")
+            print("  workload: reserve 1G (untouched), touch 16M, pause, then touch until stopped")
+        session.start()
+        proc = spawn_in_cgroup([sys.executable, "-m", "observer.workload", *DEMO_STEPS],
+                               os.path.join(path, "cgroup.procs"), stderr=subprocess.DEVNULL,
+                               cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        session.run(30.0, lambda: stop() or proc.poll() is not None)
+        session.run(0.6, stop)  # the records that follow the kill
+    except BeanwatchError as e:
+        render.message(str(e))
+        return 1
+    finally:
+        if session is not None:
+            session.stop()
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        if proc is not None:
+            proc.wait()
+        remove_cgroup(path)
+    return summarize(records, limit, proc.returncode if proc else None, as_json)
+
+
+def summarize(records, limit, returncode, as_json) -> int:
+    switches = [r for r in records if r["event"] == "mode"]
+    checks = [r for r in records if r["event"] == "check"]
+    actions = [r for r in records if r["event"] == "action"]
+    killed = returncode is not None and returncode < 0
+    ok = bool(switches) and bool(checks) and bool(actions) and killed
+    if as_json:
+        return 0 if ok else 1
+    print("summary:")
+    print(f"  mode switches {len(switches)}, exact checks {len(checks)}, actions {len(actions)}")
+    for a in actions:
+        over = a["held_bytes"] - limit
+        print(f"  {a['action']} at {format_size(a['held_bytes'])} held "
+              f"({format_size(over)} past the limit)")
+    print(f"  workload {'was killed' if killed else 'was NOT killed'} (exit {returncode})")
+    print("  result: " + ("the whole cycle ran" if ok else "INCOMPLETE"))
+    return 0 if ok else 1

@@ -1,0 +1,84 @@
+"""What the host offers beanwatch: privileges, BPF, BTF, tracepoints, cgroups, headers."""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+
+from . import loader
+from .btf import BTF
+from .cgroupfs import find_mounts
+from .errors import BeanwatchError
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    ok: bool
+    detail: str
+    required: bool = True
+
+
+def run_checks() -> list[Result]:
+    out = [Result("root", os.geteuid() == 0,
+                  "running as root" if os.geteuid() == 0 else "beanwatch needs root")]
+    try:
+        import bcc  # noqa: F401  (only a presence check; the loader owns bcc)
+        out.append(Result("bcc", True, "python3-bpfcc importable"))
+    except ImportError:
+        out.append(Result("bcc", False, "install python3-bpfcc; use a venv with --system-site-packages"))
+    try:
+        btf = BTF.from_file()
+        loader.kernel_offsets(btf)
+        out.append(Result("btf", True, "/sys/kernel/btf/vmlinux has every struct member needed"))
+    except BeanwatchError as e:
+        out.append(Result("btf", False, str(e)))
+    build = f"/lib/modules/{platform.release()}/build"
+    out.append(Result("kernel headers", os.path.exists(os.path.join(build, "include")),
+                      f"{build} -> {os.path.realpath(build)}" if os.path.exists(build)
+                      else f"{build} missing: install headers or run `make setup`"))
+    tracefs = loader.find_tracefs()
+    if tracefs is None and os.geteuid() == 0:
+        try:
+            tracefs = loader.ensure_tracefs()
+        except BeanwatchError:
+            tracefs = None
+    out.append(Result("tracefs", tracefs is not None, tracefs or "not mounted"))
+    if tracefs:
+        needed = list(loader.REQUIRED_TRACEPOINTS) + [
+            ("syscalls", f"sys_exit_{s}") for s in loader.REQUIRED_VM_SYSCALLS]
+        for cat, ev in needed:
+            ok = loader.tracepoint_exists(tracefs, cat, ev)
+            out.append(Result(f"{cat}:{ev}", ok, "present" if ok else "missing"))
+        ok = loader.tracepoint_exists(tracefs, *loader.FAULT_TRACEPOINT)
+        out.append(Result("exceptions:page_fault_user", ok,
+                          "present: slow mode follows faults" if ok
+                          else "missing (x86 only): slow mode uses periodic exact checks",
+                          required=False))
+    mounts = find_mounts()
+    out.append(Result("cgroup2", mounts.cgroup2 is not None, mounts.cgroup2 or "not mounted"))
+    if mounts.cgroup2:
+        root = mounts.cgroup2
+        out.append(Result("cgroup.kill", _any_has(root, "cgroup.kill"),
+                          "kernel kills whole cgroups" if _any_has(root, "cgroup.kill")
+                          else "missing (before 5.14): kill falls back to freeze + SIGKILL",
+                          required=False))
+        out.append(Result("memory limits", True,
+                          "cgroup2 memory.max" if os.path.exists(os.path.join(root, "memory.stat"))
+                          or _any_has(root, "memory.max") else
+                          (f"cgroup1 memory at {mounts.memory_v1}" if mounts.memory_v1
+                           else "no memory controller: give limits with --limit"),
+                          required=False))
+    return out
+
+
+def _any_has(root: str, name: str) -> bool:
+    """Core files are absent from the root cgroup: look in its first child."""
+    try:
+        for entry in os.scandir(root):
+            if entry.is_dir(follow_symlinks=False):
+                return os.path.exists(os.path.join(entry.path, name))
+    except OSError:
+        pass
+    return False

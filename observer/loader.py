@@ -1,0 +1,250 @@
+"""Loads beanwatch's BPF programs and reaches their maps: the only module that imports bcc."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from dataclasses import dataclass
+from importlib import resources
+
+from . import wire
+from .btf import BTF
+from .errors import BeanwatchError
+from .model import LeafBounds, LeafCounters
+
+TRACEFS_CANDIDATES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+
+# Every syscall after which a process's total_vm may differ. The first four are required;
+# the others are followed where the kernel has them. execve is followed by sched_process_exec.
+REQUIRED_VM_SYSCALLS = ("mmap", "munmap", "brk", "mremap")
+OPTIONAL_VM_SYSCALLS = ("shmat", "shmdt", "io_setup", "io_destroy", "map_shadow_stack")
+# Tracepoints the always-on programs need (format tracepoints) and raw tracepoints.
+REQUIRED_TRACEPOINTS = (("sched", "sched_process_exec"), ("sched", "sched_process_exit"),
+                        ("sched", "sched_process_fork"), ("cgroup", "cgroup_attach_task"))
+FAULT_TRACEPOINT = ("exceptions", "page_fault_user")
+
+BPF_NOEXIST = 1
+
+
+class ProbeError(BeanwatchError):
+    """The BPF programs cannot be built, loaded or attached on this host."""
+
+
+def probe_source() -> str:
+    """Absolute path of the BPF C source shipped in the package (never relative to cwd)."""
+    return str(resources.files("observer.probes").joinpath("accounting.c"))
+
+
+def find_tracefs() -> str | None:
+    for path in TRACEFS_CANDIDATES:
+        if os.path.exists(os.path.join(path, "events")):
+            return path
+    return None
+
+
+def ensure_tracefs() -> str:
+    """Mounts tracefs if nothing has (as perf and bpftrace expect it to be)."""
+    path = find_tracefs()
+    if path:
+        return path
+    try:
+        import subprocess
+        subprocess.run(["mount", "-t", "tracefs", "nodev", TRACEFS_CANDIDATES[0]],
+                       check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise ProbeError(f"tracefs is not mounted and mounting it failed: {e}") from None
+    path = find_tracefs()
+    if not path:
+        raise ProbeError("tracefs is not mounted at /sys/kernel/tracing")
+    return path
+
+
+def tracepoint_exists(tracefs: str, category: str, event: str) -> bool:
+    return os.path.isdir(os.path.join(tracefs, "events", category, event))
+
+
+def kernel_offsets(btf: BTF) -> dict[str, int]:
+    """The struct offsets the BPF code reads, from the running kernel's BTF."""
+    rss = btf.member("mm_struct", "rss_stat")
+    elem, count = btf.array_info(rss.type_id)
+    if count < 4:
+        raise ProbeError(f"mm_struct.rss_stat has {count} counters, expected 4")
+    try:
+        # 6.2 and later: an array of percpu_counter; before: atomic_long_t count[]
+        count_off = btf.offset("percpu_counter", "count") if btf.sizeof(elem) > 8 else 0
+    except BeanwatchError:
+        count_off = 0
+    return {
+        "OFF_TASK_MM": btf.offset("task_struct", "mm"),
+        "OFF_TASK_TGID": btf.offset("task_struct", "tgid"),
+        "OFF_TASK_PID": btf.offset("task_struct", "pid"),
+        "OFF_TASK_CGROUPS": btf.offset("task_struct", "cgroups"),
+        "OFF_CSS_SET_DFL_CGRP": btf.offset("css_set", "dfl_cgrp"),
+        "OFF_CGROUP_KN": btf.offset("cgroup", "kn"),
+        "OFF_KERNFS_NODE_ID": btf.offset("kernfs_node", "id"),
+        "OFF_MM_TOTAL_VM": btf.offset("mm_struct", "total_vm"),
+        "OFF_MM_RSS_STAT": rss.offset,
+        "SIZE_RSS_COUNTER": btf.sizeof(elem),
+        "OFF_RSS_COUNT": count_off,
+    }
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    ring_pages: int = 64          # ring buffer size in pages (a power of two)
+    max_procs: int = 131072
+    max_leaves: int = 16384
+
+
+class Probes:
+    """The loaded programs. start() attaches the always-on ones; the page-fault program is
+    attached only while some cgroup is in slow mode (enable_faults)."""
+
+    def __init__(self, on_event, options: ProbeOptions = ProbeOptions()):
+        self._on_event = on_event
+        self.options = options
+        self.bpf = None
+        self.tracefs: str | None = None
+        self.attached_syscalls: list[str] = []
+        self.faults_on = False
+        self.fault_probe = ":".join(FAULT_TRACEPOINT)
+        self.callback_errors = 0
+
+    def cflags(self, offsets: dict[str, int]) -> list[str]:
+        o = self.options
+        defs = dict(offsets, MAX_PROCS=o.max_procs, MAX_LEAVES=o.max_leaves,
+                    RINGBUF_PAGES=o.ring_pages)
+        probes_dir = os.path.dirname(probe_source())
+        return [f"-D{k}={v}" for k, v in defs.items()] + [f"-I{probes_dir}", "-Wno-macro-redefined"]
+
+    def check(self) -> None:
+        """Refuses to run blind: every tracepoint the accounting needs must exist."""
+        self.tracefs = ensure_tracefs()
+        missing = [f"{c}:{e}" for c, e in REQUIRED_TRACEPOINTS
+                   if not tracepoint_exists(self.tracefs, c, e)]
+        missing += [f"syscalls:sys_exit_{s}" for s in REQUIRED_VM_SYSCALLS
+                    if not tracepoint_exists(self.tracefs, "syscalls", f"sys_exit_{s}")]
+        if missing:
+            raise ProbeError("missing tracepoint(s) " + ", ".join(missing)
+                             + " (syscall tracepoints need CONFIG_FTRACE_SYSCALLS)")
+
+    @property
+    def has_fault_tracepoint(self) -> bool:
+        return bool(self.tracefs) and tracepoint_exists(self.tracefs, *FAULT_TRACEPOINT)
+
+    def start(self) -> None:
+        self.check()
+        offsets = kernel_offsets(BTF.from_file())
+        try:
+            from bcc import BPF  # imported late: bcc picks its tracefs path at import
+        except ImportError:
+            raise ProbeError("bcc is not importable: install python3-bpfcc and run from a "
+                             "venv made with --system-site-packages") from None
+        try:
+            self.bpf = BPF(src_file=probe_source().encode(), cflags=self.cflags(offsets))
+        except Exception as e:  # bcc raises bare Exception on compile/load failure
+            raise ProbeError(f"BPF programs failed to load: {e}") from None
+        try:
+            for name in REQUIRED_VM_SYSCALLS + OPTIONAL_VM_SYSCALLS:
+                if tracepoint_exists(self.tracefs, "syscalls", f"sys_exit_{name}"):
+                    self.bpf.attach_tracepoint(tp=f"syscalls:sys_exit_{name}".encode(),
+                                               fn_name=b"on_vm_syscall")
+                    self.attached_syscalls.append(name)
+            self.bpf["events"].open_ring_buffer(self._callback)
+        except Exception as e:
+            self.close()
+            raise ProbeError(f"attaching BPF programs failed: {e}") from None
+
+    def _callback(self, _ctx, data, size) -> int:
+        # bcc prints and swallows exceptions raised here: catch and count them instead.
+        try:
+            raw = ctypes.string_at(data, size)
+            self._on_event(wire.decode(raw))
+        except Exception:
+            self.callback_errors += 1
+        return 0
+
+    def enable_faults(self, on: bool) -> None:
+        if on == self.faults_on or self.bpf is None or not self.has_fault_tracepoint:
+            return
+        tp = self.fault_probe.encode()
+        if on:
+            self.bpf.attach_tracepoint(tp=tp, fn_name=b"on_page_fault")
+        else:
+            self.bpf.detach_tracepoint(tp=tp)
+        self.faults_on = on
+
+    def poll(self, timeout_ms: int) -> None:
+        self.bpf.ring_buffer_poll(timeout_ms)
+
+    def counters(self) -> dict[int, tuple[int, int, int]]:
+        """cgroup id -> (vm pages, rss growth pages, faults) as counted by the kernel."""
+        return {k.value: (v.vm_pages, v.rss_growth, v.faults)
+                for k, v in self.bpf["leaf_cnt"].items()}
+
+    def counter(self, cgid: int) -> tuple[int, int, int]:
+        table = self.bpf["leaf_cnt"]
+        try:
+            v = table[table.Key(cgid)]
+        except KeyError:
+            return (0, 0, 0)
+        return (v.vm_pages, v.rss_growth, v.faults)
+
+    def set_bounds(self, cgid: int, b: LeafBounds) -> None:
+        """Programs a cgroup's bounds and re-arms its wake-ups."""
+        table = self.bpf["leaf_ctl"]
+        leaf = table.Leaf()
+        leaf.vm_high, leaf.vm_low, leaf.rss_high = b.vm_high, b.vm_low, b.rss_high
+        leaf.slow, leaf.gen = int(b.slow), b.gen
+        leaf.vm_fired = leaf.rss_fired = 0
+        table[table.Key(cgid)] = leaf
+
+    def seed_process(self, tgid: int, vm_pages: int, cgid: int) -> bool:
+        """Adds a process found in /proc unless the kernel side already counts it."""
+        from bcc.libbcc import lib
+        table = self.bpf["procs"]
+        key, leaf = table.Key(tgid), table.Leaf()
+        leaf.vm_pages, leaf.cgid = vm_pages, cgid
+        res = lib.bpf_update_elem(table.map_fd, ctypes.byref(key), ctypes.byref(leaf), BPF_NOEXIST)
+        return res == 0
+
+    def process(self, tgid: int) -> tuple[int, int] | None:
+        """(vm pages, cgroup id) counted for a process, if any."""
+        table = self.bpf["procs"]
+        try:
+            v = table[table.Key(tgid)]
+        except KeyError:
+            return None
+        return (v.vm_pages, v.cgid)
+
+    def processes(self) -> dict[int, tuple[int, int]]:
+        return {k.value: (v.vm_pages, v.cgid) for k, v in self.bpf["procs"].items()}
+
+    def forget_process(self, tgid: int, vm_pages: int, cgid: int) -> bool:
+        """Removes a seeded entry whose process turned out to be gone, if unchanged since."""
+        table = self.bpf["procs"]
+        key = table.Key(tgid)
+        try:
+            v = table[key]
+        except KeyError:
+            return False
+        if v.vm_pages != vm_pages or v.cgid != cgid:
+            return False
+        try:
+            del table[key]
+        except KeyError:
+            return False
+        return True
+
+    def stats(self) -> list[int]:
+        """Per-CPU stats summed: indexes are wire.STAT_*."""
+        table = self.bpf["stats"]
+        return [sum(table[table.Key(i)]) for i in range(wire.STAT_MAX)]
+
+    def close(self) -> None:
+        if self.bpf is not None:
+            try:
+                self.bpf.cleanup()
+            finally:
+                self.bpf = None
+                self.faults_on = False

@@ -1,0 +1,187 @@
+"""The on-demand accounting model: modes, hysteresis, checks and decisions. No I/O.
+
+Per watched cgroup the model holds an upper estimate (the summed total_vm of its
+processes) and, in slow mode, an exact count (their summed RSS). The kernel side keeps
+per-cgroup counters and wakes Python only when a counter crosses a bound; the bounds are
+computed here (leaf_bounds) so that no crossing of a limit can go unseen.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from .config import Action, Limit
+
+S64_MAX = 2**63 - 1
+
+
+class Mode(str, enum.Enum):
+    FAST = "fast"
+    SLOW = "slow"
+
+
+class Effect(str, enum.Enum):
+    """What the caller must do or record after the model changed."""
+
+    SWITCH_SLOW = "switch_slow"   # follow faults, and check exactly now
+    SWITCH_FAST = "switch_fast"   # stop following faults
+    WARN = "barrier"              # exact passed the barrier
+    EXCEED = "exceeded"           # exact passed the limit
+    ACT = "action"                # take the configured action now
+
+
+@dataclass
+class Account:
+    """The state of one watched cgroup (covering it and its descendants)."""
+
+    name: str
+    cgroup_id: int
+    limit: Limit | None
+    mode: Mode = Mode.FAST
+    estimate: int = 0
+    exact: int | None = None
+    maxheld: int = 0
+    failcnt: int = 0
+    switches: int = 0
+    checks: int = 0
+    actions: int = 0
+    acted_at: float | None = None   # set by an action; no other until a check clears it
+    gen: int = 0                    # set by the session, from one counter, at each switch to slow
+
+    @property
+    def held(self) -> int:
+        """Exact usage where it is followed (slow mode), else the upper estimate."""
+        if self.mode is Mode.SLOW and self.exact is not None:
+            return self.exact
+        return self.estimate
+
+    def on_estimate(self, estimate: int) -> list[Effect]:
+        """The summed total_vm changed. Switches mode across the trigger, with hysteresis."""
+        self.estimate = estimate
+        self.maxheld = max(self.maxheld, self.held)
+        if self.limit is None:
+            return []
+        if self.mode is Mode.FAST and estimate > self.limit.trigger:
+            self.mode = Mode.SLOW
+            self.switches += 1
+            self.exact = None  # stale from an earlier slow period; measured again now
+            return [Effect.SWITCH_SLOW]
+        if self.mode is Mode.SLOW and estimate < self.limit.low_water:
+            self.mode = Mode.FAST
+            self.switches += 1
+            return [Effect.SWITCH_FAST]
+        return []
+
+    def on_exact(self, exact: int, now: float, retry_after: float = 1.0) -> list[Effect]:
+        """An exact measurement. Counts failures and decides whether to act.
+
+        After an action no other is taken until a check finds the cgroup back under its
+        limit; a kill that left the cgroup above its limit is retried after retry_after.
+        """
+        self.exact = exact
+        self.checks += 1
+        self.maxheld = max(self.maxheld, self.held)
+        lim = self.limit
+        if lim is None:
+            return []
+        if exact <= lim.limit:
+            self.acted_at = None
+            if lim.barrier is not None and exact > lim.barrier:
+                self.failcnt += 1
+                return [Effect.WARN]
+            return []
+        self.failcnt += 1
+        effects = [Effect.EXCEED]
+        retry = (lim.action is Action.KILL and self.acted_at is not None
+                 and now - self.acted_at >= retry_after)
+        if self.acted_at is None or retry:
+            self.acted_at = now
+            self.actions += 1
+            effects.append(Effect.ACT)
+        return effects
+
+    def rss_headroom(self) -> int:
+        """Bytes of resident growth allowed before the next exact check."""
+        lim = self.limit
+        if lim is None or self.exact is None:
+            return S64_MAX
+        if lim.barrier is not None and self.exact <= lim.barrier:
+            return lim.barrier - self.exact
+        if self.exact <= lim.limit:
+            return lim.limit - self.exact
+        # Already over and acted on: check again after a step, not on every fault.
+        return max(lim.limit // 8, 1)
+
+
+@dataclass(frozen=True)
+class LeafBounds:
+    """What the kernel side compares a cgroup's counters with (in pages)."""
+
+    vm_high: int = S64_MAX
+    vm_low: int = -S64_MAX
+    rss_high: int = S64_MAX
+    slow: bool = False
+    gen: int = 0
+
+
+@dataclass(frozen=True)
+class LeafCounters:
+    """A cgroup's counters as read from the kernel (pages); seed is Python's own share."""
+
+    vm: int = 0
+    seed: int = 0
+    rss_growth: int = 0
+
+    @property
+    def estimate(self) -> int:
+        return self.vm + self.seed
+
+
+@dataclass
+class _Bound:
+    vm_high: int = S64_MAX
+    vm_low: int = -S64_MAX
+    rss_high: int = S64_MAX
+    slow: bool = False
+    gen: int = 0
+
+
+def leaf_bounds(accounts: list[Account], leaves_of: dict[str, list[int]],
+                counters: dict[int, LeafCounters], all_leaves: list[int],
+                page_size: int) -> dict[int, LeafBounds]:
+    """Spread each account's headroom over the cgroups it covers.
+
+    An account covering k cgroups with headroom H (pages) gives each H // k on top of its
+    current counter. As long as no counter passes its bound, the sum cannot pass the
+    account's level; when one does, the kernel wakes Python, which re-measures and
+    spreads again. The same holds downwards for the return to fast mode, and for
+    resident growth in slow mode. A cgroup covered by several accounts takes the
+    tightest bound of each kind.
+    """
+    out = {leaf: _Bound() for leaf in all_leaves}
+    for acc in accounts:
+        leaves = leaves_of.get(acc.name, [])
+        if acc.limit is None or not leaves:
+            continue
+        k = len(leaves)
+        est_pages = sum(counters.get(l, LeafCounters()).estimate for l in leaves)
+        if acc.mode is Mode.FAST:
+            headroom = max(acc.limit.trigger // page_size - est_pages, 0)
+            share = headroom // k
+            for leaf in leaves:
+                b = out.setdefault(leaf, _Bound())
+                b.vm_high = min(b.vm_high, counters.get(leaf, LeafCounters()).vm + share)
+        else:
+            excess = max(est_pages - acc.limit.low_water // page_size, 0)
+            share = excess // k
+            rss_share = acc.rss_headroom() // page_size // k
+            for leaf in leaves:
+                c = counters.get(leaf, LeafCounters())
+                b = out.setdefault(leaf, _Bound())
+                b.vm_low = max(b.vm_low, c.vm - share)
+                b.rss_high = min(b.rss_high, c.rss_growth + rss_share)
+                b.slow = True
+                b.gen = max(b.gen, acc.gen)
+    return {leaf: LeafBounds(b.vm_high, b.vm_low, b.rss_high, b.slow, b.gen)
+            for leaf, b in out.items()}

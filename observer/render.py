@@ -1,0 +1,77 @@
+"""Output: JSON lines or a refreshed table on stdout; messages for people on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from .sizes import format_size
+
+TABLE_COLUMNS = ("held", "maxheld", "barrier", "limit", "failcnt", "mode", "estimate", "switches")
+
+
+def json_line(record: dict) -> str:
+    return json.dumps(record, separators=(",", ":"), sort_keys=False)
+
+
+def _row(rec: dict) -> list[str]:
+    return [format_size(rec["held_bytes"]), format_size(rec["maxheld_bytes"]),
+            format_size(rec["barrier_bytes"]), format_size(rec["limit_bytes"]),
+            str(rec["failcnt"]), rec["mode"], format_size(rec["estimate_bytes"]),
+            str(rec["switches"])]
+
+
+def table(records: list[dict], width: int = 79) -> str:
+    """One row per cgroup, fitted to width: the cgroup column takes what is left."""
+    rows = [_row(r) for r in records]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(TABLE_COLUMNS)]
+    fixed = sum(w + 1 for w in widths)
+    name_w = max(8, width - fixed)
+    names = [r["cgroup"] if len(r["cgroup"]) <= name_w else "…" + r["cgroup"][-(name_w - 1):]
+             for r in records]
+    out = ["cgroup".ljust(name_w) + "".join(" " + h.rjust(w) for h, w in zip(TABLE_COLUMNS, widths))]
+    for name, row in zip(names, rows):
+        out.append(name.ljust(name_w) + "".join(" " + c.rjust(w) for c, w in zip(row, widths)))
+    return "\n".join(out)
+
+
+def beancounters(records: list[dict]) -> str:
+    """Laid out like OpenVZ's /proc/user_beancounters: one resource per cgroup."""
+    out = ["Version: 2.5",
+           "       uid  resource                     held              maxheld              barrier                limit              failcnt"]
+    for rec in records:
+        lim = rec["limit_bytes"]
+        bar = rec["barrier_bytes"] if rec["barrier_bytes"] is not None else lim
+        vals = [rec["held_bytes"] // 4096, rec["maxheld_bytes"] // 4096,
+                (bar // 4096) if bar is not None else "unlimited",
+                (lim // 4096) if lim is not None else "unlimited", rec["failcnt"]]
+        out.append(f"{rec['cgroup']}:")
+        out.append("            physpages    " + "".join(f"{v:>21}" for v in vals))
+    return "\n".join(out)
+
+
+def describe(record: dict) -> str:
+    """A one-line account of a non-snapshot record, for stderr and the demo log."""
+    ev, cg = record["event"], record.get("cgroup")
+    held = format_size(record.get("held_bytes"))
+    if ev == "mode":
+        return (f"{cg}: {record.get('previous')} -> {record['mode']} mode "
+                f"(estimate {format_size(record['estimate_bytes'])}, limit {format_size(record['limit_bytes'])})")
+    if ev == "check":
+        return (f"{cg}: exact check {format_size(record['exact_bytes'])} of limit "
+                f"{format_size(record['limit_bytes'])} (estimate {format_size(record['estimate_bytes'])})")
+    if ev in ("exceeded", "barrier"):
+        what = "limit" if ev == "exceeded" else "barrier"
+        level = record["limit_bytes"] if ev == "exceeded" else record["barrier_bytes"]
+        return f"{cg}: {held} is above the {what} {format_size(level)} (failcnt {record['failcnt']})"
+    if ev == "action":
+        status = "done" if record.get("ok") else f"FAILED: {record.get('detail')}"
+        return f"{cg}: {record['action']} pids {record.get('pids')} {status}"
+    if ev == "lost":
+        return (f"{cg}: events lost {record.get('events_lost')}, processes unaccounted "
+                f"{record.get('processes_unaccounted')}; resynchronising")
+    return f"{cg}: {ev}"
+
+
+def message(text: str) -> None:
+    print(f"beanwatch: {text}", file=sys.stderr, flush=True)

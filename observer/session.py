@@ -1,0 +1,295 @@
+"""The live session: wires the probes, the model, /proc, cgroupfs and the actor together."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+from . import wire
+from .config import Action
+from .model import Account, Effect, LeafBounds, LeafCounters, Mode, leaf_bounds
+from .procfs import PAGE_SIZE
+
+
+@dataclass(frozen=True)
+class Watch:
+    """One cgroup to watch, as resolved and checked by the CLI."""
+
+    name: str
+    cgroup_id: int
+    limit: object  # config.Limit or None
+
+
+def account_record(event: str, acc: Account, ts: float, **extra) -> dict:
+    lim = acc.limit
+    rec = {
+        "event": event, "ts": round(ts, 6), "cgroup": acc.name,
+        "estimate_bytes": acc.estimate, "exact_bytes": acc.exact,
+        "held_bytes": acc.held, "maxheld_bytes": acc.maxheld,
+        "limit_bytes": lim.limit if lim else None,
+        "barrier_bytes": lim.barrier if lim else None,
+        "mode": acc.mode.value, "failcnt": acc.failcnt, "switches": acc.switches,
+    }
+    rec.update(extra)
+    return rec
+
+
+class Session:
+    """Keeps the model in step with the kernel counters and acts on decisions.
+
+    Nothing here runs per page fault or per mmap: the kernel side wakes the session only
+    when a cgroup crosses a bound the session programmed (see model.leaf_bounds).
+    """
+
+    def __init__(self, watches, cg, procfs, probes, actor, sink, *, interval=1.0,
+                 keep_frozen=False, clock=time.time, taskstats=None):
+        self.cg, self.procfs, self.probes, self.actor = cg, procfs, probes, actor
+        self.sink = sink
+        self.interval = interval
+        self.keep_frozen = keep_frozen
+        self.clock = clock
+        self.taskstats = taskstats
+        self.accounts = [Account(w.name, w.cgroup_id, w.limit) for w in watches]
+        self.seed: dict[int, int] = defaultdict(int)   # cgroup id -> pages found in /proc
+        self.tree: dict[int, str] = {}                  # cgroup id -> name
+        self.leaves_of: dict[str, list[int]] = {}       # account name -> cgroup ids covered
+        self.written: dict[int, LeafBounds] = {}        # bounds last written per cgroup
+        self.frozen: set[tuple[str, int]] = set()
+        self.pending: list[wire.Event] = []
+        self.dirty = False
+        self.exact_due: set[str] = set()
+        self.rearm: set[int] = set()
+        self.gen = 0
+        self.lost_seen = [0] * wire.STAT_MAX
+        self.blind = False   # some process could not be accounted: exact checks only
+        self.event_errors = 0
+
+    # -- start-up -----------------------------------------------------------------------
+    def start(self) -> None:
+        """Attach first, then seed from /proc: a process changing its address space in
+        between is then counted by the kernel side, and the seed for it is skipped."""
+        self.probes.start()
+        self.refresh_tree()
+        self.seed_from_proc()
+        self.reconcile(force_all=True)
+
+    def seed_from_proc(self) -> None:
+        ids = {name: cid for cid, name in self.tree.items()}
+        seeded = []
+        for pid in self.procfs.pids():
+            statm = self.procfs.statm(pid)
+            path = self.procfs.cgroup2_path(pid)
+            if not statm or not statm[0] or path is None or path not in ids:
+                continue
+            pages = statm[0] // PAGE_SIZE
+            if self.probes.seed_process(pid, pages, ids[path]):
+                self.seed[ids[path]] += pages
+                seeded.append((pid, pages, ids[path]))
+        # A process that exited between our read and the insert would stay counted.
+        for pid, pages, cid in seeded:
+            if self.procfs.statm(pid) is None and self.probes.forget_process(pid, pages, cid):
+                self.seed[cid] -= pages
+
+    def refresh_tree(self) -> None:
+        self.tree = self.cg.walk()
+        self.leaves_of = {}
+        for acc in self.accounts:
+            prefix = acc.name.rstrip("/") + "/"
+            self.leaves_of[acc.name] = [cid for cid, name in self.tree.items()
+                                        if name == acc.name or acc.name == "/" or name.startswith(prefix)]
+
+    # -- events -------------------------------------------------------------------------
+    def on_event(self, ev: wire.Event) -> None:
+        """Called from the ring-buffer callback: only queue, work happens in reconcile."""
+        self.pending.append(ev)
+
+    def handle_pending(self) -> None:
+        events, self.pending = self.pending, []
+        if not events:
+            return
+        rescan = False
+        for ev in events:
+            self.dirty = True
+            self.rearm.add(ev.cgid)
+            if ev.kind == wire.EV_NEW_LEAF and ev.cgid not in self.tree:
+                rescan = True
+            elif ev.kind == wire.EV_MOVED:
+                self.rearm.add(ev.aux)
+                if ev.cgid not in self.tree:
+                    rescan = True
+            if ev.kind in (wire.EV_RSS_HIGH, wire.EV_MOVED):
+                for acc in self.covering(ev.cgid):
+                    if acc.mode is Mode.SLOW:
+                        self.exact_due.add(acc.name)
+        if rescan:
+            self.refresh_tree()
+
+    def covering(self, cgid: int) -> list[Account]:
+        return [a for a in self.accounts if cgid in self.leaves_of.get(a.name, ())]
+
+    # -- the model in step --------------------------------------------------------------
+    def read_counters(self) -> dict[int, LeafCounters]:
+        raw = self.probes.counters()
+        out = {}
+        for cid in set(raw) | set(self.seed):
+            vm, growth, _faults = raw.get(cid, (0, 0, 0))
+            out[cid] = LeafCounters(vm=vm, seed=self.seed.get(cid, 0), rss_growth=growth)
+        return out
+
+    def estimate(self, acc: Account, counters: dict[int, LeafCounters]) -> int:
+        pages = sum(counters[c].estimate for c in self.leaves_of.get(acc.name, ()) if c in counters)
+        return max(pages, 0) * PAGE_SIZE
+
+    def reconcile(self, force_all: bool = False, periodic: bool = False) -> None:
+        self.check_losses()
+        counters = self.read_counters()
+        now = self.clock()
+        newly_slow = []
+        for acc in self.accounts:
+            before = acc.mode
+            effects = acc.on_estimate(self.estimate(acc, counters))
+            if self.blind and acc.limit is not None and acc.mode is Mode.FAST:
+                acc.mode = Mode.SLOW
+                acc.switches += 1
+                effects = [Effect.SWITCH_SLOW]
+            if Effect.SWITCH_SLOW in effects:
+                self.gen += 1
+                acc.gen = self.gen
+                newly_slow.append(acc)
+                self.exact_due.add(acc.name)
+            if effects:
+                self.sink(account_record("mode", acc, now, previous=before.value))
+            if acc.mode is Mode.SLOW and (force_all or periodic):
+                self.exact_due.add(acc.name)
+        if newly_slow:
+            # Start following faults before measuring, so growth after the /proc read is
+            # counted (the kernel side takes each process's baseline at its next fault).
+            self.write_bounds(counters, only={c for a in newly_slow for c in self.leaves_of[a.name]})
+            self.probes.enable_faults(True)
+            counters = self.read_counters()
+        for acc in self.accounts:
+            if acc.name in self.exact_due:
+                self.check_exact(acc, now)
+        self.exact_due.clear()
+        self.write_bounds(counters)
+        self.probes.enable_faults(any(a.mode is Mode.SLOW for a in self.accounts))
+
+    def write_bounds(self, counters, only=None) -> None:
+        bounds = leaf_bounds(self.accounts, self.leaves_of, counters,
+                             [c for c in self.written], PAGE_SIZE)
+        for cid, b in bounds.items():
+            if only is not None and cid not in only:
+                continue
+            if self.written.get(cid) != b or cid in self.rearm:
+                self.probes.set_bounds(cid, b)
+                self.written[cid] = b
+        if only is None:
+            self.rearm.clear()
+
+    def measure(self, acc: Account) -> tuple[int, dict[int, int]]:
+        """Summed RSS of the cgroup's processes, and each one's, from /proc."""
+        per_pid = {}
+        for pid in self.cg.subtree_procs(acc.name):
+            statm = self.procfs.statm(pid)
+            if statm:
+                per_pid[pid] = statm[1]
+        return sum(per_pid.values()), per_pid
+
+    def check_exact(self, acc: Account, now: float) -> None:
+        exact, per_pid = self.measure(acc)
+        effects = acc.on_exact(exact, now)
+        self.sink(account_record("check", acc, now))
+        for effect in effects:
+            if effect in (Effect.WARN, Effect.EXCEED):
+                self.sink(account_record(effect.value, acc, now))
+            elif effect is Effect.ACT:
+                self.act(acc, per_pid)
+
+    def act(self, acc: Account, rss_by_pid: dict[int, int]) -> None:
+        """Acts first and describes after: every millisecond here is memory touched."""
+        action = acc.limit.action
+        try:
+            if action is Action.KILL:
+                res = self.actor.kill(acc.name, acc.cgroup_id)
+            elif action is Action.FREEZE:
+                res = self.actor.freeze(acc.name, acc.cgroup_id)
+                if res.ok:
+                    self.frozen.add((acc.name, acc.cgroup_id))
+            else:
+                res = self.actor.report(acc.name)
+            rec = account_record("action", acc, self.clock(), action=action.value,
+                                 pids=res.pids, ok=res.ok, detail=res.detail)
+        except Exception as e:  # a refused or failed action is reported, never fatal
+            rec = account_record("action", acc, self.clock(), action=action.value,
+                                 pids=[], ok=False, detail=str(e))
+        rec["rss_bytes"] = {str(pid): rss for pid, rss in sorted(rss_by_pid.items())}
+        # Killed processes have no taskstats left; the others tell their peaks.
+        if action is not Action.KILL and self.taskstats is not None:
+            peaks = {str(pid): p for pid in rec["pids"][:16] if (p := self.taskstats(pid))}
+            if peaks:
+                rec["peak"] = peaks
+        self.sink(rec)
+
+    def check_losses(self) -> None:
+        stats = self.probes.stats()
+        lost = stats[wire.STAT_RINGBUF_FULL] - self.lost_seen[wire.STAT_RINGBUF_FULL]
+        unaccounted = stats[wire.STAT_PROCS_FULL] - self.lost_seen[wire.STAT_PROCS_FULL]
+        unaccounted += stats[wire.STAT_LEAVES_FULL] - self.lost_seen[wire.STAT_LEAVES_FULL]
+        errors = self.probes.callback_errors - self.event_errors
+        if lost or unaccounted or errors:
+            self.lost_seen = stats
+            self.event_errors = self.probes.callback_errors
+            now = self.clock()
+            if unaccounted:
+                # The estimate can no longer be trusted to be an upper bound.
+                self.blind = True
+            for acc in self.accounts:
+                self.sink(account_record("lost", acc, now, events_lost=lost,
+                                         processes_unaccounted=unaccounted,
+                                         callback_errors=errors))
+                self.rearm.update(self.leaves_of.get(acc.name, ()))
+                if acc.mode is Mode.SLOW:
+                    self.exact_due.add(acc.name)
+
+    def snapshot(self) -> None:
+        now = self.clock()
+        for acc in self.accounts:
+            self.sink(account_record("snapshot", acc, now))
+
+    # -- the loop -----------------------------------------------------------------------
+    def run(self, duration: float | None, should_stop) -> None:
+        start = self.clock()
+        next_tick = start + self.interval
+        self.snapshot()
+        while not should_stop():
+            now = self.clock()
+            if duration is not None and now - start >= duration:
+                break
+            wait = max(0.0, min(next_tick - now, 0.2))
+            self.probes.poll(int(wait * 1000))
+            self.handle_pending()
+            periodic = self.clock() >= next_tick
+            if self.dirty or periodic:
+                self.dirty = False
+                self.reconcile(periodic=periodic)
+            if periodic:
+                self.snapshot()
+                next_tick += self.interval * max(1, int((self.clock() - next_tick) // self.interval) + 1)
+
+    def stop(self) -> list[str]:
+        """Detach everything and thaw what we froze. Returns what was thawed."""
+        thawed = []
+        try:
+            self.probes.close()
+            if self.taskstats is not None and hasattr(self.taskstats, "close"):
+                self.taskstats.close()
+        finally:
+            if not self.keep_frozen:
+                for name, cid in sorted(self.frozen):
+                    try:
+                        self.actor.thaw(name, cid)
+                        thawed.append(name)
+                    except Exception:
+                        pass
+        return thawed

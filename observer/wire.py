@@ -1,0 +1,61 @@
+"""The kernel-to-Python wire format: event kinds, stats indexes and the event layout.
+
+Keep in sync with probes/observer.h; tests/unit/test_wire.py compares the two.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+EV_NEW_LEAF = 1
+EV_VM_HIGH = 2
+EV_VM_LOW = 3
+EV_RSS_HIGH = 4
+EV_MOVED = 5
+
+STAT_RINGBUF_FULL = 0
+STAT_PROCS_FULL = 1
+STAT_LEAVES_FULL = 2
+STAT_VM_UPDATES = 3
+STAT_FAULTS = 4
+STAT_MAX = 5
+
+KIND_NAMES = {EV_NEW_LEAF: "new_leaf", EV_VM_HIGH: "vm_high", EV_VM_LOW: "vm_low",
+              EV_RSS_HIGH: "rss_high", EV_MOVED: "moved"}
+
+# struct event { u32 kind; u32 tgid; u64 cgid; s64 value; u64 aux; u64 ts_ns; }
+EVENT_FORMAT = "<IIQqQQ"
+EVENT_SIZE = struct.calcsize(EVENT_FORMAT)
+
+
+class WireError(ValueError):
+    """An event of the wrong size or kind: the two sides are out of sync."""
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: int
+    tgid: int
+    cgid: int
+    value: int
+    aux: int
+    ts_ns: int
+
+    @property
+    def kind_name(self) -> str:
+        return KIND_NAMES.get(self.kind, f"kind{self.kind}")
+
+
+def decode(data: bytes) -> Event:
+    if len(data) < EVENT_SIZE:
+        raise WireError(f"event of {len(data)} bytes, expected {EVENT_SIZE}")
+    ev = Event(*struct.unpack_from(EVENT_FORMAT, data))
+    if ev.kind not in KIND_NAMES:
+        raise WireError(f"unknown event kind {ev.kind}")
+    return ev
+
+
+def encode(ev: Event) -> bytes:
+    """For tests: what the kernel side would send."""
+    return struct.pack(EVENT_FORMAT, ev.kind, ev.tgid, ev.cgid, ev.value, ev.aux, ev.ts_ns)

@@ -1,0 +1,201 @@
+"""Fixtures for tests that load the real probes into this kernel and use real cgroups.
+
+Every cgroup a test makes lives under one prefix unique to this run and is removed; every
+process is reaped; nothing is left frozen; no program of ours stays attached. Only cgroups
+under the prefix are ever killed or frozen by the fixtures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+from observer.cgroupfs import find_mounts
+
+OUR_PROGRAMS = ("on_vm_syscall", "on_page_fault", "raw_tracepoint__", "tracepoint__sched__")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _skip_reason():
+    if os.geteuid() != 0:
+        return "needs root"
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        return "needs bcc (python3-bpfcc)"
+    if not find_mounts().cgroup2:
+        return "needs a cgroup2 mount"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = _skip_reason()
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(pytest.mark.root)
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def our_programs() -> list[str]:
+    """BPF programs of ours loaded in the kernel (bpftool prog show)."""
+    out = subprocess.run(["bpftool", "prog", "show"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines()
+            if line[:1].isdigit() and any(f" {p}" in line for p in OUR_PROGRAMS)]
+
+
+class Cgroups:
+    """Makes cgroups under one unique prefix in the cgroup2 mount, and removes them all."""
+
+    def __init__(self):
+        self.mount = find_mounts().cgroup2
+        self.prefix = f"beanwatch-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        os.mkdir(os.path.join(self.mount, self.prefix))
+        self.procs: list[subprocess.Popen] = []
+
+    def make(self, name: str) -> str:
+        """Returns the cgroup's name relative to the mount, e.g. /beanwatch-test-1-ab/hog."""
+        rel = f"/{self.prefix}/{name}"
+        os.makedirs(self.mount + rel, exist_ok=True)
+        return rel
+
+    def path(self, rel: str) -> str:
+        return self.mount + rel
+
+    def spawn(self, rel: str, argv: list[str], **kw) -> subprocess.Popen:
+        procs_file = os.path.join(self.path(rel), "cgroup.procs")
+
+        def join():
+            with open(procs_file, "w") as f:
+                f.write(str(os.getpid()))
+        p = subprocess.Popen(argv, preexec_fn=join, cwd=ROOT, **kw)
+        self.procs.append(p)
+        return p
+
+    def workload(self, rel: str, *steps: str) -> subprocess.Popen:
+        return self.spawn(rel, [sys.executable, "-m", "observer.workload", *steps],
+                          stderr=subprocess.DEVNULL)
+
+    def events(self, rel: str) -> dict:
+        with open(os.path.join(self.path(rel), "cgroup.events")) as f:
+            return dict((k, int(v)) for k, v in (line.split() for line in f))
+
+    def cleanup(self):
+        top = os.path.join(self.mount, self.prefix)
+        dirs = sorted((d for d, _, _ in os.walk(top)), key=len, reverse=True)
+        for d in dirs:
+            # thaw first: a frozen task only dies from fatal signals, and we leave nothing frozen
+            for name, value in (("cgroup.freeze", "0"), ("cgroup.kill", "1")):
+                try:
+                    with open(os.path.join(d, name), "w") as f:
+                        f.write(value)
+                except OSError:
+                    pass
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for d in dirs:
+            for _ in range(100):
+                try:
+                    os.rmdir(d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.05)
+
+
+@pytest.fixture
+def cgroups():
+    cg = Cgroups()
+    try:
+        yield cg
+    finally:
+        cg.cleanup()
+        assert not os.path.exists(os.path.join(cg.mount, cg.prefix)), "test cgroups left behind"
+
+
+class Watcher:
+    """`beanwatch watch --json` as a real process; its records are collected as they come."""
+
+    def __init__(self, args: list[str]):
+        exe = shutil.which("beanwatch", path=os.path.dirname(sys.executable)) or "beanwatch"
+        self.proc = subprocess.Popen([exe, "watch", "--json", *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, cwd="/")
+        self.records: list[dict] = []
+        self.stderr = ""
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self._err = threading.Thread(target=self._read_err, daemon=True)
+        self._err.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.records.append(json.loads(line))
+
+    def _read_err(self):
+        self.stderr = self.proc.stderr.read()
+
+    def wait_for(self, pred, timeout=20.0, what="record"):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for rec in list(self.records):
+                if pred(rec):
+                    return rec
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.02)
+        raise AssertionError(f"no {what} within {timeout}s; beanwatch stderr:\n{self.stderr}\n"
+                             f"last records: {self.records[-5:]}")
+
+    def started(self, timeout=30.0):
+        return self.wait_for(lambda r: r["event"] == "snapshot", timeout, "first snapshot")
+
+    def of(self, event: str, cgroup: str | None = None) -> list[dict]:
+        return [r for r in self.records if r["event"] == event
+                and (cgroup is None or r["cgroup"] == cgroup)]
+
+    def stop(self, sig=signal.SIGTERM, timeout=15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=5)
+        self._err.join(timeout=5)
+        return code
+
+
+@pytest.fixture
+def watcher():
+    started: list[Watcher] = []
+
+    def start(*args: str) -> Watcher:
+        w = Watcher(list(args))
+        started.append(w)
+        return w
+    try:
+        yield start
+    finally:
+        for w in started:
+            if w.proc.poll() is None:
+                w.stop()
+        assert not our_programs(), "BPF programs of ours still loaded after the session ended"
+
+
+def vm_size(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0

@@ -1,0 +1,370 @@
+"""Actor and guard against a fake cgroup tree, a fake /proc and a recording signaller."""
+
+import errno
+import os
+import signal
+import subprocess
+
+import pytest
+
+import observer.cgroupfs as cgroupfs
+from observer.actions import ActionRefused, Actor, PidfdSignaller, guard
+from observer.cgroupfs import CgroupFS
+from observer.errors import BeanwatchError
+from observer.procfs import ProcFS
+
+OWN, INIT, TARGET = "/user/session", "/init.scope", "/work/job"
+
+
+def make_tree(root, files):
+    """Materialise {relative path: content} under root."""
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+    return root
+
+
+class FakeSignaller:
+    """Records what it would do. pidfd = 1000 + pid; pids in `gone` cannot be opened,
+    pids in `dies` exit between pidfd_open and send."""
+
+    def __init__(self, gone=(), dies=()):
+        self.gone, self.dies = set(gone), set(dies)
+        self.opened, self.sent, self.closed = [], [], []
+
+    def pidfd_open(self, pid):
+        self.opened.append(pid)
+        return None if pid in self.gone else 1000 + pid
+
+    def send(self, pidfd, sig):
+        if pidfd - 1000 in self.dies:
+            raise ProcessLookupError(errno.ESRCH, "No such process")
+        self.sent.append((pidfd - 1000, sig))
+
+    def close(self, pidfd):
+        self.closed.append(pidfd - 1000)
+
+    @property
+    def killed(self):
+        assert all(sig == signal.SIGKILL for _, sig in self.sent)
+        return [pid for pid, _ in self.sent]
+
+
+class ScriptedCgroupFS(CgroupFS):
+    """cgroup.procs of TARGET follows a script, one entry per read (the last repeats),
+    and every freeze write is logged."""
+
+    def __init__(self, root, script):
+        super().__init__(root)
+        self.script, self.reads, self.freezes = script, 0, []
+
+    def procs(self, name):
+        if name != TARGET:
+            return super().procs(name)
+        pids = self.script[min(self.reads, len(self.script) - 1)]
+        self.reads += 1
+        return pids
+
+    def freeze(self, name, frozen):
+        self.freezes.append(frozen)
+        return super().freeze(name, frozen)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    files = {"cgroup.procs": f"1\n{os.getpid()}\n"}
+    for name, procs in [(INIT, "1\n"), (OWN, f"{os.getpid()}\n"), (TARGET, "100\n101\n"),
+                        (TARGET + "/child", "102\n"), ("/work/other", "200\n")]:
+        files[name[1:] + "/cgroup.procs"] = procs
+        files[name[1:] + "/cgroup.freeze"] = "0\n"
+        files[name[1:] + "/cgroup.kill"] = ""
+    files["user/cgroup.procs"] = ""
+    files["work/cgroup.procs"] = ""
+    return make_tree(tmp_path / "cg", files)
+
+
+@pytest.fixture
+def proc(tmp_path):
+    """A fake /proc: pids 100-199 live in TARGET, pid 102 in its child, 200 elsewhere."""
+    root = tmp_path / "proc"
+    files = {f"{pid}/cgroup": f"0::{TARGET}\n" for pid in range(100, 200)}
+    files["102/cgroup"] = f"0::{TARGET}/child\n"
+    files["200/cgroup"] = "0::/work/other\n"
+    files["1/cgroup"] = f"0::{INIT}\n"
+    files[f"{os.getpid()}/cgroup"] = f"0::{TARGET}\n"  # as if moved there: must still be spared
+    make_tree(root, files)
+    return ProcFS(str(root))
+
+
+def actor(cg, proc, signaller):
+    a = Actor(cg, proc, own_cgroup=OWN, init_cgroup=INIT, signaller=signaller)
+    a.ROUND_PAUSE = 0
+    return a
+
+
+def snapshot(root):
+    """Content and mtime of every file under root."""
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            path = os.path.join(dirpath, f)
+            with open(path) as fh:
+                out[path] = (fh.read(), os.stat(path).st_mtime_ns)
+    return out
+
+
+def recreate(path):
+    """Put a new directory with the same files in place of path, as `rmdir; mkdir` would.
+    The old one is moved aside rather than removed, so the new one cannot reuse its inode."""
+    old = path.rename(path.with_name(path.name + ".old"))
+    path.mkdir()
+    for f in old.iterdir():
+        if f.is_file():
+            (path / f.name).write_text(f.read_text())
+
+
+# guard
+
+
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("/", "root cgroup"),
+        (OWN, "holds beanwatch"),
+        ("/user", "holds beanwatch"),
+        (INIT, "holds init"),
+        ("/work/job/", "not a canonical"),
+        ("work/job", "not a canonical"),
+        ("/work/../user", "not a canonical"),
+        ("/work//job", "not a canonical"),
+        ("/work/./job", "not a canonical"),
+        ("", "not a canonical"),
+    ],
+)
+def test_guard_refuses(tree, name, reason):
+    cg = CgroupFS(str(tree))
+    with pytest.raises(ActionRefused, match=reason):
+        guard(cg, name, cg.cgroup_id("/"), OWN, INIT)
+
+
+def test_guard_refuses_ancestors_of_init(tmp_path):
+    cg = CgroupFS(str(make_tree(tmp_path, {"system.slice/init.scope/cgroup.procs": "1\n"})))
+    with pytest.raises(ActionRefused, match="holds init"):
+        guard(cg, "/system.slice", cg.cgroup_id("/system.slice"), OWN, "/system.slice/init.scope")
+
+
+def test_guard_refuses_non_canonical_own_or_init(tree):
+    cg = CgroupFS(str(tree))
+    with pytest.raises(ActionRefused, match="not a canonical"):
+        guard(cg, TARGET, cg.cgroup_id(TARGET), OWN + "/", INIT)
+    with pytest.raises(ActionRefused, match="not a canonical"):
+        guard(cg, TARGET, cg.cgroup_id(TARGET), OWN, None)
+
+
+def test_guard_allows_siblings_and_children_of_own(tree):
+    cg = CgroupFS(str(tree))
+    (tree / "user" / "session" / "sub").mkdir()
+    for name in (TARGET, "/user/session/sub", "/work"):
+        guard(cg, name, cg.cgroup_id(name), OWN, INIT)
+
+
+def test_guard_refuses_recreated_and_gone(tree):
+    cg = CgroupFS(str(tree))
+    old = cg.cgroup_id(TARGET)
+    recreate(tree / "work" / "job")
+    with pytest.raises(ActionRefused, match="removed and recreated"):
+        guard(cg, TARGET, old, OWN, INIT)
+    with pytest.raises(ActionRefused, match="gone"):
+        guard(cg, "/work/nope", old, OWN, INIT)
+
+
+# Actor: refusals leave no trace
+
+
+@pytest.mark.parametrize("action", ["freeze", "thaw", "kill"])
+@pytest.mark.parametrize("name", ["/", OWN, "/user", INIT])
+def test_forbidden_targets_are_refused_without_trace(tree, proc, action, name):
+    cg, sig = CgroupFS(str(tree)), FakeSignaller()
+    before = snapshot(tree)
+    with pytest.raises(ActionRefused):
+        getattr(actor(cg, proc, sig), action)(name, cg.cgroup_id(name))
+    assert snapshot(tree) == before
+    assert sig.opened == sig.sent == []
+
+
+@pytest.mark.parametrize("action", ["freeze", "thaw", "kill"])
+def test_recreated_cgroup_is_refused_without_trace(tree, proc, action):
+    cg, sig = CgroupFS(str(tree)), FakeSignaller()
+    old = cg.cgroup_id(TARGET)
+    recreate(tree / "work" / "job")
+    (tree / "work" / "job" / "cgroup.kill").unlink()  # would force the pidfd path
+    before = snapshot(tree)
+    with pytest.raises(ActionRefused, match="recreated"):
+        getattr(actor(cg, proc, sig), action)(TARGET, old)
+    assert snapshot(tree) == before
+    assert sig.opened == sig.sent == []
+
+
+# report, freeze, thaw
+
+
+@pytest.mark.parametrize("name", ["/", TARGET, OWN])
+def test_report_writes_nothing_and_signals_nothing(tree, proc, name):
+    cg, sig = CgroupFS(str(tree)), FakeSignaller()
+    before = snapshot(tree)
+    result = actor(cg, proc, sig).report(name)
+    assert snapshot(tree) == before
+    assert sig.opened == sig.sent == []
+    assert result.ok and result.action == "report" and result.cgroup == name
+    assert set(result.pids) == set(cg.subtree_procs(name))
+
+
+def test_freeze_then_thaw(tree, proc):
+    cg = CgroupFS(str(tree))
+    a = actor(cg, proc, FakeSignaller())
+    result = a.freeze(TARGET, cg.cgroup_id(TARGET))
+    assert (result.ok, sorted(result.pids), result.detail) == (True, [100, 101, 102], "frozen")
+    assert (tree / "work/job/cgroup.freeze").read_text() == "1"
+    assert a.thaw(TARGET, cg.cgroup_id(TARGET)).ok
+    assert (tree / "work/job/cgroup.freeze").read_text() == "0"
+
+
+# kill
+
+
+def test_kill_with_cgroup_kill_writes_it_and_signals_nothing(tree, proc):
+    cg, sig = CgroupFS(str(tree)), FakeSignaller()
+    result = actor(cg, proc, sig).kill(TARGET, cg.cgroup_id(TARGET))
+    assert (result.ok, sorted(result.pids)) == (True, [100, 101, 102])
+    assert (tree / "work/job/cgroup.kill").read_text() == "1"
+    assert (tree / "work/job/cgroup.freeze").read_text() == "0\n"  # untouched
+    assert (tree / "work/other/cgroup.kill").read_text() == ""
+    assert sig.opened == []
+
+
+def test_kill_of_cgroup_removed_after_the_guard_is_not_ok(tree, proc, monkeypatch):
+    cg = CgroupFS(str(tree))
+    monkeypatch.setattr(cg, "kill", lambda name: False)
+    result = actor(cg, proc, FakeSignaller()).kill(TARGET, cg.cgroup_id(TARGET))
+    assert (result.ok, result.detail) == (False, "gone")
+
+
+def fallback_tree(tree, script):
+    """TARGET without cgroup.kill (Linux < 5.14) and, unless refilled, with an empty child."""
+    (tree / "work/job/cgroup.kill").unlink()
+    (tree / "work/job/child/cgroup.procs").write_text("")
+    return ScriptedCgroupFS(str(tree), script)
+
+
+@pytest.mark.parametrize("n", [1, 3, 9])
+def test_fallback_catches_forks_in_bounded_rounds(tree, proc, n):
+    # Read k shows k + 1 processes, for the first n reads; then no new ones appear.
+    script = [list(range(100, 101 + k)) for k in range(n)]
+    cg, sig = fallback_tree(tree, script), FakeSignaller()
+    result = actor(cg, proc, sig).kill(TARGET, cg.cgroup_id(TARGET))
+    assert result.ok, result.detail
+    assert result.pids == [100]  # members when the kill began
+    assert sorted(sig.killed) == list(range(100, 100 + n))  # each once
+    assert sorted(sig.closed) == sorted(sig.opened) == sorted(sig.killed)
+    # One read for the result, then rounds: reads 1..n-1 (at least one) bring news, one more none.
+    assert cg.reads == 1 + max(n - 1, 1) + 1
+    assert cg.freezes == [True, False]
+    assert (tree / "work/job/cgroup.freeze").read_text() == "0"
+
+
+def test_fallback_gives_up_after_the_round_limit_and_thaws(tree, proc):
+    script = [list(range(100, 101 + k)) for k in range(50)]
+    cg, sig = fallback_tree(tree, script), FakeSignaller()
+    result = actor(cg, proc, sig).kill(TARGET, cg.cgroup_id(TARGET), rounds=4)
+    assert not result.ok and "after 4 rounds" in result.detail
+    assert cg.reads == 1 + 4
+    assert sorted(sig.killed) == list(range(100, 105))
+    assert len(set(sig.killed)) == len(sig.killed)
+    assert cg.freezes == [True, False]
+
+
+def test_fallback_never_signals_init_or_itself(tree, proc):
+    cg, sig = fallback_tree(tree, [[1, os.getpid(), 100]]), FakeSignaller()
+    result = actor(cg, proc, sig).kill(TARGET, cg.cgroup_id(TARGET))
+    assert result.ok and sig.killed == [100]
+    assert 1 not in sig.opened and os.getpid() not in sig.opened
+
+
+def test_fallback_skips_reused_and_vanished_pids(tree, proc):
+    # 200: its number now belongs to a process elsewhere (PID reuse).
+    # 300: no /proc entry any more. 103: pidfd_open says gone. 104: exits before the signal.
+    cg = fallback_tree(tree, [[100, 200, 300, 103, 104]])
+    sig = FakeSignaller(gone=[103], dies=[104])
+    result = actor(cg, proc, sig).kill(TARGET, cg.cgroup_id(TARGET))
+    assert result.ok and sig.killed == [100]
+    assert "to 1 processes" in result.detail
+    assert sorted(sig.closed) == [100, 104, 200, 300]  # every pidfd opened is closed
+
+
+def test_fallback_kills_members_of_child_cgroups(tree, proc):
+    cg, sig = fallback_tree(tree, [[100]]), FakeSignaller()
+    (tree / "work/job/child/cgroup.procs").write_text("102\n")
+    actor(cg, proc, sig).kill(TARGET, cg.cgroup_id(TARGET))
+    assert sorted(sig.killed) == [100, 102]  # 102 sits in /work/job/child
+
+
+@pytest.mark.parametrize("err", [errno.ENOENT, errno.ENODEV])
+def test_procs_unreadable_means_nothing_to_kill(tree, proc, monkeypatch, err):
+    (tree / "work/job/cgroup.kill").unlink()
+    cg, sig = CgroupFS(str(tree)), FakeSignaller()
+    real_open = open
+
+    def failing_open(path, *args, **kwargs):
+        if str(path).endswith("cgroup.procs"):
+            raise OSError(err, os.strerror(err), path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(cgroupfs, "open", failing_open, raising=False)
+    result = actor(cg, proc, sig).kill(TARGET, cg.cgroup_id(TARGET))
+    assert result.ok and result.pids == [] and sig.opened == []
+    assert (tree / "work/job/cgroup.freeze").read_text() == "0"
+
+
+def test_fallback_thaws_when_signalling_fails(tree, proc):
+    cg = fallback_tree(tree, [[100, 101]])
+
+    class Broken(FakeSignaller):
+        def send(self, pidfd, sig):
+            raise BeanwatchError("pidfd_send_signal(9): Operation not permitted")
+
+    with pytest.raises(BeanwatchError, match="not permitted"):
+        actor(cg, proc, Broken()).kill(TARGET, cg.cgroup_id(TARGET))
+    assert cg.freezes == [True, False]
+    assert (tree / "work/job/cgroup.freeze").read_text() == "0"
+
+
+def test_fallback_without_freezer_still_kills(tree, proc):
+    cg, sig = fallback_tree(tree, [[100]]), FakeSignaller()
+    (tree / "work/job/cgroup.freeze").unlink()
+    result = actor(cg, proc, sig).kill(TARGET, cg.cgroup_id(TARGET))
+    assert result.ok and sig.killed == [100] and cg.freezes == []
+
+
+# The default signaller, on our own child process only.
+
+
+def test_pidfd_signaller_treats_missing_pid_as_gone():
+    with open("/proc/sys/kernel/pid_max") as f:
+        beyond = int(f.read()) + 1
+    assert PidfdSignaller().pidfd_open(beyond) is None
+
+
+def test_pidfd_signaller_kills_own_child():
+    child = subprocess.Popen(["sleep", "30"])
+    s = PidfdSignaller()
+    fd = s.pidfd_open(child.pid)
+    try:
+        s.send(fd, signal.SIGKILL)
+        assert child.wait(timeout=10) == -signal.SIGKILL
+        with pytest.raises(ProcessLookupError):
+            s.send(fd, signal.SIGKILL)  # reaped: the pidfd still names it, and says so
+    finally:
+        s.close(fd)
+        if child.poll() is None:
+            child.kill()
