@@ -250,7 +250,8 @@ def status(limits, as_json, fmt):
         acc.on_estimate(vm)
         acc.on_exact(rss, now)
         acc.failcnt = 0
-        records.append(account_record("status", acc, now))
+        # one-shot: both are measured, so held is the exact figure
+        records.append(account_record("status", acc, now, held_bytes=rss, maxheld_bytes=rss))
     if as_json:
         for rec in records:
             click.echo(render.json_line(rec))

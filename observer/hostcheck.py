@@ -60,9 +60,12 @@ def run_checks() -> list[Result]:
     out.append(Result("cgroup2", mounts.cgroup2 is not None, mounts.cgroup2 or "not mounted"))
     if mounts.cgroup2:
         root = mounts.cgroup2
-        out.append(Result("cgroup.kill", _any_has(root, "cgroup.kill"),
-                          "kernel kills whole cgroups" if _any_has(root, "cgroup.kill")
-                          else "missing (before 5.14): kill falls back to freeze + SIGKILL",
+        has_kill = _cgroup_kill_known(root)
+        out.append(Result("cgroup.kill", bool(has_kill),
+                          {True: "kernel kills whole cgroups",
+                           False: "missing (before 5.14): kill falls back to freeze + SIGKILL",
+                           None: "no child cgroup to look at; kill uses cgroup.kill where it "
+                                 "exists, else freeze + SIGKILL"}[has_kill],
                           required=False))
         out.append(Result("memory limits", True,
                           "cgroup2 memory.max" if os.path.exists(os.path.join(root, "memory.stat"))
@@ -71,6 +74,17 @@ def run_checks() -> list[Result]:
                            else "no memory controller: give limits with --limit"),
                           required=False))
     return out
+
+
+def _cgroup_kill_known(root: str) -> bool | None:
+    """cgroup.kill exists in every non-root cgroup (5.14+); None when there is none to see."""
+    try:
+        for entry in os.scandir(root):
+            if entry.is_dir(follow_symlinks=False):
+                return os.path.exists(os.path.join(entry.path, "cgroup.kill"))
+    except OSError:
+        pass
+    return None
 
 
 def _any_has(root: str, name: str) -> bool:
