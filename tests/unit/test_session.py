@@ -1,0 +1,293 @@
+"""The session's wiring against a fake kernel side, fake /proc and a fake cgroup tree."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+import pytest
+
+from observer import wire
+from observer.actions import ActionResult
+from observer.cgroupfs import CgroupFS
+from observer.config import Action, Limit
+from observer.loader import Probes
+from observer.model import LeafBounds
+from observer.procfs import PAGE_SIZE, ProcFS
+from observer.session import Session, Watch
+
+MiB = 1 << 20
+
+
+class FakeProbes:
+    """Stands in for loader.Probes: counters are set by the test, writes are logged."""
+
+    def __init__(self, log):
+        self.log = log
+        self.vm: dict[int, int] = {}
+        self.growth: dict[int, int] = {}
+        self.bounds: dict[int, LeafBounds] = {}
+        self.seeded: dict[int, tuple[int, int]] = {}
+        self.faults_on = False
+        self.stat = [0] * wire.STAT_MAX
+        self.callback_errors = 0
+        self.has_fault_tracepoint = True
+        self.closed = False
+
+    def start(self):
+        self.log.append(("start",))
+
+    def counters(self):
+        ids = set(self.vm) | set(self.growth)
+        return {c: (self.vm.get(c, 0), self.growth.get(c, 0), 0) for c in ids}
+
+    def set_bounds(self, cid, b):
+        self.bounds[cid] = b
+        self.log.append(("bounds", cid, b.slow))
+
+    def enable_faults(self, on):
+        if on != self.faults_on:
+            self.log.append(("faults", on))
+        self.faults_on = on
+
+    def seed_process(self, tgid, pages, cid):
+        if tgid in self.seeded:
+            return False
+        self.seeded[tgid] = (pages, cid)
+        return True
+
+    def forget_process(self, tgid, pages, cid):
+        return self.seeded.pop(tgid, None) is not None
+
+    def stats(self):
+        return list(self.stat)
+
+    def poll(self, timeout_ms):
+        pass
+
+    def close(self):
+        self.closed = True
+
+
+class RecordingActor:
+    def __init__(self, log):
+        self.log = log
+
+    def kill(self, name, cid):
+        self.log.append(("kill", name))
+        return ActionResult("kill", name, [1234], True, "cgroup.kill")
+
+    def freeze(self, name, cid):
+        self.log.append(("freeze", name))
+        return ActionResult("freeze", name, [1234], True, "cgroup.freeze")
+
+    def thaw(self, name, cid):
+        self.log.append(("thaw", name))
+        return ActionResult("thaw", name, [1234], True, "")
+
+    def report(self, name):
+        return ActionResult("report", name, [1234], True, "")
+
+
+class LoggingProcFS(ProcFS):
+    def __init__(self, root, log):
+        super().__init__(root)
+        self.log = log
+
+    def statm(self, pid):
+        self.log.append(("statm", pid))
+        return super().statm(pid)
+
+
+class Host:
+    """A fake cgroup2 mount and /proc in tmp_path."""
+
+    def __init__(self, tmp_path):
+        self.cgroot = tmp_path / "cgroup"
+        self.proc = tmp_path / "proc"
+        self.cgroot.mkdir()
+        self.proc.mkdir()
+        (self.cgroot / "cgroup.procs").write_text("")
+        self.log: list = []
+        self.cg = CgroupFS(str(self.cgroot))
+        self.procfs = LoggingProcFS(str(self.proc), self.log)
+
+    def cgroup(self, name):
+        d = self.cgroot / name.strip("/")
+        d.mkdir(parents=True, exist_ok=True)
+        for f in ("cgroup.procs", "cgroup.freeze", "cgroup.kill"):
+            (d / f).touch()
+        return self.cg.cgroup_id(name)
+
+    def process(self, pid, cgroup, vm, rss):
+        d = self.proc / str(pid)
+        d.mkdir(exist_ok=True)
+        (d / "statm").write_text(f"{vm // PAGE_SIZE} {rss // PAGE_SIZE} 0 0 0 0 0\n")
+        (d / "cgroup").write_text(f"0::{cgroup}\n")
+        procs = self.cgroot / cgroup.strip("/") / "cgroup.procs"
+        procs.write_text(procs.read_text() + f"{pid}\n")
+
+    def set_rss(self, pid, vm, rss):
+        (self.proc / str(pid) / "statm").write_text(f"{vm // PAGE_SIZE} {rss // PAGE_SIZE} 0 0 0 0 0\n")
+
+    def session(self, watches, **kw):
+        self.records = []
+        self.probes = FakeProbes(self.log)
+        self.actor = RecordingActor(self.log)
+        s = Session(watches, self.cg, self.procfs, self.probes, self.actor, self.records.append,
+                    clock=lambda: self.now, **kw)
+        self.now = 1000.0
+        return s
+
+    def events(self, kind, cgroup=None):
+        return [r for r in self.records if r["event"] == kind and (cgroup is None or r["cgroup"] == cgroup)]
+
+
+@pytest.fixture
+def host(tmp_path):
+    return Host(tmp_path)
+
+
+def test_processes_running_before_start_are_seeded(host):
+    cid = host.cgroup("/job")
+    host.process(100, "/job", 300 * MiB, 10 * MiB)
+    host.process(101, "/job", 200 * MiB, 10 * MiB)
+    s = host.session([Watch("/job", cid, Limit(1024 * MiB))])
+    s.start()
+    s.snapshot()
+    snap = host.events("snapshot", "/job")[-1]
+    assert snap["estimate_bytes"] == 500 * MiB
+    assert snap["mode"] == "fast" and snap["exact_bytes"] is None
+    # attach comes before the seed, so no change in between is missed
+    assert host.log[0] == ("start",)
+    # fast mode: the bound leaves exactly the headroom, and faults are not followed
+    assert host.probes.bounds[cid].vm_high == (1024 - 500) * MiB // PAGE_SIZE
+    assert not host.probes.faults_on
+
+
+def test_crossing_switches_to_slow_and_measures_after_following_faults(host):
+    cid = host.cgroup("/job")
+    host.process(100, "/job", 100 * MiB, 20 * MiB)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB, None, Action.KILL))])
+    s.start()
+    host.log.clear()
+    host.probes.vm[cid] = 900 * MiB // PAGE_SIZE  # the kernel counted a 900 MiB mmap
+    s.on_event(wire.Event(wire.EV_VM_HIGH, 100, cid, 0, 0, 0))
+    s.handle_pending()
+    s.reconcile()
+    assert [r["mode"] for r in host.events("mode")] == ["slow"]
+    check = host.events("check")[-1]
+    assert check["exact_bytes"] == 20 * MiB and check["estimate_bytes"] == 1000 * MiB
+    # the slow flag reaches the kernel and faults are followed before /proc is read
+    order = [e[0] for e in host.log]
+    assert order.index("bounds") < order.index("statm")
+    assert order.index("faults") < order.index("statm")
+    b = host.probes.bounds[cid]
+    assert b.slow and b.rss_high == (256 - 20) * MiB // PAGE_SIZE
+    assert not host.events("action")
+
+
+def test_growth_past_limit_kills_once(host):
+    cid = host.cgroup("/job")
+    host.process(100, "/job", 2048 * MiB, 20 * MiB)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB, None, Action.KILL))])
+    s.start()
+    assert host.events("mode")[-1]["mode"] == "slow"
+    host.set_rss(100, 2048 * MiB, 300 * MiB)
+    for _ in range(2):  # two wake-ups before the kill takes effect
+        host.probes.growth[cid] = 280 * MiB // PAGE_SIZE
+        s.on_event(wire.Event(wire.EV_RSS_HIGH, 100, cid, 0, 0, 0))
+        s.handle_pending()
+        s.reconcile()
+    acts = host.events("action", "/job")
+    assert len(acts) == 1 and acts[0]["action"] == "kill" and acts[0]["ok"]
+    assert acts[0]["rss_bytes"] == {"100": 300 * MiB}
+    assert [e for e in host.log if e[0] == "kill"] == [("kill", "/job")]
+    assert host.events("exceeded", "/job")[-1]["failcnt"] == 2
+
+
+def test_lost_events_force_an_exact_check_and_never_act_on_the_estimate(host):
+    cid = host.cgroup("/job")
+    host.process(100, "/job", 2048 * MiB, 20 * MiB)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB, None, Action.KILL))])
+    s.start()
+    checks = len(host.events("check"))
+    host.probes.stat[wire.STAT_RINGBUF_FULL] = 7
+    s.reconcile()
+    lost = host.events("lost", "/job")
+    assert lost and lost[-1]["events_lost"] == 7
+    assert len(host.events("check")) == checks + 1
+    assert not host.events("action")  # estimate 2 GiB over a 256 MiB limit, exact 20 MiB
+    s.reconcile()
+    assert len(host.events("lost")) == 1  # counted once
+
+
+def test_unaccounted_processes_make_every_limited_cgroup_slow(host):
+    cid = host.cgroup("/job")
+    host.process(100, "/job", 10 * MiB, 5 * MiB)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB))])
+    s.start()
+    assert host.events("snapshot") == [] and not host.events("mode")
+    host.probes.stat[wire.STAT_PROCS_FULL] = 1
+    s.reconcile()
+    assert host.events("mode", "/job")[-1]["mode"] == "slow"
+    assert host.events("lost", "/job")[-1]["processes_unaccounted"] == 1
+    assert host.probes.faults_on
+
+
+def test_return_to_fast_mode_has_hysteresis(host):
+    cid = host.cgroup("/job")
+    host.process(100, "/job", 300 * MiB, 5 * MiB)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB))])
+    s.start()
+    assert host.events("mode")[-1]["mode"] == "slow"
+    host.probes.vm[cid] = -60 * MiB // PAGE_SIZE   # 240 MiB: under the limit, above 230.4
+    s.reconcile()
+    assert host.events("mode")[-1]["mode"] == "slow"
+    host.probes.vm[cid] = -80 * MiB // PAGE_SIZE   # 220 MiB: under limit x 0.9
+    s.reconcile()
+    assert host.events("mode")[-1]["mode"] == "fast"
+    assert not host.probes.faults_on
+    assert not host.probes.bounds[cid].slow
+
+
+def test_stop_thaws_what_was_frozen(host):
+    cid = host.cgroup("/job")
+    host.process(100, "/job", 2048 * MiB, 300 * MiB)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB, None, Action.FREEZE))])
+    s.start()
+    assert host.events("action")[-1]["action"] == "freeze"
+    assert s.stop() == ["/job"]
+    assert ("thaw", "/job") in host.log and host.probes.closed
+
+
+def test_stop_keeps_frozen_when_asked(host):
+    cid = host.cgroup("/job")
+    host.process(100, "/job", 2048 * MiB, 300 * MiB)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB, None, Action.FREEZE))], keep_frozen=True)
+    s.start()
+    assert s.stop() == [] and ("thaw", "/job") not in host.log
+
+
+def test_a_sibling_is_not_covered(host):
+    a = host.cgroup("/a")
+    b = host.cgroup("/ab")  # a name prefix, not a child
+    host.process(100, "/ab", 4096 * MiB, 1024 * MiB)
+    s = host.session([Watch("/a", a, Limit(256 * MiB, None, Action.KILL))])
+    s.start()
+    assert host.events("snapshot") == []
+    s.snapshot()
+    assert host.events("snapshot", "/a")[-1]["estimate_bytes"] == 0
+    assert b not in s.leaves_of["/a"]
+    assert not host.events("action")
+
+
+def test_exception_in_event_callback_is_counted():
+    got = []
+    probes = Probes(got.append)
+    bad = ctypes.create_string_buffer(b"\x63" * wire.EVENT_SIZE)  # unknown kind
+    good = ctypes.create_string_buffer(wire.encode(wire.Event(wire.EV_VM_HIGH, 1, 2, 3, 0, 4)))
+    assert probes._callback(None, ctypes.addressof(bad), wire.EVENT_SIZE) == 0
+    assert probes._callback(None, ctypes.addressof(good), wire.EVENT_SIZE) == 0
+    assert probes.callback_errors == 1
+    assert got == [wire.Event(wire.EV_VM_HIGH, 1, 2, 3, 0, 4)]
