@@ -22,6 +22,10 @@ OPTIONAL_VM_SYSCALLS = ("shmat", "shmdt", "io_setup", "io_destroy", "map_shadow_
 REQUIRED_TRACEPOINTS = (("sched", "sched_process_exec"), ("sched", "sched_process_exit"),
                         ("sched", "sched_process_fork"), ("cgroup", "cgroup_attach_task"))
 FAULT_TRACEPOINT = ("exceptions", "page_fault_user")
+# Faults taken in kernel mode on user memory (read() into an untouched buffer) grow RSS too.
+KERNEL_FAULT_TRACEPOINT = ("exceptions", "page_fault_kernel")
+MMAP_LOCK_TRACEPOINT = ("mmap_lock", "mmap_lock_released")
+VM_HOOKS = ("auto", "mmap-lock", "syscalls")
 
 BPF_NOEXIST = 1
 
@@ -92,6 +96,7 @@ def kernel_offsets(btf: BTF) -> dict[str, int]:
 @dataclass(frozen=True)
 class ProbeOptions:
     ring_pages: int = 64          # ring buffer size in pages (a power of two)
+    vm_hook: str = "auto"         # how address-space changes are seen: see VM_HOOKS
     max_procs: int = 131072
     max_leaves: int = 16384
 
@@ -106,14 +111,16 @@ class Probes:
         self.bpf = None
         self.tracefs: str | None = None
         self.attached_syscalls: list[str] = []
+        self.vm_hook: str | None = None
         self.faults_on = False
-        self.fault_probe = ":".join(FAULT_TRACEPOINT)
         self.callback_errors = 0
 
     def cflags(self, offsets: dict[str, int]) -> list[str]:
         o = self.options
         defs = dict(offsets, MAX_PROCS=o.max_procs, MAX_LEAVES=o.max_leaves,
                     RINGBUF_PAGES=o.ring_pages)
+        if self.vm_hook == "mmap-lock":
+            defs["VM_HOOK_MMAP_LOCK"] = 1
         probes_dir = os.path.dirname(probe_source())
         return [f"-D{k}={v}" for k, v in defs.items()] + [f"-I{probes_dir}", "-Wno-macro-redefined"]
 
@@ -122,8 +129,18 @@ class Probes:
         self.tracefs = ensure_tracefs()
         missing = [f"{c}:{e}" for c, e in REQUIRED_TRACEPOINTS
                    if not tracepoint_exists(self.tracefs, c, e)]
-        missing += [f"syscalls:sys_exit_{s}" for s in REQUIRED_VM_SYSCALLS
-                    if not tracepoint_exists(self.tracefs, "syscalls", f"sys_exit_{s}")]
+        has_lock_tp = tracepoint_exists(self.tracefs, *MMAP_LOCK_TRACEPOINT)
+        hook = self.options.vm_hook
+        if hook not in VM_HOOKS:
+            raise ProbeError(f"unknown vm hook {hook!r}")
+        if hook == "auto":
+            hook = "mmap-lock" if has_lock_tp else "syscalls"
+        if hook == "mmap-lock" and not has_lock_tp:
+            missing.append(":".join(MMAP_LOCK_TRACEPOINT))
+        if hook == "syscalls":
+            missing += [f"syscalls:sys_exit_{s}" for s in REQUIRED_VM_SYSCALLS
+                        if not tracepoint_exists(self.tracefs, "syscalls", f"sys_exit_{s}")]
+        self.vm_hook = hook
         if missing:
             raise ProbeError("missing tracepoint(s) " + ", ".join(missing)
                              + " (syscall tracepoints need CONFIG_FTRACE_SYSCALLS)")
@@ -146,6 +163,8 @@ class Probes:
             raise ProbeError(f"BPF programs failed to load: {e}") from None
         try:
             for name in REQUIRED_VM_SYSCALLS + OPTIONAL_VM_SYSCALLS:
+                if self.vm_hook != "syscalls":
+                    break
                 if tracepoint_exists(self.tracefs, "syscalls", f"sys_exit_{name}"):
                     self.bpf.attach_tracepoint(tp=f"syscalls:sys_exit_{name}".encode(),
                                                fn_name=b"on_vm_syscall")
@@ -167,11 +186,15 @@ class Probes:
     def enable_faults(self, on: bool) -> None:
         if on == self.faults_on or self.bpf is None or not self.has_fault_tracepoint:
             return
-        tp = self.fault_probe.encode()
-        if on:
-            self.bpf.attach_tracepoint(tp=tp, fn_name=b"on_page_fault")
-        else:
-            self.bpf.detach_tracepoint(tp=tp)
+        tps = [FAULT_TRACEPOINT]
+        if tracepoint_exists(self.tracefs, *KERNEL_FAULT_TRACEPOINT):
+            tps.append(KERNEL_FAULT_TRACEPOINT)
+        for tp in tps:
+            name = ":".join(tp).encode()
+            if on:
+                self.bpf.attach_tracepoint(tp=name, fn_name=b"on_page_fault")
+            else:
+                self.bpf.detach_tracepoint(tp=name)
         self.faults_on = on
 
     def poll(self, timeout_ms: int) -> None:

@@ -215,11 +215,31 @@ static __always_inline int account_current(void)
 	return 0;
 }
 
-/* Attached to sys_exit of every syscall that can change total_vm (see observer/probes.py). */
+#ifdef VM_HOOK_MMAP_LOCK
+/* total_vm changes only under the mmap write lock, and every way it changes ends in a
+ * release of that lock: mmap, munmap, brk, mremap, shmat, aio rings, 32-bit syscalls, and
+ * stack growth in a page fault (taken for writing, downgraded, released as a reader).
+ * The tracepoint fires before the lock is dropped, so the total read here cannot be
+ * overtaken by another thread's change. Unlike syscall tracepoints, this puts nothing on
+ * the path of unrelated syscalls. Changes made to another process's mm (fork's copy, the
+ * new mm being built by exec) are taken by the fork and exec programs instead. */
+TRACEPOINT_PROBE(mmap_lock, mmap_lock_released)
+{
+	void *task = (void *)bpf_get_current_task();
+	void *mm = task_mm(task);
+	if (!mm || mm != (void *)args->mm)
+		return 0;
+	account(bpf_get_current_pid_tgid() >> 32, mm, bpf_get_current_cgroup_id());
+	return 0;
+}
+#else
+/* Attached to sys_exit of every syscall that can change total_vm (see observer/loader.py),
+ * where the kernel has no mmap_lock tracepoints. */
 int on_vm_syscall(void *ctx)
 {
 	return account_current();
 }
+#endif
 
 /* exec replaced the address space: the program loader's mappings are counted here */
 TRACEPOINT_PROBE(sched, sched_process_exec)
