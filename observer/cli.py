@@ -223,6 +223,63 @@ def run_watch(host, watches, interval, duration, as_json, keep_frozen, ringbuf_p
 
 
 @cli.command()
+@click.option("--cgroup", "cgroups", multiple=True, metavar="CGROUP",
+              help="Verify this cgroup (and its descendants); repeatable. Default: all.")
+@click.option("--duration", type=click.FloatRange(0, min_open=True), default=10.0,
+              show_default=True, help="Seconds to run.")
+@click.option("--interval", type=click.FloatRange(0.05, 3600), default=1.0, show_default=True)
+@json_option
+def verify(cgroups, duration, interval, as_json):
+    """Check the estimate against /proc on your own workloads.
+
+    Runs the live accounting and, every interval, compares each process's estimate with
+    its VmSize and VmRSS, and each cgroup's with its processes' summed RSS. Prints
+    violations (an estimate below RSS: the estimate would be unsound) and drift (estimate
+    minus VmSize). Exits 1 on any violation.
+    """
+    from .session import Watch
+    from .verify import Verifier
+    require_root()
+    try:
+        host = open_host()
+        if cgroups:
+            names = [host.cg.resolve(c) for c in cgroups]
+            watches = [Watch(n, host.cg.cgroup_id(n), None) for n in dict.fromkeys(names)]
+        else:
+            watches = [Watch(n, cid, None) for cid, n in sorted(host.cg.walk().items(),
+                                                                key=lambda kv: kv[1])]
+    except BeanwatchError as e:
+        fail(str(e), 2)
+
+    def sink(rec):
+        if as_json:
+            json_sink(rec)
+        elif rec["event"] == "violation":
+            who = f"pid {rec['pid']} ({rec.get('comm')})" if rec["pid"] else "cgroup total"
+            render.message(f"VIOLATION {rec['cgroup']}: {who} estimate "
+                           f"{format_size(rec['estimate_bytes'])} < RSS {format_size(rec['rss_bytes'])}")
+
+    stop = StopFlag()
+    session = build_session(host, watches, lambda rec: None, interval)
+    verifier = Verifier(session, sink)
+    try:
+        session.start()
+        render.message(f"verifying {len(watches)} cgroup(s) for {duration:g}s")
+        session.run(duration, stop, on_tick=verifier)
+    except BeanwatchError as e:
+        render.message(str(e))
+        sys.exit(1)
+    finally:
+        session.stop()
+    if not as_json:
+        click.echo(f"{'cgroup':<40} {'samples':>7} {'violations':>10} {'max drift':>9} {'est/exact':>9}")
+        for name, t in verifier.tallies.items():
+            click.echo(f"{name[-40:]:<40} {t.samples:>7} {t.violations:>10} "
+                       f"{format_size(t.max_drift):>9} {t.max_ratio:>9.2f}")
+    sys.exit(1 if verifier.violations else 0)
+
+
+@cli.command()
 @limit_option
 @json_option
 @click.option("--format", "fmt", type=click.Choice(["table", "beancounters"]), default="table",

@@ -258,7 +258,7 @@ class Session:
             self.sink(account_record("snapshot", acc, now))
 
     # -- the loop -----------------------------------------------------------------------
-    def run(self, duration: float | None, should_stop) -> None:
+    def run(self, duration: float | None, should_stop, on_tick=None) -> None:
         start = self.clock()
         next_tick = start + self.interval
         self.snapshot()
@@ -275,6 +275,8 @@ class Session:
                 self.reconcile(periodic=periodic)
             if periodic:
                 self.snapshot()
+                if on_tick is not None:
+                    on_tick()
                 next_tick += self.interval * max(1, int((self.clock() - next_tick) // self.interval) + 1)
 
     def stop(self) -> list[str]:

@@ -1,7 +1,7 @@
 /* Touches memory as fast as it can: maps SIZE bytes (private anonymous, THP off for the
  * mapping) and writes one byte per page, then optionally holds. Used to measure how far
  * past a limit a process gets before beanwatch kills it, and fault throughput.
- * usage: toucher SIZE_MIB [hold] */
+ * usage: toucher SIZE_MIB [thp] [hold]   (thp: ask for transparent huge pages instead) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +11,7 @@
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
-		fprintf(stderr, "usage: toucher SIZE_MIB [hold]\n");
+		fprintf(stderr, "usage: toucher SIZE_MIB [thp] [hold]\n");
 		return 2;
 	}
 	size_t size = (size_t)strtoull(argv[1], NULL, 10) << 20;
@@ -21,10 +21,15 @@ int main(int argc, char **argv)
 		perror("mmap");
 		return 1;
 	}
-	madvise(p, size, MADV_NOHUGEPAGE);
+	int thp = 0, hold = 0;
+	for (int i = 2; i < argc; i++) {
+		thp |= !strcmp(argv[i], "thp");
+		hold |= !strcmp(argv[i], "hold");
+	}
+	madvise(p, size, thp ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
 	for (size_t off = 0; off < size; off += page)
 		p[off] = 1;
-	if (argc > 2 && strcmp(argv[2], "hold") == 0)
+	if (hold)
 		pause();
 	return 0;
 }

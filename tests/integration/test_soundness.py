@@ -1,0 +1,198 @@
+"""The estimate is an upper bound of RSS under every way a process gains memory.
+
+Each scenario is a real program (tests/programs/shapes.c) in a fresh cgroup, stopping at
+checkpoints; at each, beanwatch's estimate is compared with /proc: it must equal the summed
+VmSize (the estimate follows total_vm exactly) and so be at least the summed VmRSS.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import ROOT
+
+MiB = 1 << 20
+PROGRAMS = os.path.join(ROOT, "tests", "programs")
+
+
+@pytest.fixture(scope="session")
+def programs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("programs")
+    built = {}
+    for name, src, flags in (("shapes", "tests/programs/shapes.c", ["-pthread"]),
+                             ("bigbss", "tests/programs/bigbss.c", []),
+                             ("toucher", "bench/programs/toucher.c", [])):
+        exe = str(out / name)
+        subprocess.run(["gcc", "-O1", "-Wall", *flags, "-o", exe, os.path.join(ROOT, src)], check=True)
+        built[name] = exe
+    return built
+
+
+def truth(cgroups, cg) -> tuple[int, int, list[int]]:
+    """(summed VmSize, summed VmRSS, pids) of the cgroup's processes from /proc."""
+    with open(os.path.join(cgroups.path(cg), "cgroup.procs")) as f:
+        pids = [int(x) for x in f.read().split()]
+    size = rss = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmSize:"):
+                        size += int(line.split()[1]) * 1024
+                    elif line.startswith("VmRSS:"):
+                        rss += int(line.split()[1]) * 1024
+        except FileNotFoundError:
+            pass
+    return size, rss, pids
+
+
+def settle(w, cgroups, cg, checkpoint, timeout=5.0):
+    """Waits for a snapshot taken after /proc was read that matches VmSize, and checks it."""
+    deadline = time.time() + timeout
+    while True:
+        size, rss, pids = truth(cgroups, cg)
+        since = time.time()
+        snap = w.wait_for(lambda r: r["event"] == "snapshot" and r["cgroup"] == cg
+                          and r["ts"] > since, what=f"snapshot at {checkpoint}")
+        size2, rss2, _ = truth(cgroups, cg)
+        est = snap["estimate_bytes"]
+        assert est >= min(rss, rss2), (
+            f"{checkpoint}: estimate {est} below RSS {min(rss, rss2)} (pids {pids})")
+        if est == size == size2 or time.time() > deadline:
+            break
+    assert est == size, f"{checkpoint}: estimate {est} != summed VmSize {size} (RSS {rss})"
+    return est, rss
+
+
+class Shapes:
+    def __init__(self, cgroups, cg, argv):
+        self.p = cgroups.spawn(cg, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def checkpoints(self):
+        for line in self.p.stdout:
+            word, _, name = line.strip().partition(" ")
+            if word == "done":
+                return
+            assert word == "ready", line
+            yield name
+            self.p.stdin.write("\n")
+            self.p.stdin.flush()
+
+    def close(self):
+        self.p.stdin.close()
+        assert self.p.wait(timeout=10) == 0
+
+
+SCENARIOS = {
+    "mmap-anon": ["reserved", "touched"],
+    "mmap-file": ["read"],
+    "fault-around": ["read"],
+    "shared-anon": ["touched"],
+    "populate": ["populated"],
+    "fixed-over": ["mapped", "replaced"],
+    "munmap": ["mapped", "partial", "three", "spanning", "never-mapped"],
+    "brk": ["grown", "shrunk", "steps"],
+    "malloc": ["allocated"],
+    "mremap": ["mapped", "grown", "shrunk", "moved"],
+    "fork": ["forked", "reaped"],
+    "vfork-exec": ["execed"],
+    "threads": ["threads"],
+    "shm": ["attached", "detached"],
+    "memfd": ["touched"],
+    "thp": ["touched"],
+    "stack": ["grown"],
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_estimate_follows_vmsize(cgroups, watcher, programs, scenario):
+    cg = cgroups.make(scenario)
+    w = watcher("--limit", f"{cg}=64G", "--interval", "0.1")
+    w.started()
+    shapes = Shapes(cgroups, cg, [programs["shapes"], scenario])
+    seen = []
+    for checkpoint in shapes.checkpoints():
+        settle(w, cgroups, cg, checkpoint)
+        seen.append(checkpoint)
+    shapes.close()
+    assert seen == SCENARIOS[scenario]
+    # everything gone: the estimate falls back to nothing
+    w.wait_for(lambda r: r["event"] == "snapshot" and r["cgroup"] == cg
+               and r["estimate_bytes"] == 0, what="estimate back to 0 after exit")
+    assert w.stop() == 0
+
+
+def test_exec_counts_the_program_loaders_mappings(cgroups, watcher, programs):
+    cg = cgroups.make("exec")
+    w = watcher("--limit", f"{cg}=64G", "--interval", "0.1")
+    w.started()
+    shapes = Shapes(cgroups, cg, [programs["shapes"], "exec", programs["bigbss"]])
+    seen = []
+    for checkpoint in shapes.checkpoints():
+        est, _ = settle(w, cgroups, cg, checkpoint)
+        seen.append((checkpoint, est))
+        if checkpoint == "bss":
+            break
+    shapes.p.stdin.close()
+    shapes.p.wait(timeout=10)
+    assert [c for c, _ in seen] == ["before", "bss"]
+    assert seen[1][1] > 192 * MiB  # the 192 MiB .bss is counted
+    assert w.stop() == 0
+
+
+def test_processes_moved_in_and_out_are_followed(cgroups, watcher, programs):
+    cg = cgroups.make("target")
+    outside = cgroups.make("outside")
+    w = watcher("--limit", f"{cg}=64G", "--interval", "0.1")
+    w.started()
+    shapes = Shapes(cgroups, outside, [programs["shapes"], "hold", "96"])
+    it = shapes.checkpoints()
+    assert next(it) == "holding"
+    with open(os.path.join(cgroups.path(cg), "cgroup.procs"), "w") as f:
+        f.write(str(shapes.p.pid))
+    est, rss = settle(w, cgroups, cg, "moved in")
+    assert rss >= 96 * MiB
+    with open(os.path.join(cgroups.path(outside), "cgroup.procs"), "w") as f:
+        f.write(str(shapes.p.pid))
+    w.wait_for(lambda r: r["event"] == "snapshot" and r["cgroup"] == cg
+               and r["estimate_bytes"] == 0, what="estimate back to 0 after moving out")
+    next(it, None)
+    shapes.close()
+    assert w.stop() == 0
+
+
+def test_processes_started_before_beanwatch_are_counted(cgroups, watcher, programs):
+    cg = cgroups.make("before")
+    shapes = Shapes(cgroups, cg, [programs["shapes"], "hold", "80"])
+    it = shapes.checkpoints()
+    assert next(it) == "holding"
+    w = watcher("--limit", f"{cg}=64G", "--interval", "0.1")
+    w.started()
+    est, rss = settle(w, cgroups, cg, "seeded")
+    assert rss >= 80 * MiB
+    next(it, None)
+    shapes.close()
+    assert w.stop() == 0
+
+
+@pytest.mark.parametrize("thp", [False, True], ids=["4k", "thp"])
+def test_slow_mode_catches_a_full_speed_toucher(cgroups, watcher, programs, thp):
+    """One fault may map 2 MiB: the kill must still land a few MiB past the limit."""
+    cg = cgroups.make("toucher")
+    limit = 128
+    w = watcher("--limit", f"{cg}={limit}M", "--action", "kill", "--interval", "1")
+    w.started()
+    p = cgroups.spawn(cg, [programs["toucher"], "1024"] + (["thp"] if thp else []))
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = -signal.SIGKILL
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    peak_mib = usage.ru_maxrss / 1024
+    assert limit < peak_mib < limit + 32, f"peak RSS {peak_mib:.1f} MiB for a {limit} MiB limit"
+    act = w.wait_for(lambda r: r["event"] == "action" and r["cgroup"] == cg, what="kill record")
+    assert act["ok"]
+    assert w.stop() == 0
