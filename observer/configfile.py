@@ -193,7 +193,8 @@ def _decode(data: bytes | str, source: str) -> str:
         try:
             return bytes(data).decode("utf-8")
         except UnicodeDecodeError as e:
-            raise ConfigFileError(f"{source}: not UTF-8 text (bad byte at offset {e.start})") from None
+            line = data.count(b"\n", 0, e.start) + 1
+            raise ConfigFileError(f"{source}: not UTF-8 text (invalid byte at line {line})") from None
     if not isinstance(data, str):
         raise TypeError(f"config data must be bytes or str, not {type(data).__name__}")
     try:
@@ -255,8 +256,9 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> FileConfig:
         if barrier is not None and barrier > limit:
             raise t.error(f"barrier {format_size(barrier, exact=True)} is above "
                           f"limit {format_size(limit, exact=True)}")
+        own_action, own_hysteresis = t.action(action), t.number("hysteresis", 0.0, 1.0, True, hysteresis)
         try:
-            built = Limit(limit, barrier, t.action(action), t.number("hysteresis", 0.0, 1.0, True, hysteresis))
+            built = Limit(limit, barrier, own_action, own_hysteresis)
         except ConfigError as e:  # checked above already; kept so Limit stays the final word
             raise t.error(str(e)) from None
         cgroups.append(CgroupConfig(name, built))

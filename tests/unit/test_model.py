@@ -242,11 +242,19 @@ def draw_counters(draw, leaves):
     return counters
 
 
-def draw_within(draw, lo, hi, now):
-    """A later counter value in [lo, hi], often at an end."""
+def draw_within(draw, lo, hi, now, push):
+    """A later counter value in [lo, hi]: at or next to the end that `push` names (all
+    cgroups pushing the same way is the worst case), or anywhere."""
     lo, hi = max(lo, now - WIDE), min(hi, now + WIDE)
     assert lo <= hi
-    return draw(st.one_of(st.just(lo), st.just(hi), st.integers(lo, hi)))
+    if push == "up":
+        return max(hi - draw(st.integers(0, 2)), lo)
+    if push == "down":
+        return min(lo + draw(st.integers(0, 2)), hi)
+    return draw(st.integers(lo, hi))
+
+
+pushes = st.sampled_from(["up", "down", "any"])
 
 
 page_sizes = st.sampled_from([1, 3, 4096, 16384, 65536])
@@ -279,7 +287,8 @@ def test_fast_bounds_keep_the_estimate_under_the_trigger(data):
         assert not bounds[leaf].slow
     assert sum(bounds[l].vm_high - counters[l].vm for l in leaves) > headroom - len(leaves)
     # Any later counters that wake nobody (vm <= vm_high everywhere):
-    later = {l: draw_within(draw, -S64_MAX, bounds[l].vm_high, counters[l].vm) for l in leaves}
+    push = draw(pushes)
+    later = {l: draw_within(draw, -S64_MAX, bounds[l].vm_high, counters[l].vm, push) for l in leaves}
     est2 = estimate_pages(counters, leaves, later)
     assert est2 <= trigger // ps
     assert acc.on_estimate(est2 * ps) == []                       # no switch was missed
@@ -306,7 +315,8 @@ def test_slow_bounds_keep_the_estimate_over_low_water(data):
         assert bounds[leaf].vm_low <= counters[leaf].vm           # no wake at once
         assert bounds[leaf].slow
     # Any later counters that wake nobody (vm >= vm_low everywhere):
-    later = {l: draw_within(draw, bounds[l].vm_low, S64_MAX, counters[l].vm) for l in leaves}
+    push = draw(pushes)
+    later = {l: draw_within(draw, bounds[l].vm_low, S64_MAX, counters[l].vm, push) for l in leaves}
     est2 = estimate_pages(counters, leaves, later)
     # Exact statement: in whole pages, low_water // ps. In bytes the estimate may end up
     # less than a page under low_water unseen: a return to fast mode late, never early.
@@ -332,7 +342,8 @@ def test_slow_bounds_keep_resident_growth_under_the_next_level(data):
 
     for leaf in leaves:
         assert bounds[leaf].rss_high >= counters[leaf].rss_growth
-    later = {l: draw_within(draw, -S64_MAX, bounds[l].rss_high, counters[l].rss_growth)
+    push = draw(pushes)
+    later = {l: draw_within(draw, -S64_MAX, bounds[l].rss_high, counters[l].rss_growth, push)
              for l in leaves}
     growth = sum(later[l] - counters[l].rss_growth for l in leaves) * ps
     if exact <= limit:
@@ -378,10 +389,11 @@ def test_overlapping_accounts_each_keep_their_level(scenario, data):
     ps, pool, counters, accounts, leaves_of = scenario
     bounds = leaf_bounds(accounts, leaves_of, counters, pool, ps)
     later_vm, later_rss = {}, {}
+    vm_push, rss_push = data.draw(pushes), data.draw(pushes)
     for l in pool:
         b, c = bounds[l], counters[l]
-        later_vm[l] = draw_within(data.draw, b.vm_low, b.vm_high, c.vm)
-        later_rss[l] = draw_within(data.draw, -S64_MAX, b.rss_high, c.rss_growth)
+        later_vm[l] = draw_within(data.draw, b.vm_low, b.vm_high, c.vm, vm_push)
+        later_rss[l] = draw_within(data.draw, -S64_MAX, b.rss_high, c.rss_growth, rss_push)
     for acc in accounts:
         leaves = leaves_of[acc.name]
         est2 = estimate_pages(counters, leaves, later_vm)
