@@ -7,7 +7,7 @@ import re
 from .errors import BeanwatchError
 
 _UNITS = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4, "P": 5, "E": 6}
-_SIZE = re.compile(r"(\d+)(?:\.(\d+))?([KMGTPE]?)(?:I?B)?", re.IGNORECASE)
+_SIZE = re.compile(r"(\d+)(?:\.(\d+))?([KMGTPE]?)(?:I?B)?", re.IGNORECASE | re.ASCII)
 MAX_SIZE = 2**63 - 1  # sizes travel through signed 64-bit BPF map fields
 
 

@@ -122,3 +122,36 @@ def test_sigint_ends_cleanly(cgroups, watcher):
     w.started()
     assert w.stop(signal.SIGINT) == 0
     assert not our_programs()
+
+
+def test_lost_events_are_counted_and_the_cgroup_still_caught(cgroups, watcher):
+    """Reader lag with a one-page ring buffer: beanwatch is stopped while 150 new cgroups
+    each wake it, and a hog crosses its limit. After it resumes, the losses are reported,
+    the counters (kept in maps, never lost) resynchronise the model, and the hog dies."""
+    hog = cgroups.make("hog")
+    w = watcher("--limit", f"{hog}=96M", "--action", "kill", "--interval", "0.2",
+                "--ringbuf-pages", "1")
+    w.started()
+    os.kill(w.proc.pid, signal.SIGSTOP)
+    try:
+        flood = []
+        for i in range(150):
+            cg = cgroups.make(f"flood/{i}")
+            flood.append(cgroups.spawn(cg, ["/bin/true"]))
+        for p in flood:
+            p.wait(timeout=10)
+        p = cgroups.workload(hog, "touch:256M", "hold")
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            with open(f"/proc/{p.pid}/statm") as f:
+                if int(f.read().split()[1]) * 4096 > 200 * MiB:
+                    break
+            time.sleep(0.05)
+    finally:
+        os.kill(w.proc.pid, signal.SIGCONT)
+    lost = w.wait_for(lambda r: r["event"] == "lost" and r["events_lost"] > 0, what="lost record")
+    assert lost["events_lost"] > 0
+    assert p.wait(timeout=20) == -signal.SIGKILL
+    act = w.wait_for(lambda r: r["event"] == "action" and r["cgroup"] == hog, what="kill record")
+    assert act["ok"] and act["exact_bytes"] > 96 * MiB
+    assert w.stop() == 0

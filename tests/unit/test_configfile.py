@@ -355,6 +355,12 @@ def test_check_file_uses_the_stat_it_is_given(tmp_path):
         check_file(path, required_uid=ME, stat=fake)
 
 
+def test_check_file_refuses_a_large_file_without_reading_it(tmp_path):
+    path = write(tmp_path / "c.toml", b"#" * (MAX_CONFIG_BYTES + 1), mode=0o200)  # unreadable as non-root
+    with pytest.raises(ConfigFileError, match="is larger than"):
+        check_file(path, required_uid=ME)
+
+
 def test_check_file_looks_at_the_link_not_its_target(tmp_path):
     link = make_symlink(tmp_path)
     with pytest.raises(ConfigFileError, match="is a symbolic link"):
@@ -452,7 +458,7 @@ scalars = st.one_of(
     st.sampled_from(["report", "freeze", "kill", "Kill"]),
     st.sampled_from([0, 1, 0.05, 0.1, 0.99, 3600, 3600.5, MAX_SIZE, MAX_SIZE + 1]))
 values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3), max_leaves=5)
-names = st.one_of(st.sampled_from(["a", "a/", "a//", "/", "", "b.slice/c", "a\nb", "a\0b"]), st.text(max_size=8))
+
 
 
 def mostly(good, bad):
@@ -474,12 +480,15 @@ action_names = mostly(st.sampled_from(["report", "freeze", "kill"]), st.text(max
 defaults_tables = table_of(action=action_names, hysteresis=hystereses,
                            interval=mostly(st.floats(0.05, 3600), numbers))
 cgroup_keys = dict(limit=sizes, barrier=sizes, action=action_names, hysteresis=hystereses)
+names = mostly(st.from_regex(r"[a-c]{1,2}(/[a-c]{1,2})?/?", fullmatch=True),
+                st.sampled_from(["/", "", "a\nb", "a\0b", "a\u2028"]) | st.text(max_size=8))
 cgroup_tables = mostly(table_of(("limit",), **cgroup_keys), table_of(**cgroup_keys, interval=numbers))
 
 documents = st.builds(
     lambda d, c, extra: ({} if d is None else {"defaults": d}) | ({} if c is None else {"cgroup": c}) | extra,
     mostly(st.none() | defaults_tables, values),
-    mostly(st.dictionaries(names, mostly(cgroup_tables, values), max_size=4), st.none() | values),
+    mostly(st.dictionaries(names, mostly(cgroup_tables, values), min_size=1, max_size=4),
+           st.none() | values | st.just({})),
     mostly(st.just({}), st.dictionaries(st.sampled_from(["cgroups", "x"]), values | defaults_tables, max_size=1)))
 
 
