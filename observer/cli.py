@@ -72,7 +72,7 @@ def limit_option(f):
                              "limit and optional barrier; sizes take K/M/G/T. Repeatable.")(f)
 
 
-def resolve_watches(host: Host, limits, action: Action, hysteresis: float):
+def resolve_watches(host: Host, limits, action: Action, hysteresis: float, adaptive=False):
     """--limit specs to Watch objects; with none, every cgroup with its memory limit."""
     from .actions import ActionRefused, guard
     from .session import Watch
@@ -90,11 +90,13 @@ def resolve_watches(host: Host, limits, action: Action, hysteresis: float):
                     guard(host.cg, name, cid, host.own_cgroup, host.init_cgroup)
                 except ActionRefused as e:
                     raise ConfigError(f"--action {action.value} on {name}: {e}") from None
-            watches.append(Watch(name, cid, Limit(spec.limit, spec.barrier, action, hysteresis)))
+            watches.append(Watch(name, cid, Limit(spec.limit, spec.barrier, action, hysteresis,
+                                                  adaptive)))
         return watches
     for cid, name in sorted(host.cg.walk().items(), key=lambda kv: kv[1]):
         lim = host.cg.memory_limit(name)
-        watches.append(Watch(name, cid, Limit(lim, None, Action.REPORT, hysteresis) if lim else None))
+        watches.append(Watch(name, cid, Limit(lim, None, Action.REPORT, hysteresis, adaptive)
+                             if lim else None))
     return watches
 
 
@@ -116,6 +118,8 @@ def cli():
 @click.option("--hysteresis", type=click.FloatRange(0, 1, max_open=True),
               default=DEFAULT_HYSTERESIS, show_default=True,
               help="Return to fast mode below limit x (1 - this).")
+@click.option("--adaptive", is_flag=True,
+              help="Widen the hysteresis while a cgroup flaps between modes (up to 50%).")
 @click.option("--interval", type=click.FloatRange(0.05, 3600), default=1.0, show_default=True,
               help="Seconds between snapshots and slow-mode exact checks.")
 @click.option("--duration", type=click.FloatRange(0, min_open=True), default=None,
@@ -123,9 +127,11 @@ def cli():
 @json_option
 @click.option("--keep-frozen", is_flag=True, help="Leave cgroups frozen by --action freeze on exit.")
 @click.option("--ringbuf-pages", type=click.IntRange(1, 65536), default=64, hidden=True)
+@click.option("--vm-hook", type=click.Choice(["auto", "mmap-lock", "syscalls"]), default="auto",
+              hidden=True, help="How address-space changes are followed (for benchmarks).")
 @click.option("--print-bpf", is_flag=True, hidden=True, help="Print the BPF source and exit.")
-def watch(limits, action, hysteresis, interval, duration, as_json, keep_frozen, ringbuf_pages,
-          print_bpf):
+def watch(limits, action, hysteresis, adaptive, interval, duration, as_json, keep_frozen,
+          ringbuf_pages, vm_hook, print_bpf):
     """Watch cgroups live and act on limits."""
     from .loader import probe_source
     if print_bpf:
@@ -138,10 +144,10 @@ def watch(limits, action, hysteresis, interval, duration, as_json, keep_frozen, 
     require_root()
     try:
         host = open_host()
-        watches = resolve_watches(host, limits, action, hysteresis)
+        watches = resolve_watches(host, limits, action, hysteresis, adaptive)
     except BeanwatchError as e:
         fail(str(e), 2)
-    code = run_watch(host, watches, interval, duration, as_json, keep_frozen, ringbuf_pages)
+    code = run_watch(host, watches, interval, duration, as_json, keep_frozen, ringbuf_pages, vm_hook)
     sys.exit(code)
 
 
@@ -188,13 +194,15 @@ class StopFlag:
         return self.signal is not None
 
 
-def build_session(host: Host, watches, sink, interval, keep_frozen=False, ringbuf_pages=64):
+def build_session(host: Host, watches, sink, interval, keep_frozen=False, ringbuf_pages=64,
+                  vm_hook="auto"):
     from .actions import Actor
     from .loader import ProbeOptions, Probes
     from .netlink import PeakReader
     from .session import Session
     holder = {}
-    probes = Probes(lambda ev: holder["s"].on_event(ev), ProbeOptions(ring_pages=ringbuf_pages))
+    probes = Probes(lambda ev: holder["s"].on_event(ev), ProbeOptions(ring_pages=ringbuf_pages,
+                                                                   vm_hook=vm_hook))
     actor = Actor(host.cg, host.procfs, host.own_cgroup, host.init_cgroup)
     session = Session(watches, host.cg, host.procfs, probes, actor, sink, interval=interval,
                       keep_frozen=keep_frozen, taskstats=PeakReader())
@@ -202,10 +210,11 @@ def build_session(host: Host, watches, sink, interval, keep_frozen=False, ringbu
     return session
 
 
-def run_watch(host, watches, interval, duration, as_json, keep_frozen, ringbuf_pages) -> int:
+def run_watch(host, watches, interval, duration, as_json, keep_frozen, ringbuf_pages,
+              vm_hook="auto") -> int:
     sink = json_sink if as_json else TableSink(len(watches))
     stop = StopFlag()
-    session = build_session(host, watches, sink, interval, keep_frozen, ringbuf_pages)
+    session = build_session(host, watches, sink, interval, keep_frozen, ringbuf_pages, vm_hook)
     try:
         session.start()
         if not session.probes.has_fault_tracepoint:

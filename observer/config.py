@@ -30,6 +30,7 @@ class Limit:
     barrier: int | None = None
     action: Action = Action.REPORT
     hysteresis: float = DEFAULT_HYSTERESIS
+    adaptive: bool = False   # widen the hysteresis while the cgroup flaps (model.Account)
 
     def __post_init__(self):
         if self.limit <= 0:
@@ -49,7 +50,10 @@ class Limit:
     @property
     def low_water(self) -> int:
         """Below this estimate a slow-mode cgroup returns to fast mode."""
-        return int(self.trigger * (1.0 - self.hysteresis))
+        return self.low_water_at(self.hysteresis)
+
+    def low_water_at(self, hysteresis: float) -> int:
+        return int(self.trigger * (1.0 - hysteresis))
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,11 @@ from .config import Action, Limit
 
 S64_MAX = 2**63 - 1
 
+# Adaptive hysteresis: every two switches within this window double the hysteresis,
+# up to MAX_ADAPTIVE_HYSTERESIS; a quiet window brings it back to the configured one.
+ADAPT_WINDOW = 10.0
+MAX_ADAPTIVE_HYSTERESIS = 0.5
+
 
 class Mode(str, enum.Enum):
     FAST = "fast"
@@ -48,6 +53,7 @@ class Account:
     actions: int = 0
     acted_at: float | None = None   # set by an action; no other until a check clears it
     gen: int = 0                    # set by the session, from one counter, at each switch to slow
+    recent_switches: list = field(default_factory=list)   # times, for adaptive hysteresis
 
     @property
     def held(self) -> int:
@@ -56,7 +62,18 @@ class Account:
             return self.exact
         return self.estimate
 
-    def on_estimate(self, estimate: int) -> list[Effect]:
+    def hysteresis(self, now: float = 0.0) -> float:
+        lim = self.limit
+        if lim is None or not lim.adaptive:
+            return lim.hysteresis if lim else 0.0
+        self.recent_switches = [t for t in self.recent_switches if now - t < ADAPT_WINDOW]
+        widened = max(lim.hysteresis, 0.05) * 2 ** (len(self.recent_switches) // 2)
+        return min(max(widened, lim.hysteresis), MAX_ADAPTIVE_HYSTERESIS)
+
+    def low_water(self, now: float = 0.0) -> int:
+        return self.limit.low_water_at(self.hysteresis(now))
+
+    def on_estimate(self, estimate: int, now: float = 0.0) -> list[Effect]:
         """The summed total_vm changed. Switches mode across the trigger, with hysteresis."""
         self.estimate = estimate
         self.maxheld = max(self.maxheld, self.held)
@@ -65,11 +82,13 @@ class Account:
         if self.mode is Mode.FAST and estimate > self.limit.trigger:
             self.mode = Mode.SLOW
             self.switches += 1
+            self.recent_switches.append(now)
             self.exact = None  # stale from an earlier slow period; measured again now
             return [Effect.SWITCH_SLOW]
-        if self.mode is Mode.SLOW and estimate < self.limit.low_water:
+        if self.mode is Mode.SLOW and estimate < self.low_water(now):
             self.mode = Mode.FAST
             self.switches += 1
+            self.recent_switches.append(now)
             return [Effect.SWITCH_FAST]
         return []
 
@@ -149,7 +168,7 @@ class _Bound:
 
 def leaf_bounds(accounts: list[Account], leaves_of: dict[str, list[int]],
                 counters: dict[int, LeafCounters], all_leaves: list[int],
-                page_size: int) -> dict[int, LeafBounds]:
+                page_size: int, now: float = 0.0) -> dict[int, LeafBounds]:
     """Spread each account's headroom over the cgroups it covers.
 
     An account covering k cgroups with headroom H (pages) gives each H // k on top of its
@@ -173,7 +192,7 @@ def leaf_bounds(accounts: list[Account], leaves_of: dict[str, list[int]],
                 b = out.setdefault(leaf, _Bound())
                 b.vm_high = min(b.vm_high, counters.get(leaf, LeafCounters()).vm + share)
         else:
-            excess = max(est_pages - acc.limit.low_water // page_size, 0)
+            excess = max(est_pages - acc.low_water(now) // page_size, 0)
             share = excess // k
             rss_share = acc.rss_headroom() // page_size // k
             for leaf in leaves:

@@ -148,7 +148,7 @@ class Session:
         newly_slow = []
         for acc in self.accounts:
             before = acc.mode
-            effects = acc.on_estimate(self.estimate(acc, counters))
+            effects = acc.on_estimate(self.estimate(acc, counters), now)
             if self.blind and acc.limit is not None and acc.mode is Mode.FAST:
                 acc.mode = Mode.SLOW
                 acc.switches += 1
@@ -177,7 +177,7 @@ class Session:
 
     def write_bounds(self, counters, only=None) -> None:
         bounds = leaf_bounds(self.accounts, self.leaves_of, counters,
-                             [c for c in self.written], PAGE_SIZE)
+                             [c for c in self.written], PAGE_SIZE, self.clock())
         for cid, b in bounds.items():
             if only is not None and cid not in only:
                 continue
