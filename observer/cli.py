@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -21,8 +22,18 @@ EXAMPLES_WATCH = """
 Examples:
   beanwatch watch --limit batch.slice=4G --action kill
   beanwatch watch --limit /sys/fs/cgroup/job=512M:448M --json --duration 60
-  beanwatch watch            # every cgroup, limits from memory.max, report only
+  beanwatch watch          # every cgroup, limits from memory.max, report only
 """
+
+
+class FiniteFloatRange(click.FloatRange):
+    """FloatRange that also refuses NaN, which passes every range comparison."""
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if math.isnan(rv):
+            self.fail(f"{value!r} is not a number.", param, ctx)
+        return rv
 
 
 @dataclass
@@ -115,14 +126,14 @@ def cli():
 @limit_option
 @click.option("--action", type=click.Choice([a.value for a in Action]), default="report",
               show_default=True, help="What to do with a cgroup past its limit.")
-@click.option("--hysteresis", type=click.FloatRange(0, 1, max_open=True),
+@click.option("--hysteresis", type=FiniteFloatRange(0, 1, max_open=True),
               default=DEFAULT_HYSTERESIS, show_default=True,
               help="Return to fast mode below limit x (1 - this).")
 @click.option("--adaptive", is_flag=True,
               help="Widen the hysteresis while a cgroup flaps between modes (up to 50%).")
-@click.option("--interval", type=click.FloatRange(0.05, 3600), default=1.0, show_default=True,
+@click.option("--interval", type=FiniteFloatRange(0.05, 3600), default=1.0, show_default=True,
               help="Seconds between snapshots and slow-mode exact checks.")
-@click.option("--duration", type=click.FloatRange(0, min_open=True), default=None,
+@click.option("--duration", type=FiniteFloatRange(0, min_open=True), default=None,
               help="Stop after this many seconds.")
 @json_option
 @click.option("--keep-frozen", is_flag=True, help="Leave cgroups frozen by --action freeze on exit.")
@@ -234,9 +245,9 @@ def run_watch(host, watches, interval, duration, as_json, keep_frozen, ringbuf_p
 @cli.command()
 @click.option("--cgroup", "cgroups", multiple=True, metavar="CGROUP",
               help="Verify this cgroup (and its descendants); repeatable. Default: all.")
-@click.option("--duration", type=click.FloatRange(0, min_open=True), default=10.0,
+@click.option("--duration", type=FiniteFloatRange(0, min_open=True), default=10.0,
               show_default=True, help="Seconds to run.")
-@click.option("--interval", type=click.FloatRange(0.05, 3600), default=1.0, show_default=True)
+@click.option("--interval", type=FiniteFloatRange(0.05, 3600), default=1.0, show_default=True)
 @json_option
 def verify(cgroups, duration, interval, as_json):
     """Check the estimate against /proc on your own workloads.

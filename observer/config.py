@@ -53,7 +53,8 @@ class Limit:
         return self.low_water_at(self.hysteresis)
 
     def low_water_at(self, hysteresis: float) -> int:
-        return int(self.trigger * (1.0 - hysteresis))
+        # min(): above 2**53 the float product can round up past the trigger
+        return min(self.trigger, int(self.trigger * (1.0 - hysteresis)))
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,11 @@ from .sizes import format_size
 TABLE_COLUMNS = ("held", "maxheld", "barrier", "limit", "failcnt", "mode", "estimate", "switches")
 
 
+def printable(name: str) -> str:
+    """A cgroup name as one line: mkdir allows newlines and escapes in names."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in name)
+
+
 def json_line(record: dict) -> str:
     return json.dumps(record, separators=(",", ":"), sort_keys=False)
 
@@ -27,8 +32,8 @@ def table(records: list[dict], width: int = 79) -> str:
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(TABLE_COLUMNS)]
     fixed = sum(w + 1 for w in widths)
     name_w = max(8, width - fixed)
-    names = [r["cgroup"] if len(r["cgroup"]) <= name_w else "…" + r["cgroup"][-(name_w - 1):]
-             for r in records]
+    names = [printable(r["cgroup"]) for r in records]
+    names = [n if len(n) <= name_w else "…" + n[-(name_w - 1):] for n in names]
     out = ["cgroup".ljust(name_w) + "".join(" " + h.rjust(w) for h, w in zip(TABLE_COLUMNS, widths))]
     for name, row in zip(names, rows):
         out.append(name.ljust(name_w) + "".join(" " + c.rjust(w) for c, w in zip(row, widths)))
@@ -45,14 +50,14 @@ def beancounters(records: list[dict]) -> str:
         vals = [rec["held_bytes"] // 4096, rec["maxheld_bytes"] // 4096,
                 (bar // 4096) if bar is not None else "unlimited",
                 (lim // 4096) if lim is not None else "unlimited", rec["failcnt"]]
-        out.append(f"{rec['cgroup']}:")
-        out.append("            physpages    " + "".join(f"{v:>21}" for v in vals))
+        out.append(f"{printable(rec['cgroup'])}:")
+        out.append(f"{'':10}  {'physpages':<12}" + "".join(f"{v:>21}" for v in vals))
     return "\n".join(out)
 
 
 def describe(record: dict) -> str:
     """A one-line account of a non-snapshot record, for stderr and the demo log."""
-    ev, cg = record["event"], record.get("cgroup")
+    ev, cg = record["event"], printable(str(record.get("cgroup")))
     held = format_size(record.get("held_bytes"))
     if ev == "mode":
         return (f"{cg}: {record.get('previous')} -> {record['mode']} mode "

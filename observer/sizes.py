@@ -7,7 +7,7 @@ import re
 from .errors import BeanwatchError
 
 _UNITS = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4, "P": 5, "E": 6}
-_SIZE = re.compile(r"(\d+)(?:\.(\d+))?([KMGTPE]?)(?:I?B)?", re.IGNORECASE | re.ASCII)
+_SIZE = re.compile(r"(\d+)(?:\.(\d+))?(?:([KMGTPE])(?:I?B)?|B)?", re.IGNORECASE | re.ASCII)
 MAX_SIZE = 2**63 - 1  # sizes travel through signed 64-bit BPF map fields
 
 
@@ -23,7 +23,7 @@ def parse_size(text: str) -> int:
     m = _SIZE.fullmatch(s)
     if not s or m is None:
         raise SizeError(f"bad size {text!r}: expected a number of bytes or a number with K, M, G, T, P or E")
-    whole, frac, unit = m.group(1), m.group(2) or "", m.group(3).upper()
+    whole, frac, unit = m.group(1), m.group(2) or "", (m.group(3) or "").upper()
     if frac and not unit:
         raise SizeError(f"bad size {text!r}: a fraction of a byte")
     if len(whole) + len(frac) > 40:

@@ -465,9 +465,6 @@ def test_no_switch_inside_the_band(limit, h, back_to_fast, data):
     assert (acc.mode, acc.switches) == (mode, switches)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: Limit.low_water rounds through a float and can exceed the trigger (see "
-    "test_config); then a constant estimate just over the trigger flips modes forever"))
 def test_constant_estimate_does_not_flip_modes_with_huge_trigger():
     acc = account(2**60 + 200, h=0.0)
     assert acc.on_estimate(2**60 + 201) == [SW_SLOW]
