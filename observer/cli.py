@@ -6,7 +6,8 @@ import math
 import os
 import signal
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 
 import click
 
@@ -83,31 +84,37 @@ def limit_option(f):
                              "limit and optional barrier; sizes take K/M/G/T. Repeatable.")(f)
 
 
-def resolve_watches(host: Host, limits, action: Action, hysteresis: float, adaptive=False):
-    """--limit specs to Watch objects; with none, every cgroup with its memory limit."""
+def resolve_watches(host: Host, limits, action: Action, hysteresis: float, adaptive=False,
+                    file_config=None):
+    """--limit specs and --config entries to Watch objects, each checked (freeze and kill
+    are refused where they could reach init or beanwatch). With neither, every cgroup
+    with its memory limit, in report mode."""
     from .actions import ActionRefused, guard
     from .session import Watch
-    watches = []
-    if limits:
-        seen = set()
-        for spec in limits:
-            name = host.cg.resolve(spec.cgroup)
-            if name in seen:
-                raise ConfigError(f"cgroup {name} is given twice")
-            seen.add(name)
-            cid = host.cg.cgroup_id(name)
-            if action is not Action.REPORT:
-                try:
-                    guard(host.cg, name, cid, host.own_cgroup, host.init_cgroup)
-                except ActionRefused as e:
-                    raise ConfigError(f"--action {action.value} on {name}: {e}") from None
-            watches.append(Watch(name, cid, Limit(spec.limit, spec.barrier, action, hysteresis,
-                                                  adaptive)))
+    wanted = [(spec.cgroup, Limit(spec.limit, spec.barrier, action, hysteresis, adaptive))
+              for spec in limits]
+    if file_config is not None:
+        wanted += [(c.cgroup, replace(c.limit, adaptive=adaptive)) for c in file_config.cgroups]
+    if not wanted:
+        watches = []
+        for cid, name in sorted(host.cg.walk().items(), key=lambda kv: kv[1]):
+            lim = host.cg.memory_limit(name)
+            watches.append(Watch(name, cid, Limit(lim, None, Action.REPORT, hysteresis, adaptive)
+                                 if lim else None))
         return watches
-    for cid, name in sorted(host.cg.walk().items(), key=lambda kv: kv[1]):
-        lim = host.cg.memory_limit(name)
-        watches.append(Watch(name, cid, Limit(lim, None, Action.REPORT, hysteresis, adaptive)
-                             if lim else None))
+    watches, seen = [], set()
+    for spec, limit in wanted:
+        name = host.cg.resolve(spec)
+        if name in seen:
+            raise ConfigError(f"cgroup {name} is given twice")
+        seen.add(name)
+        cid = host.cg.cgroup_id(name)
+        if limit.action is not Action.REPORT:
+            try:
+                guard(host.cg, name, cid, host.own_cgroup, host.init_cgroup)
+            except ActionRefused as e:
+                raise ConfigError(f"action {limit.action.value} on {name}: {e}") from None
+        watches.append(Watch(name, cid, limit))
     return watches
 
 
@@ -124,6 +131,9 @@ def cli():
 
 @cli.command(epilog=EXAMPLES_WATCH)
 @limit_option
+@click.option("--config", "config_path", type=click.Path(dir_okay=True), default=None,
+              help="TOML file of limits (see README); reloaded on SIGHUP. It must be owned by "
+                   "root and not writable by group or others.")
 @click.option("--action", type=click.Choice([a.value for a in Action]), default="report",
               show_default=True, help="What to do with a cgroup past its limit.")
 @click.option("--hysteresis", type=FiniteFloatRange(0, 1, max_open=True),
@@ -131,8 +141,9 @@ def cli():
               help="Return to fast mode below limit x (1 - this).")
 @click.option("--adaptive", is_flag=True,
               help="Widen the hysteresis while a cgroup flaps between modes (up to 50%).")
-@click.option("--interval", type=FiniteFloatRange(0.05, 3600), default=1.0, show_default=True,
-              help="Seconds between snapshots and slow-mode exact checks.")
+@click.option("--interval", type=FiniteFloatRange(0.05, 3600), default=None,
+              help="Seconds between snapshots and slow-mode exact checks [default: 1, or the "
+                   "config's].")
 @click.option("--duration", type=FiniteFloatRange(0, min_open=True), default=None,
               help="Stop after this many seconds.")
 @json_option
@@ -141,32 +152,46 @@ def cli():
 @click.option("--vm-hook", type=click.Choice(["auto", "mmap-lock", "syscalls"]), default="auto",
               hidden=True, help="How address-space changes are followed (for benchmarks).")
 @click.option("--print-bpf", is_flag=True, hidden=True, help="Print the BPF source and exit.")
-def watch(limits, action, hysteresis, adaptive, interval, duration, as_json, keep_frozen,
-          ringbuf_pages, vm_hook, print_bpf):
+def watch(limits, config_path, action, hysteresis, adaptive, interval, duration, as_json,
+          keep_frozen, ringbuf_pages, vm_hook, print_bpf):
     """Watch cgroups live and act on limits."""
     from .loader import probe_source
     if print_bpf:
         with open(probe_source()) as f:
             click.echo(f.read())
         return
+    from .configfile import load
     action = Action(action)
     if action is not Action.REPORT and not limits:
         raise click.UsageError(f"--action {action.value} needs at least one --limit")
+    try:
+        file_config = load(config_path) if config_path else None
+    except BeanwatchError as e:
+        fail(str(e), 2)
     require_root()
     try:
         host = open_host()
-        watches = resolve_watches(host, limits, action, hysteresis, adaptive)
+        watches = resolve_watches(host, limits, action, hysteresis, adaptive, file_config)
     except BeanwatchError as e:
         fail(str(e), 2)
-    code = run_watch(host, watches, interval, duration, as_json, keep_frozen, ringbuf_pages, vm_hook)
+    if interval is None:
+        interval = (file_config.interval if file_config and file_config.interval else 1.0)
+
+    def reload():
+        """SIGHUP: the config file again; a bad one keeps the running config."""
+        fresh = load(config_path)
+        return resolve_watches(host, limits, action, hysteresis, adaptive, fresh)
+
+    code = run_watch(host, watches, interval, duration, as_json, keep_frozen, ringbuf_pages, vm_hook,
+                     reload if config_path else None)
     sys.exit(code)
 
 
 class TableSink:
     """Collects snapshot records and redraws the table once per round; logs the rest."""
 
-    def __init__(self, n_accounts: int, out=sys.stdout):
-        self.n = n_accounts
+    def __init__(self, n_accounts, out=sys.stdout):
+        self.n = n_accounts   # a callable: the number of accounts changes on reload
         self.out = out
         self.batch: list[dict] = []
         self.clear = out.isatty()
@@ -176,7 +201,7 @@ class TableSink:
             render.message(render.describe(rec))
             return
         self.batch.append(rec)
-        if len(self.batch) >= self.n:
+        if len(self.batch) >= self.n():
             text = render.table(self.batch)
             self.batch = []
             if self.clear:
@@ -190,19 +215,32 @@ def json_sink(rec: dict) -> None:
     sys.stdout.flush()
 
 
-class StopFlag:
-    """SIGINT and SIGTERM end the session between two polls, so cleanup always runs."""
+class Signals:
+    """SIGINT and SIGTERM end the session between two polls, so cleanup always runs;
+    SIGHUP asks for a reload. Handlers only set flags."""
 
     def __init__(self):
         self.signal = None
+        self.hup = False
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._set)
+            signal.signal(sig, self._stop)
+        signal.signal(signal.SIGHUP, self._hup)
 
-    def _set(self, signum, _frame):
+    def _stop(self, signum, _frame):
         self.signal = signum
+
+    def _hup(self, _signum, _frame):
+        self.hup = True
+
+    def take_hup(self) -> bool:
+        hup, self.hup = self.hup, False
+        return hup
 
     def __call__(self) -> bool:
         return self.signal is not None
+
+
+StopFlag = Signals
 
 
 def build_session(host: Host, watches, sink, interval, keep_frozen=False, ringbuf_pages=64,
@@ -222,23 +260,50 @@ def build_session(host: Host, watches, sink, interval, keep_frozen=False, ringbu
 
 
 def run_watch(host, watches, interval, duration, as_json, keep_frozen, ringbuf_pages,
-              vm_hook="auto") -> int:
-    sink = json_sink if as_json else TableSink(len(watches))
-    stop = StopFlag()
+              vm_hook="auto", reload=None) -> int:
+    from .selfguard import protect_self
+    holder = {}
+    sink = json_sink if as_json else TableSink(lambda: len(holder["s"].accounts))
+    signals = Signals()
     session = build_session(host, watches, sink, interval, keep_frozen, ringbuf_pages, vm_hook)
+    holder["s"] = session
+
+    def on_hup():
+        if not signals.take_hup():
+            return
+        if reload is None:
+            render.message("SIGHUP: no --config to reload")
+            return
+        try:
+            fresh = reload()
+        except BeanwatchError as e:
+            render.message(f"reload refused, keeping the running config: {e}")
+            sink({"event": "reload", "ts": time.time(), "cgroup": None, "ok": False,
+                  "detail": str(e)})
+            return
+        session.apply_watches(fresh)
+        render.message(f"reloaded: watching {len(fresh)} cgroup(s)")
+        sink({"event": "reload", "ts": time.time(), "cgroup": None, "ok": True,
+              "detail": f"{len(fresh)} cgroup(s)"})
+
     try:
         session.start()
+        for note in protect_self():
+            render.message(note)
         if not session.probes.has_fault_tracepoint:
             render.message("exceptions:page_fault_user is missing (not x86?): slow mode relies "
                            "on periodic exact checks every --interval")
-        render.message(f"watching {len(watches)} cgroup(s); Ctrl-C to stop")
-        session.run(duration, stop)
+        render.message(f"watching {len(session.accounts)} cgroup(s) "
+                       f"(address space via {session.probes.vm_hook}); Ctrl-C to stop")
+        session.run(duration, signals, on_hup=on_hup)
     except BeanwatchError as e:
         render.message(str(e))
         return 1
     finally:
         for name in session.stop():
             render.message(f"thawed {name}")
+    if session.loop_errors:
+        render.message(f"{session.loop_errors} internal error(s) were logged during the session")
     return 0
 
 
@@ -279,7 +344,7 @@ def verify(cgroups, duration, interval, as_json):
             render.message(f"VIOLATION {rec['cgroup']}: {who} estimate "
                            f"{format_size(rec['estimate_bytes'])} < RSS {format_size(rec['rss_bytes'])}")
 
-    stop = StopFlag()
+    stop = Signals()
     session = build_session(host, watches, lambda rec: None, interval)
     verifier = Verifier(session, sink)
     try:

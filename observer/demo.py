@@ -38,7 +38,7 @@ def remove_cgroup(path: str, timeout: float = 5.0) -> None:
 
 
 def run_demo(host, limit: int, as_json: bool) -> int:
-    from .cli import StopFlag, build_session, json_sink
+    from .cli import Signals, build_session, json_sink
     from .session import Watch
     name = f"/beanwatch-demo-{os.getpid()}"
     path = host.cg.path(name)
@@ -53,7 +53,7 @@ def run_demo(host, limit: int, as_json: bool) -> int:
             print(f"  {rec['ts'] - t0:6.2f}s  {render.describe(rec)}", flush=True)
 
     t0 = time.time()
-    stop = StopFlag()
+    stop = Signals()
     proc = None
     session = None
     try:

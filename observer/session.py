@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from . import wire
 from .config import Action
+from .errors import BeanwatchError
 from .model import Account, Effect, LeafBounds, LeafCounters, Mode, leaf_bounds
 from .procfs import PAGE_SIZE
 
@@ -64,6 +65,7 @@ class Session:
         self.lost_seen = [0] * wire.STAT_MAX
         self.blind = False   # some process could not be accounted: exact checks only
         self.event_errors = 0
+        self.loop_errors = 0
 
     # -- start-up -----------------------------------------------------------------------
     def start(self) -> None:
@@ -258,7 +260,7 @@ class Session:
             self.sink(account_record("snapshot", acc, now))
 
     # -- the loop -----------------------------------------------------------------------
-    def run(self, duration: float | None, should_stop, on_tick=None) -> None:
+    def run(self, duration: float | None, should_stop, on_tick=None, on_hup=None) -> None:
         start = self.clock()
         next_tick = start + self.interval
         self.snapshot()
@@ -267,17 +269,57 @@ class Session:
             if duration is not None and now - start >= duration:
                 break
             wait = max(0.0, min(next_tick - now, 0.2))
-            self.probes.poll(int(wait * 1000))
-            self.handle_pending()
-            periodic = self.clock() >= next_tick
-            if self.dirty or periodic:
-                self.dirty = False
-                self.reconcile(periodic=periodic)
-            if periodic:
-                self.snapshot()
-                if on_tick is not None:
-                    on_tick()
-                next_tick += self.interval * max(1, int((self.clock() - next_tick) // self.interval) + 1)
+            try:
+                self.probes.poll(int(wait * 1000))
+                self.handle_pending()
+                if on_hup is not None:
+                    on_hup()
+                periodic = self.clock() >= next_tick
+                if self.dirty or periodic:
+                    self.dirty = False
+                    self.reconcile(periodic=periodic)
+                if periodic:
+                    next_tick += self.interval * max(
+                        1, int((self.clock() - next_tick) // self.interval) + 1)
+                    self.snapshot()
+                    if on_tick is not None:
+                        on_tick()
+            except BeanwatchError:
+                raise
+            except Exception as e:  # noqa: BLE001 - logged, counted, and the loop goes on
+                self.loop_failed(e)
+
+    def loop_failed(self, error: Exception) -> None:
+        """An unexpected error in one round: say so (rate-limited), count it, and force a
+        full resynchronisation next round instead of carrying on blind."""
+        self.loop_errors += 1
+        if self.loop_errors <= 5 or self.loop_errors % 100 == 0:
+            self.sink({"event": "error", "ts": self.clock(), "cgroup": None,
+                       "detail": f"{type(error).__name__}: {error}", "errors": self.loop_errors})
+        self.dirty = True
+        for acc in self.accounts:
+            self.rearm.update(self.leaves_of.get(acc.name, ()))
+            if acc.mode is Mode.SLOW:
+                self.exact_due.add(acc.name)
+
+    def apply_watches(self, watches) -> None:
+        """A reloaded configuration. Accounts of cgroups still watched (same name and id)
+        keep their state (mode, counts, maxheld); the others start afresh or go."""
+        old = {a.name: a for a in self.accounts}
+        accounts = []
+        for w in watches:
+            acc = old.get(w.name)
+            if acc is None or acc.cgroup_id != w.cgroup_id:
+                acc = Account(w.name, w.cgroup_id, w.limit)
+            else:
+                acc.limit = w.limit
+                if w.limit is None:
+                    acc.mode = Mode.FAST
+            accounts.append(acc)
+        self.accounts = accounts
+        self.refresh_tree()
+        self.rearm.update(self.written)
+        self.reconcile(force_all=True)
 
     def stop(self) -> list[str]:
         """Detach everything and thaw what we froze. Returns what was thawed."""

@@ -24,6 +24,7 @@ COMMANDS = {
     "status": "One-shot accounting from /proc",
     "demo": "demonstration on a scratch cgroup",
     "check": "What this host supports",
+    "verify": "Check the estimate against /proc",
 }
 
 
@@ -225,3 +226,38 @@ def test_beancounters_values_sit_under_their_headings():
     heads = {m.group(): m.end() for m in re.finditer(r"\S+", lines[1])}
     ends = [m.end() for m in re.finditer(r"\S+", lines[3])][1:]
     assert ends == [heads[h] for h in ("held", "maxheld", "barrier", "limit", "failcnt")]
+
+
+# -- --config: refused before anything touches the host ------------------------------------
+
+GOOD_CONFIG = '[cgroup."job"]\nlimit = "1G"\naction = "kill"\n'
+
+
+@pytest.mark.parametrize("content, mode, fragment", [
+    (GOOD_CONFIG, 0o666, "writable by group or others"),
+    (GOOD_CONFIG, 0o620, "writable by group or others"),
+    ('[cgroup."job"]\nlimit = "1G"\nbarrier = "2G"\n', 0o600, "barrier"),
+    ('[cgroup."job"]\nlimit = "1G"\nsurprise = 1\n', 0o600, "surprise"),
+    ("", 0o600, "cgroup"),
+])
+def test_bad_config_exits_2_before_touching_the_host(tmp_path, no_host, content, mode, fragment):
+    import os
+    path = tmp_path / "beanwatch.toml"
+    path.write_text(content)
+    os.chmod(path, mode)
+    res = invoke("watch", "--config", str(path))
+    assert res.exit_code == 2, res.output
+    assert res.stdout == ""
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0] and lines[0].startswith("beanwatch: ")
+    assert no_host == []
+
+
+def test_config_that_is_a_symlink_or_missing_is_refused(tmp_path, no_host):
+    good = tmp_path / "real.toml"
+    good.write_text(GOOD_CONFIG)
+    link = tmp_path / "link.toml"
+    link.symlink_to(good)
+    for path in (link, tmp_path / "missing.toml", tmp_path):
+        res = invoke("watch", "--config", str(path))
+        assert res.exit_code == 2 and res.stdout == "" and no_host == [], res.output

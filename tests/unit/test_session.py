@@ -291,3 +291,52 @@ def test_exception_in_event_callback_is_counted():
     assert probes._callback(None, ctypes.addressof(good), wire.EVENT_SIZE) == 0
     assert probes.callback_errors == 1
     assert got == [wire.Event(wire.EV_VM_HIGH, 1, 2, 3, 0, 4)]
+
+
+def test_reload_keeps_the_state_of_cgroups_still_watched(host):
+    a = host.cgroup("/a")
+    b = host.cgroup("/b")
+    host.process(100, "/a", 300 * MiB, 5 * MiB)
+    s = host.session([Watch("/a", a, Limit(256 * MiB)), Watch("/b", b, Limit(1024 * MiB))])
+    s.start()
+    acc_a = s.accounts[0]
+    assert acc_a.mode.value == "slow" and acc_a.switches == 1
+    # /b goes, /c comes, /a gets a higher limit: it keeps its counts and returns to fast
+    c = host.cgroup("/c")
+    s.apply_watches([Watch("/a", a, Limit(2048 * MiB)), Watch("/c", c, Limit(64 * MiB))])
+    assert [x.name for x in s.accounts] == ["/a", "/c"]
+    assert s.accounts[0] is acc_a and acc_a.switches == 2 and acc_a.mode.value == "fast"
+    assert host.probes.bounds[a].vm_high == (2048 - 300) * MiB // PAGE_SIZE
+    assert c in s.leaves_of["/c"] and "/b" not in s.leaves_of
+
+
+def test_reload_of_a_recreated_cgroup_starts_afresh(host):
+    a = host.cgroup("/a")
+    s = host.session([Watch("/a", a, Limit(256 * MiB))])
+    s.start()
+    s.accounts[0].failcnt = 3
+    s.apply_watches([Watch("/a", a + 1000, Limit(256 * MiB))])
+    assert s.accounts[0].failcnt == 0 and s.accounts[0].cgroup_id == a + 1000
+
+
+class Exploding(FakeProbes):
+    def __init__(self, log):
+        super().__init__(log)
+        self.polls = 0
+
+    def poll(self, timeout_ms):
+        self.polls += 1
+        if self.polls == 2:
+            raise RuntimeError("boom")
+
+
+def test_an_error_in_one_round_is_logged_and_the_loop_goes_on(host):
+    cid = host.cgroup("/job")
+    s = host.session([Watch("/job", cid, Limit(256 * MiB))])
+    s.probes = Exploding(host.log)
+    s.start()
+    rounds = iter(range(6))
+    s.run(None, lambda: next(rounds, None) is None)
+    assert s.probes.polls == 6
+    errors = host.events("error")
+    assert len(errors) == 1 and "boom" in errors[0]["detail"] and s.loop_errors == 1
