@@ -101,8 +101,10 @@ class Actor:
     ROUND_PAUSE = 0.005  # seconds between kill rounds, to let forks in flight land in cgroup.procs
 
     def __init__(
-        self, cg: CgroupFS, procfs: ProcFS, own_cgroup: str, init_cgroup: str, signaller=None
+        self, cg: CgroupFS, procfs: ProcFS, own_cgroup: str, init_cgroup: str, signaller=None,
+        use_cgroup_kill: bool = True,
     ):
+        self.use_cgroup_kill = use_cgroup_kill   # False: always the pidfd path (tests, old kernels)
         self.cg = cg
         self.procfs = procfs
         self.own_cgroup = own_cgroup
@@ -133,7 +135,7 @@ class Actor:
     def kill(self, name: str, expected_id: int, rounds: int = 10) -> ActionResult:
         self.guard(name, expected_id)
         pids = self.cg.subtree_procs(name)
-        if self.cg.has_kill(name):
+        if self.use_cgroup_kill and self.cg.has_kill(name):
             # cgroup.kill is atomic: the kernel also kills children forked while it runs.
             ok = self.cg.kill(name)
             return ActionResult("kill", name, pids, ok, "cgroup.kill written" if ok else "gone")

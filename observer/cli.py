@@ -151,9 +151,11 @@ def cli():
 @click.option("--ringbuf-pages", type=click.IntRange(1, 65536), default=64, hidden=True)
 @click.option("--vm-hook", type=click.Choice(["auto", "mmap-lock", "syscalls"]), default="auto",
               hidden=True, help="How address-space changes are followed (for benchmarks).")
+@click.option("--kill-via", type=click.Choice(["auto", "signals"]), default="auto", hidden=True,
+              help="signals: freeze + SIGKILL through pidfds even where cgroup.kill exists.")
 @click.option("--print-bpf", is_flag=True, hidden=True, help="Print the BPF source and exit.")
 def watch(limits, config_path, action, hysteresis, adaptive, interval, duration, as_json,
-          keep_frozen, ringbuf_pages, vm_hook, print_bpf):
+          keep_frozen, ringbuf_pages, vm_hook, kill_via, print_bpf):
     """Watch cgroups live and act on limits."""
     from .loader import probe_source
     if print_bpf:
@@ -183,7 +185,7 @@ def watch(limits, config_path, action, hysteresis, adaptive, interval, duration,
         return resolve_watches(host, limits, action, hysteresis, adaptive, fresh)
 
     code = run_watch(host, watches, interval, duration, as_json, keep_frozen, ringbuf_pages, vm_hook,
-                     reload if config_path else None)
+                     reload if config_path else None, kill_via)
     sys.exit(code)
 
 
@@ -244,28 +246,32 @@ StopFlag = Signals
 
 
 def build_session(host: Host, watches, sink, interval, keep_frozen=False, ringbuf_pages=64,
-                  vm_hook="auto"):
+                  vm_hook="auto", kill_via="auto", state_dir=None):
     from .actions import Actor
+    from .state import DEFAULT_STATE_DIR, FrozenLedger
     from .loader import ProbeOptions, Probes
     from .netlink import PeakReader
     from .session import Session
     holder = {}
     probes = Probes(lambda ev: holder["s"].on_event(ev), ProbeOptions(ring_pages=ringbuf_pages,
                                                                    vm_hook=vm_hook))
-    actor = Actor(host.cg, host.procfs, host.own_cgroup, host.init_cgroup)
+    actor = Actor(host.cg, host.procfs, host.own_cgroup, host.init_cgroup,
+                  use_cgroup_kill=(kill_via == "auto"))
     session = Session(watches, host.cg, host.procfs, probes, actor, sink, interval=interval,
-                      keep_frozen=keep_frozen, taskstats=PeakReader())
+                      keep_frozen=keep_frozen, taskstats=PeakReader(),
+                      ledger=FrozenLedger(state_dir or DEFAULT_STATE_DIR))
     holder["s"] = session
     return session
 
 
 def run_watch(host, watches, interval, duration, as_json, keep_frozen, ringbuf_pages,
-              vm_hook="auto", reload=None) -> int:
+              vm_hook="auto", reload=None, kill_via="auto") -> int:
     from .selfguard import protect_self
     holder = {}
     sink = json_sink if as_json else TableSink(lambda: len(holder["s"].accounts))
     signals = Signals()
-    session = build_session(host, watches, sink, interval, keep_frozen, ringbuf_pages, vm_hook)
+    session = build_session(host, watches, sink, interval, keep_frozen, ringbuf_pages, vm_hook,
+                            kill_via)
     holder["s"] = session
 
     def on_hup():

@@ -105,11 +105,11 @@ class Probes:
     """The loaded programs. start() attaches the always-on ones; the page-fault program is
     attached only while some cgroup is in slow mode (enable_faults)."""
 
-    def __init__(self, on_event, options: ProbeOptions = ProbeOptions()):
+    def __init__(self, on_event, options: ProbeOptions = ProbeOptions(), tracefs: str | None = None):
         self._on_event = on_event
         self.options = options
         self.bpf = None
-        self.tracefs: str | None = None
+        self.tracefs: str | None = tracefs   # found (or mounted) at check() when None
         self.attached_syscalls: list[str] = []
         self.vm_hook: str | None = None
         self.faults_on = False
@@ -126,7 +126,7 @@ class Probes:
 
     def check(self) -> None:
         """Refuses to run blind: every tracepoint the accounting needs must exist."""
-        self.tracefs = ensure_tracefs()
+        self.tracefs = self.tracefs or ensure_tracefs()
         missing = [f"{c}:{e}" for c, e in REQUIRED_TRACEPOINTS
                    if not tracepoint_exists(self.tracefs, c, e)]
         has_lock_tp = tracepoint_exists(self.tracefs, *MMAP_LOCK_TRACEPOINT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -44,13 +45,14 @@ class Session:
     """
 
     def __init__(self, watches, cg, procfs, probes, actor, sink, *, interval=1.0,
-                 keep_frozen=False, clock=time.time, taskstats=None):
+                 keep_frozen=False, clock=time.time, taskstats=None, ledger=None):
         self.cg, self.procfs, self.probes, self.actor = cg, procfs, probes, actor
         self.sink = sink
         self.interval = interval
         self.keep_frozen = keep_frozen
         self.clock = clock
         self.taskstats = taskstats
+        self.ledger = ledger            # state.FrozenLedger, or None
         self.accounts = [Account(w.name, w.cgroup_id, w.limit) for w in watches]
         self.seed: dict[int, int] = defaultdict(int)   # cgroup id -> pages found in /proc
         self.tree: dict[int, str] = {}                  # cgroup id -> name
@@ -71,6 +73,7 @@ class Session:
     def start(self) -> None:
         """Attach first, then seed from /proc: a process changing its address space in
         between is then counted by the kernel side, and the seed for it is skipped."""
+        self.thaw_orphans()
         self.probes.start()
         self.refresh_tree()
         self.seed_from_proc()
@@ -218,6 +221,8 @@ class Session:
                 res = self.actor.freeze(acc.name, acc.cgroup_id)
                 if res.ok:
                     self.frozen.add((acc.name, acc.cgroup_id))
+                    if self.ledger is not None and not self.keep_frozen:
+                        self.ledger.save(self.frozen)
             else:
                 res = self.actor.report(acc.name)
             rec = account_record("action", acc, self.clock(), action=action.value,
@@ -336,4 +341,28 @@ class Session:
                         thawed.append(name)
                     except Exception:
                         pass
+                if self.ledger is not None:
+                    self.ledger.clear()
         return thawed
+
+    def thaw_orphans(self) -> None:
+        """Thaws what a beanwatch that died without cleaning up had frozen, if the cgroup is
+        still the same one (same id)."""
+        if self.ledger is None:
+            return
+        done = set()
+        for name, cid, path in self.ledger.orphans():
+            if name:
+                try:
+                    res = self.actor.thaw(name, cid)
+                    self.sink({"event": "thaw", "ts": self.clock(), "cgroup": name,
+                               "ok": res.ok, "detail": "frozen by a beanwatch that died"})
+                except Exception as e:
+                    self.sink({"event": "thaw", "ts": self.clock(), "cgroup": name,
+                               "ok": False, "detail": str(e)})
+            done.add(path)
+        for path in done:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass

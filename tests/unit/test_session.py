@@ -340,3 +340,28 @@ def test_an_error_in_one_round_is_logged_and_the_loop_goes_on(host):
     assert s.probes.polls == 6
     errors = host.events("error")
     assert len(errors) == 1 and "boom" in errors[0]["detail"] and s.loop_errors == 1
+
+
+def test_a_dead_beanwatchs_frozen_cgroups_are_thawed_at_start(host, tmp_path):
+    from observer.state import FrozenLedger
+    cid = host.cgroup("/job")
+    dead = FrozenLedger(str(tmp_path / "state"), pid=2**22 + 12345)  # above pid_max: not running
+    dead.save({("/job", cid)})
+    s = host.session([Watch("/job", cid, Limit(256 * MiB))],
+                     ledger=FrozenLedger(str(tmp_path / "state")))
+    s.start()
+    assert ("thaw", "/job") in host.log
+    assert host.events("thaw", "/job")[0]["ok"]
+    assert not os.path.exists(dead.path)
+
+
+def test_a_freeze_is_recorded_until_the_thaw_at_exit(host, tmp_path):
+    from observer.state import FrozenLedger
+    cid = host.cgroup("/job")
+    host.process(100, "/job", 2048 * MiB, 300 * MiB)
+    ledger = FrozenLedger(str(tmp_path / "state"))
+    s = host.session([Watch("/job", cid, Limit(256 * MiB, None, Action.FREEZE))], ledger=ledger)
+    s.start()
+    assert os.path.exists(ledger.path)
+    s.stop()
+    assert not os.path.exists(ledger.path)
