@@ -72,6 +72,16 @@ def _limits_callback(ctx, param, values):
         raise click.BadParameter(str(e)) from None
 
 
+def _metrics_callback(ctx, param, value):
+    from .metrics import parse_address
+    if value is not None:
+        try:
+            parse_address(value)
+        except BeanwatchError as e:
+            raise click.BadParameter(str(e)) from None
+    return value
+
+
 def json_option(f):
     return click.option("--json", "as_json", is_flag=True,
                         help="One JSON object per line on stdout.")(f)
@@ -148,6 +158,8 @@ def cli():
               help="Stop after this many seconds.")
 @json_option
 @click.option("--keep-frozen", is_flag=True, help="Leave cgroups frozen by --action freeze on exit.")
+@click.option("--metrics", "metrics_addr", metavar="ADDR:PORT", default=None,
+              callback=_metrics_callback, help="Serve Prometheus metrics, e.g. 127.0.0.1:9638.")
 @click.option("--ringbuf-pages", type=click.IntRange(1, 65536), default=64, hidden=True)
 @click.option("--vm-hook", type=click.Choice(["auto", "mmap-lock", "syscalls"]), default="auto",
               hidden=True, help="How address-space changes are followed (for benchmarks).")
@@ -155,7 +167,7 @@ def cli():
               help="signals: freeze + SIGKILL through pidfds even where cgroup.kill exists.")
 @click.option("--print-bpf", is_flag=True, hidden=True, help="Print the BPF source and exit.")
 def watch(limits, config_path, action, hysteresis, adaptive, interval, duration, as_json,
-          keep_frozen, ringbuf_pages, vm_hook, kill_via, print_bpf):
+          keep_frozen, metrics_addr, ringbuf_pages, vm_hook, kill_via, print_bpf):
     """Watch cgroups live and act on limits."""
     from .loader import probe_source
     if print_bpf:
@@ -185,7 +197,7 @@ def watch(limits, config_path, action, hysteresis, adaptive, interval, duration,
         return resolve_watches(host, limits, action, hysteresis, adaptive, fresh)
 
     code = run_watch(host, watches, interval, duration, as_json, keep_frozen, ringbuf_pages, vm_hook,
-                     reload if config_path else None, kill_via)
+                     reload if config_path else None, kill_via, metrics_addr)
     sys.exit(code)
 
 
@@ -265,7 +277,7 @@ def build_session(host: Host, watches, sink, interval, keep_frozen=False, ringbu
 
 
 def run_watch(host, watches, interval, duration, as_json, keep_frozen, ringbuf_pages,
-              vm_hook="auto", reload=None, kill_via="auto") -> int:
+              vm_hook="auto", reload=None, kill_via="auto", metrics_addr=None) -> int:
     from .selfguard import protect_self
     holder = {}
     sink = json_sink if as_json else TableSink(lambda: len(holder["s"].accounts))
@@ -292,8 +304,13 @@ def run_watch(host, watches, interval, duration, as_json, keep_frozen, ringbuf_p
         sink({"event": "reload", "ts": time.time(), "cgroup": None, "ok": True,
               "detail": f"{len(fresh)} cgroup(s)"})
 
+    server = None
     try:
         session.start()
+        if metrics_addr is not None:
+            from .metrics import serve
+            server = serve(session, metrics_addr)
+            render.message(f"metrics on http://{metrics_addr}/metrics")
         for note in protect_self():
             render.message(note)
         if not session.probes.has_fault_tracepoint:
@@ -306,6 +323,8 @@ def run_watch(host, watches, interval, duration, as_json, keep_frozen, ringbuf_p
         render.message(str(e))
         return 1
     finally:
+        if server is not None:
+            server.shutdown()
         for name in session.stop():
             render.message(f"thawed {name}")
     if session.loop_errors:

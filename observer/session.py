@@ -65,6 +65,7 @@ class Session:
         self.rearm: set[int] = set()
         self.gen = 0
         self.lost_seen = [0] * wire.STAT_MAX
+        self.last_stats = [0] * wire.STAT_MAX   # as last read, for metrics
         self.blind = False   # some process could not be accounted: exact checks only
         self.event_errors = 0
         self.loop_errors = 0
@@ -240,6 +241,7 @@ class Session:
 
     def check_losses(self) -> None:
         stats = self.probes.stats()
+        self.last_stats = stats
         lost = stats[wire.STAT_RINGBUF_FULL] - self.lost_seen[wire.STAT_RINGBUF_FULL]
         unaccounted = stats[wire.STAT_PROCS_FULL] - self.lost_seen[wire.STAT_PROCS_FULL]
         unaccounted += stats[wire.STAT_LEAVES_FULL] - self.lost_seen[wire.STAT_LEAVES_FULL]

@@ -142,6 +142,8 @@ def test_print_bpf_needs_no_root(no_host):
     (["status", "--limit", "x"], "--limit"),
     (["check", "extra"], "extra"),
     (["nosuchcommand"], "nosuchcommand"),
+    (["watch", "--metrics", "nonsense"], "metrics"),
+    (["watch", "--metrics", "host:70000"], "metrics"),
     (["watch", "--interval", "nan"], "--interval"),
     (["watch", "--duration", "nan"], "--duration"),
     (["watch", "--hysteresis", "nan"], "--hysteresis"),

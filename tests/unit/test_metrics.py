@@ -1,0 +1,105 @@
+"""Prometheus exposition of a session, without a kernel: names, labels, values, HTTP."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import pytest
+from prometheus_client.core import CollectorRegistry
+from prometheus_client.exposition import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from observer import wire
+from observer.config import Action, Limit
+from observer.metrics import MetricsError, SessionCollector, parse_address, serve
+from observer.model import Account, Mode
+
+MiB = 1 << 20
+
+
+class FakeProbes:
+    callback_errors = 2
+    faults_on = True
+    vm_hook = "mmap-lock"
+
+
+class FakeSession:
+    def __init__(self):
+        a = Account("/job", 10, Limit(256 * MiB, 192 * MiB, Action.KILL))
+        a.estimate, a.exact, a.mode, a.failcnt, a.switches, a.checks, a.actions = (
+            1024 * MiB, 200 * MiB, Mode.SLOW, 3, 1, 7, 1)
+        b = Account("/free", 11, None)
+        b.estimate = 5 * MiB
+        self.accounts = [a, b]
+        self.last_stats = [0] * wire.STAT_MAX
+        self.last_stats[wire.STAT_RINGBUF_FULL] = 4
+        self.probes = FakeProbes()
+        self.loop_errors = 1
+
+
+def scrape_text(session) -> str:
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(SessionCollector(session))
+    return generate_latest(reg).decode()
+
+
+def samples(text):
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_exposition_names_units_and_values():
+    got = samples(scrape_text(FakeSession()))
+    job = (("cgroup", "/job"),)
+    assert got[("beanwatch_cgroup_estimate_bytes", job)] == 1024 * MiB
+    assert got[("beanwatch_cgroup_exact_bytes", job)] == 200 * MiB
+    assert got[("beanwatch_cgroup_limit_bytes", job)] == 256 * MiB
+    assert got[("beanwatch_cgroup_barrier_bytes", job)] == 192 * MiB
+    assert got[("beanwatch_cgroup_slow_mode", job)] == 1
+    assert got[("beanwatch_cgroup_failures_total", job)] == 3
+    assert got[("beanwatch_cgroup_mode_switches_total", job)] == 1
+    assert got[("beanwatch_cgroup_exact_checks_total", job)] == 7
+    assert got[("beanwatch_cgroup_actions_total", (("action", "kill"), ("cgroup", "/job")))] == 1
+    assert got[("beanwatch_events_lost_total", ())] == 4
+    assert got[("beanwatch_errors_total", ())] == 3
+    assert got[("beanwatch_fault_probe_attached", ())] == 1
+    # a cgroup without a limit has no limit series and no exact one until measured
+    free = (("cgroup", "/free"),)
+    assert ("beanwatch_cgroup_limit_bytes", free) not in got
+    assert ("beanwatch_cgroup_exact_bytes", free) not in got
+    assert got[("beanwatch_cgroup_estimate_bytes", free)] == 5 * MiB
+
+
+def test_hostile_cgroup_names_are_escaped():
+    s = FakeSession()
+    s.accounts[0].name = '/a"b\nc\\d'
+    got = samples(scrape_text(s))
+    assert got[("beanwatch_cgroup_estimate_bytes", (("cgroup", '/a"b\nc\\d'),))] == 1024 * MiB
+
+
+@pytest.mark.parametrize("text", ["9638", "host:", "host:99999", "host:-1", "a:b", ""])
+def test_bad_addresses(text):
+    with pytest.raises(MetricsError):
+        parse_address(text)
+
+
+def test_addresses():
+    assert parse_address("127.0.0.1:9638") == ("127.0.0.1", 9638)
+    assert parse_address(":9638") == ("0.0.0.0", 9638)
+    assert parse_address("[::1]:9638") == ("::1", 9638)
+
+
+def test_plain_http_scrape():
+    server = serve(FakeSession(), "127.0.0.1:0")
+    try:
+        port = server.server_port
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            assert r.status == 200
+            assert r.headers["Content-Type"].startswith("text/plain")
+            body = r.read().decode()
+        assert 'beanwatch_cgroup_estimate_bytes{cgroup="/job"} 1.073741824e+09' in body
+    finally:
+        server.shutdown()
