@@ -318,7 +318,7 @@ def run_watch(host, watches, interval, duration, as_json, keep_frozen, ringbuf_p
                            "on periodic exact checks every --interval")
         render.message(f"watching {len(session.accounts)} cgroup(s) "
                        f"(address space via {session.probes.vm_hook}); Ctrl-C to stop")
-        session.run(duration, signals, on_hup=on_hup)
+        session.run(duration, signals, on_loop=on_hup)
     except BeanwatchError as e:
         render.message(str(e))
         return 1
@@ -330,6 +330,34 @@ def run_watch(host, watches, interval, duration, as_json, keep_frozen, ringbuf_p
     if session.loop_errors:
         render.message(f"{session.loop_errors} internal error(s) were logged during the session")
     return 0
+
+
+@cli.command()
+@limit_option
+@click.option("--interval", type=FiniteFloatRange(0.1, 3600), default=1.0, show_default=True,
+              help="Seconds between refreshes.")
+def top(limits, interval):
+    """Full-screen live view, sorted by how close each cgroup is to its limit.
+
+    Report only: top never freezes or kills. Keys: s cycles the sort (closeness to the
+    limit, held, estimate, name), n sorts by name, q quits.
+    """
+    from .top import run_top
+    if not sys.stdout.isatty():
+        raise click.UsageError("top needs a terminal; use `watch` for a stream")
+    require_root()
+    try:
+        host = open_host()
+        watches = resolve_watches(host, limits, Action.REPORT, DEFAULT_HYSTERESIS)
+    except BeanwatchError as e:
+        fail(str(e), 2)
+    signals = Signals()
+    try:
+        code = run_top(lambda sink: build_session(host, watches, sink, interval), watches,
+                       interval, signals)
+    except BeanwatchError as e:
+        fail(str(e), 1)
+    sys.exit(code)
 
 
 @cli.command()

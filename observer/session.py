@@ -267,7 +267,9 @@ class Session:
             self.sink(account_record("snapshot", acc, now))
 
     # -- the loop -----------------------------------------------------------------------
-    def run(self, duration: float | None, should_stop, on_tick=None, on_hup=None) -> None:
+    def run(self, duration: float | None, should_stop, on_tick=None, on_loop=None) -> None:
+        """Until should_stop() or duration: poll, reconcile, snapshot every interval.
+        on_loop runs every iteration (at most 0.2 s apart), on_tick after each snapshot."""
         start = self.clock()
         next_tick = start + self.interval
         self.snapshot()
@@ -279,8 +281,8 @@ class Session:
             try:
                 self.probes.poll(int(wait * 1000))
                 self.handle_pending()
-                if on_hup is not None:
-                    on_hup()
+                if on_loop is not None:
+                    on_loop()
                 periodic = self.clock() >= next_tick
                 if self.dirty or periodic:
                     self.dirty = False

@@ -25,6 +25,7 @@ COMMANDS = {
     "demo": "demonstration on a scratch cgroup",
     "check": "What this host supports",
     "verify": "Check the estimate against /proc",
+    "top": "Full-screen live view",
 }
 
 
