@@ -98,12 +98,14 @@ class Session:
                 self.seed[cid] -= pages
 
     def refresh_tree(self) -> None:
+        """Which cgroup ids each account covers: the cgroup itself and its descendants.
+        Each cgroup is filed under every watched ancestor, O(cgroups x depth)."""
         self.tree = self.cg.walk()
-        self.leaves_of = {}
-        for acc in self.accounts:
-            prefix = acc.name.rstrip("/") + "/"
-            self.leaves_of[acc.name] = [cid for cid, name in self.tree.items()
-                                        if name == acc.name or acc.name == "/" or name.startswith(prefix)]
+        self.leaves_of = {acc.name: [] for acc in self.accounts}
+        for cid, name in self.tree.items():
+            for anc in self.cg.ancestors_or_self(name):
+                if anc in self.leaves_of:
+                    self.leaves_of[anc].append(cid)
 
     # -- events -------------------------------------------------------------------------
     def on_event(self, ev: wire.Event) -> None:
