@@ -41,6 +41,10 @@ class LineProcess:
         for t in self._t:
             t.start()
 
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
     @staticmethod
     def _pump(stream, into):
         for line in stream:

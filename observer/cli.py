@@ -82,6 +82,16 @@ def _metrics_callback(ctx, param, value):
     return value
 
 
+def _hook_callback(ctx, param, value):
+    from .hooks import check_hook
+    if value is not None:
+        try:
+            return check_hook(value)
+        except BeanwatchError as e:
+            raise click.BadParameter(str(e)) from None
+    return value
+
+
 def json_option(f):
     return click.option("--json", "as_json", is_flag=True,
                         help="One JSON object per line on stdout.")(f)
@@ -158,6 +168,13 @@ def cli():
               help="Stop after this many seconds.")
 @json_option
 @click.option("--keep-frozen", is_flag=True, help="Leave cgroups frozen by --action freeze on exit.")
+@click.option("--on-exceed", metavar="PATH", callback=_hook_callback,
+              help="Run PATH before each action (data in BEANWATCH_* variables); exit 1 vetoes. "
+                   "The cgroup is held frozen meanwhile (freeze and kill).")
+@click.option("--on-action", metavar="PATH", callback=_hook_callback,
+              help="Run PATH after each action (data in BEANWATCH_* variables).")
+@click.option("--hook-timeout", type=FiniteFloatRange(0.05, 60), default=2.0, show_default=True,
+              help="Seconds a hook may run before it is killed (and ignored).")
 @click.option("--metrics", "metrics_addr", metavar="ADDR:PORT", default=None,
               callback=_metrics_callback, help="Serve Prometheus metrics, e.g. 127.0.0.1:9638.")
 @click.option("--ringbuf-pages", type=click.IntRange(1, 65536), default=64, hidden=True)
@@ -167,7 +184,8 @@ def cli():
               help="signals: freeze + SIGKILL through pidfds even where cgroup.kill exists.")
 @click.option("--print-bpf", is_flag=True, hidden=True, help="Print the BPF source and exit.")
 def watch(limits, config_path, action, hysteresis, adaptive, interval, duration, as_json,
-          keep_frozen, metrics_addr, ringbuf_pages, vm_hook, kill_via, print_bpf):
+          keep_frozen, on_exceed, on_action, hook_timeout, metrics_addr, ringbuf_pages, vm_hook,
+          kill_via, print_bpf):
     """Watch cgroups live and act on limits."""
     from .loader import probe_source
     if print_bpf:
@@ -196,8 +214,10 @@ def watch(limits, config_path, action, hysteresis, adaptive, interval, duration,
         fresh = load(config_path)
         return resolve_watches(host, limits, action, hysteresis, adaptive, fresh)
 
+    from .hooks import HookRunner
+    hooks = HookRunner(on_action, on_exceed, hook_timeout) if (on_action or on_exceed) else None
     code = run_watch(host, watches, interval, duration, as_json, keep_frozen, ringbuf_pages, vm_hook,
-                     reload if config_path else None, kill_via, metrics_addr)
+                     reload if config_path else None, kill_via, metrics_addr, hooks)
     sys.exit(code)
 
 
@@ -258,7 +278,7 @@ StopFlag = Signals
 
 
 def build_session(host: Host, watches, sink, interval, keep_frozen=False, ringbuf_pages=64,
-                  vm_hook="auto", kill_via="auto", state_dir=None):
+                  vm_hook="auto", kill_via="auto", state_dir=None, hooks=None):
     from .actions import Actor
     from .state import DEFAULT_STATE_DIR, FrozenLedger
     from .loader import ProbeOptions, Probes
@@ -271,19 +291,19 @@ def build_session(host: Host, watches, sink, interval, keep_frozen=False, ringbu
                   use_cgroup_kill=(kill_via == "auto"))
     session = Session(watches, host.cg, host.procfs, probes, actor, sink, interval=interval,
                       keep_frozen=keep_frozen, taskstats=PeakReader(),
-                      ledger=FrozenLedger(state_dir or DEFAULT_STATE_DIR))
+                      ledger=FrozenLedger(state_dir or DEFAULT_STATE_DIR), hooks=hooks)
     holder["s"] = session
     return session
 
 
 def run_watch(host, watches, interval, duration, as_json, keep_frozen, ringbuf_pages,
-              vm_hook="auto", reload=None, kill_via="auto", metrics_addr=None) -> int:
+              vm_hook="auto", reload=None, kill_via="auto", metrics_addr=None, hooks=None) -> int:
     from .selfguard import protect_self
     holder = {}
     sink = json_sink if as_json else TableSink(lambda: len(holder["s"].accounts))
     signals = Signals()
     session = build_session(host, watches, sink, interval, keep_frozen, ringbuf_pages, vm_hook,
-                            kill_via)
+                            kill_via, hooks=hooks)
     holder["s"] = session
 
     def on_hup():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import __version__, wire
 from .errors import BeanwatchError
+from .names import display_name
 
 
 class MetricsError(BeanwatchError):
@@ -33,7 +34,7 @@ class SessionCollector:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
         s = self.session
         accounts = list(s.accounts)   # a reload replaces the list; iterate a stable one
-        labels = ["cgroup"]
+        labels = ["cgroup", "name"]
 
         def gauge(name, doc):
             return GaugeMetricFamily(name, doc, labels=labels)
@@ -51,9 +52,9 @@ class SessionCollector:
         switches = counter("beanwatch_cgroup_mode_switches", "Switches between fast and slow mode.")
         checks = counter("beanwatch_cgroup_exact_checks", "Exact measurements from /proc.")
         actions = CounterMetricFamily("beanwatch_cgroup_actions", "Actions taken.",
-                                      labels=["cgroup", "action"])
+                                      labels=["cgroup", "name", "action"])
         for acc in accounts:
-            lv = [acc.name]
+            lv = [acc.name, display_name(acc.name)]
             est.add_metric(lv, acc.estimate)
             held.add_metric(lv, acc.held)
             if acc.exact is not None:
@@ -62,7 +63,7 @@ class SessionCollector:
                 limit.add_metric(lv, acc.limit.limit)
                 if acc.limit.barrier is not None:
                     barrier.add_metric(lv, acc.limit.barrier)
-                actions.add_metric([acc.name, acc.limit.action.value], acc.actions)
+                actions.add_metric(lv + [acc.limit.action.value], acc.actions)
             slow.add_metric(lv, 1 if acc.mode.value == "slow" else 0)
             fails.add_metric(lv, acc.failcnt)
             switches.add_metric(lv, acc.switches)

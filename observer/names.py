@@ -11,10 +11,11 @@ QOS_CLASSES = ("guaranteed", "burstable", "besteffort")
 SHORT_ID = 12   # what `docker ps` and `crictl ps` show
 
 _HEX64 = r"[0-9a-f]{64}"
-# Scope prefixes the runtimes give their containers under the systemd cgroup driver.
+# Scope prefixes the runtimes give their containers under the systemd cgroup driver; podman
+# keeps the prefix under cgroupfs too (/libpod_parent/libpod-<id>).
 _RUNTIME_PREFIXES = {"docker": "docker", "cri-containerd": "containerd", "nerdctl": "containerd",
                      "crio": "cri-o", "libpod": "podman"}
-_SCOPE = re.compile(rf"({'|'.join(_RUNTIME_PREFIXES)})-(conmon-)?({_HEX64})\.scope")
+_SCOPE = re.compile(rf"({'|'.join(_RUNTIME_PREFIXES)})-(conmon-)?({_HEX64})(?:\.scope)?")
 # The cgroupsPath form "slice:prefix:id", seen where runc could not hand the scope to systemd.
 _COLON = re.compile(rf"(.+\.slice):({'|'.join(_RUNTIME_PREFIXES)}):({_HEX64})")
 _BARE_ID = re.compile(_HEX64)
@@ -82,8 +83,9 @@ def describe_cgroup(path: str) -> CgroupName:
         if found := _container(part):
             container, unit, session, last = found, None, None, i
         elif _BARE_ID.fullmatch(part) and (pod or (i >= 1 and parts[i - 1] == "docker")):
-            # cgroupfs driver: the id alone, under the pod or under /docker.
-            container, unit, session, last = ("docker" if not pod else None, part, False), None, None, i
+            # cgroupfs driver: the id alone, under the pod (runtime unknown) or under /docker.
+            runtime = None if pod else "docker"
+            container, unit, session, last = (runtime, part, False), None, None, i
         elif _UNIT.fullmatch(part):
             unit, last = part, i
             m = _SESSION.fullmatch(part)
@@ -94,15 +96,15 @@ def describe_cgroup(path: str) -> CgroupName:
     tail = "".join("/" + printable(p) for p in parts[last + 1:])
     runtime, cid, conmon = container or (None, None, False)
     what = f"{'conmon' if conmon else 'container'} {cid[:SHORT_ID]}" if cid else ""
-    if unit and cid:
-        tail = f" / {unit}{tail}"   # a unit inside a container: systemd running in it
+    if unit and (pod or cid):
+        tail = f" / {printable(unit)}{tail}"   # a unit inside a container: systemd running in it
     if pod:
         uid, qos = pod
         label = f"pod {uid}" + (f" / {what}" if what else "")
         return CgroupName("kubernetes", label + tail, unit, cid, uid, qos, runtime)
     if cid:
-        label = f"{runtime or 'container'} {cid[:SHORT_ID]}" + (" conmon" if conmon else "")
-        return CgroupName(runtime, label + tail, unit, cid, runtime=runtime)
+        label = f"{runtime} {cid[:SHORT_ID]}" + (" conmon" if conmon else "")
+        return CgroupName(runtime, label + tail, unit, cid, runtime=runtime)   # kind = runtime
     if session:
         return CgroupName("user-session", f"user {session[1]} session {session[0]}{tail}", unit)
     kind = "systemd-scope" if unit.endswith(".scope") else "systemd-unit"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+from .names import display_name
 from .sizes import format_size
 
 TABLE_COLUMNS = ("held", "maxheld", "barrier", "limit", "failcnt", "mode", "estimate", "switches")
@@ -32,7 +33,7 @@ def table(records: list[dict], width: int = 79) -> str:
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(TABLE_COLUMNS)]
     fixed = sum(w + 1 for w in widths)
     name_w = max(8, width - fixed)
-    names = [printable(r["cgroup"]) for r in records]
+    names = [display_name(r["cgroup"]) for r in records]
     names = [n if len(n) <= name_w else "…" + n[-(name_w - 1):] for n in names]
     out = ["cgroup".ljust(name_w) + "".join(" " + h.rjust(w) for h, w in zip(TABLE_COLUMNS, widths))]
     for name, row in zip(names, rows):
@@ -57,7 +58,7 @@ def beancounters(records: list[dict]) -> str:
 
 def describe(record: dict) -> str:
     """A one-line account of a non-snapshot record, for stderr and the demo log."""
-    ev, cg = record["event"], printable(str(record.get("cgroup")))
+    ev, cg = record["event"], display_name(str(record.get("cgroup")))
     held = format_size(record.get("held_bytes"))
     if ev == "mode":
         return (f"{cg}: {record.get('previous')} -> {record['mode']} mode "
@@ -69,6 +70,10 @@ def describe(record: dict) -> str:
         what = "limit" if ev == "exceeded" else "barrier"
         level = record["limit_bytes"] if ev == "exceeded" else record["barrier_bytes"]
         return f"{cg}: {held} is above the {what} {format_size(level)} (failcnt {record['failcnt']})"
+    if ev == "hook":
+        return f"{cg}: {record.get('hook')} hook: {record.get('detail')}"
+    if ev == "action" and record.get("vetoed"):
+        return f"{cg}: {record['action']} vetoed: {record.get('detail')}"
     if ev == "action":
         status = "done" if record.get("ok") else f"FAILED: {record.get('detail')}"
         return f"{cg}: {record['action']} pids {record.get('pids')} {status}"

@@ -11,6 +11,7 @@ from . import wire
 from .config import Action
 from .errors import BeanwatchError
 from .model import Account, Effect, LeafBounds, LeafCounters, Mode, leaf_bounds
+from .names import display_name
 from .procfs import PAGE_SIZE
 
 
@@ -27,6 +28,7 @@ def account_record(event: str, acc: Account, ts: float, **extra) -> dict:
     lim = acc.limit
     rec = {
         "event": event, "ts": round(ts, 6), "cgroup": acc.name,
+        "name": display_name(acc.name), "cgroup_id": acc.cgroup_id,
         "estimate_bytes": acc.estimate, "exact_bytes": acc.exact,
         "held_bytes": acc.held, "maxheld_bytes": acc.maxheld,
         "limit_bytes": lim.limit if lim else None,
@@ -45,7 +47,7 @@ class Session:
     """
 
     def __init__(self, watches, cg, procfs, probes, actor, sink, *, interval=1.0,
-                 keep_frozen=False, clock=time.time, taskstats=None, ledger=None):
+                 keep_frozen=False, clock=time.time, taskstats=None, ledger=None, hooks=None):
         self.cg, self.procfs, self.probes, self.actor = cg, procfs, probes, actor
         self.sink = sink
         self.interval = interval
@@ -53,6 +55,7 @@ class Session:
         self.clock = clock
         self.taskstats = taskstats
         self.ledger = ledger            # state.FrozenLedger, or None
+        self.hooks = hooks              # hooks.HookRunner, or None
         self.accounts = [Account(w.name, w.cgroup_id, w.limit) for w in watches]
         self.seed: dict[int, int] = defaultdict(int)   # cgroup id -> pages found in /proc
         self.tree: dict[int, str] = {}                  # cgroup id -> name
@@ -217,6 +220,22 @@ class Session:
     def act(self, acc: Account, rss_by_pid: dict[int, int]) -> None:
         """Acts first and describes after: every millisecond here is memory touched."""
         action = acc.limit.action
+        extra = {}
+        held = False
+        if self.hooks is not None and self.hooks.on_exceed:
+            # The hook may take its whole timeout: hold the cgroup still meanwhile (not in
+            # report mode, which never writes a cgroup file).
+            if action is not Action.REPORT:
+                held = self._try(lambda: self.actor.freeze(acc.name, acc.cgroup_id).ok)
+            verdict = self.hooks.before_action(account_record(
+                "exceed", acc, self.clock(), action=action.value, pids=sorted(rss_by_pid)))
+            extra["hook"] = verdict.detail
+            if verdict.vetoed:
+                if held:
+                    self._try(lambda: self.actor.thaw(acc.name, acc.cgroup_id))
+                self.sink(account_record("action", acc, self.clock(), action=action.value,
+                                         pids=[], ok=False, vetoed=True, detail=verdict.detail))
+                return
         try:
             if action is Action.KILL:
                 res = self.actor.kill(acc.name, acc.cgroup_id)
@@ -229,10 +248,14 @@ class Session:
             else:
                 res = self.actor.report(acc.name)
             rec = account_record("action", acc, self.clock(), action=action.value,
-                                 pids=res.pids, ok=res.ok, detail=res.detail)
+                                 pids=res.pids, ok=res.ok, detail=res.detail, **extra)
         except Exception as e:  # a refused or failed action is reported, never fatal
             rec = account_record("action", acc, self.clock(), action=action.value,
-                                 pids=[], ok=False, detail=str(e))
+                                 pids=[], ok=False, detail=str(e), **extra)
+        finally:
+            if held and action is Action.KILL:
+                # killed while frozen (SIGKILL reaches frozen tasks): leave nothing frozen
+                self._try(lambda: self.actor.thaw(acc.name, acc.cgroup_id))
         rec["rss_bytes"] = {str(pid): rss for pid, rss in sorted(rss_by_pid.items())}
         # Killed processes have no taskstats left; the others tell their peaks.
         if action is not Action.KILL and self.taskstats is not None:
@@ -240,6 +263,18 @@ class Session:
             if peaks:
                 rec["peak"] = peaks
         self.sink(rec)
+        if self.hooks is not None and self.hooks.on_action:
+            out = self.hooks.after_action(rec)
+            self.sink(account_record("hook", acc, self.clock(), hook="on-action",
+                                     returncode=out.returncode, timed_out=out.timed_out,
+                                     detail=out.detail))
+
+    @staticmethod
+    def _try(fn):
+        try:
+            return fn()
+        except Exception:  # noqa: BLE001 - a hold or release that fails changes no decision
+            return False
 
     def check_losses(self) -> None:
         stats = self.probes.stats()

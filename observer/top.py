@@ -6,6 +6,7 @@ import collections
 import time
 
 from . import render
+from .names import display_name
 from .sizes import format_size
 
 SORTS = ("closeness", "held", "estimate", "name")
@@ -32,7 +33,7 @@ def table_lines(records: list[dict], key: str, width: int) -> list[str]:
     rows = []
     for r in sort_records(records, key):
         use = closeness(r)
-        rows.append((render.printable(r["cgroup"]), r["mode"], format_size(r["held_bytes"]),
+        rows.append((display_name(r["cgroup"]), r["mode"], format_size(r["held_bytes"]),
                      format_size(r["estimate_bytes"]), format_size(r["exact_bytes"]),
                      format_size(r["limit_bytes"]), f"{100 * use:.0f}" if use >= 0 else "-",
                      str(r["failcnt"]), str(r["switches"])))

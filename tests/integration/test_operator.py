@@ -41,8 +41,8 @@ def test_plain_scrape_and_a_real_prometheus(cgroups, watcher, tmp_path):
     p = cgroups.workload(cg, "reserve:512M", "touch:16M", "hold")
     w.wait_for(lambda r: r["event"] == "check" and r["cgroup"] == cg, what="slow-mode check")
     body = http_get(f"http://127.0.0.1:{port}/metrics")
-    assert f'beanwatch_cgroup_limit_bytes{{cgroup="{cg}"}} 2.68435456e+08' in body
-    assert f'beanwatch_cgroup_slow_mode{{cgroup="{cg}"}} 1.0' in body
+    assert f'beanwatch_cgroup_limit_bytes{{cgroup="{cg}",name="{cg}"}} 2.68435456e+08' in body
+    assert f'beanwatch_cgroup_slow_mode{{cgroup="{cg}",name="{cg}"}} 1.0' in body
     assert "beanwatch_events_lost_total 0.0" in body
 
     prom_port = free_port()

@@ -44,10 +44,14 @@ def scrape_text(session) -> str:
 
 
 def samples(text):
+    """{(name, labels without 'name'): value}; every cgroup series must carry a name label."""
     out = {}
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+            labels = dict(s.labels)
+            if "cgroup" in labels:
+                assert labels.pop("name") is not None
+            out[(s.name, tuple(sorted(labels.items())))] = s.value
     return out
 
 
@@ -100,6 +104,13 @@ def test_plain_http_scrape():
             assert r.status == 200
             assert r.headers["Content-Type"].startswith("text/plain")
             body = r.read().decode()
-        assert 'beanwatch_cgroup_estimate_bytes{cgroup="/job"} 1.073741824e+09' in body
+        assert 'beanwatch_cgroup_estimate_bytes{cgroup="/job",name="/job"} 1.073741824e+09' in body
     finally:
         server.shutdown()
+
+
+def test_friendly_names_are_a_label():
+    s = FakeSession()
+    s.accounts[0].name = "/system.slice/nginx.service"
+    text = scrape_text(s)
+    assert 'cgroup="/system.slice/nginx.service",name="nginx.service"' in text

@@ -365,3 +365,55 @@ def test_a_freeze_is_recorded_until_the_thaw_at_exit(host, tmp_path):
     assert os.path.exists(ledger.path)
     s.stop()
     assert not os.path.exists(ledger.path)
+
+
+class FakeHooks:
+    def __init__(self, veto):
+        from observer.hooks import HookOutcome
+        self.on_exceed, self.on_action = "/x/exceed", "/x/action"
+        self.veto = veto
+        self.Outcome = HookOutcome
+        self.seen = []
+
+    def before_action(self, record):
+        self.seen.append(("exceed", record["action"], record["pids"]))
+        return self.Outcome(True, self.veto, 1 if self.veto else 0, False, "decided")
+
+    def after_action(self, record):
+        self.seen.append(("action", record["action"], record["ok"]))
+        return self.Outcome(True, False, 0, False, "ran")
+
+
+def test_on_exceed_veto_holds_frozen_then_thaws_and_nothing_is_killed(host):
+    cid = host.cgroup("/job")
+    host.process(100, "/job", 2048 * MiB, 300 * MiB)
+    hooks = FakeHooks(veto=True)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB, None, Action.KILL))], hooks=hooks)
+    s.start()
+    acted = [e for e in host.log if e[0] in ("freeze", "kill", "thaw")]
+    assert acted == [("freeze", "/job"), ("thaw", "/job")]
+    act = host.events("action", "/job")[-1]
+    assert act["vetoed"] and not act["ok"] and act["pids"] == []
+    assert hooks.seen == [("exceed", "kill", [100])]   # no on-action hook without an action
+
+
+def test_on_exceed_proceed_kills_while_held_then_thaws_and_on_action_runs(host):
+    cid = host.cgroup("/job")
+    host.process(100, "/job", 2048 * MiB, 300 * MiB)
+    hooks = FakeHooks(veto=False)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB, None, Action.KILL))], hooks=hooks)
+    s.start()
+    acted = [e for e in host.log if e[0] in ("freeze", "kill", "thaw")]
+    assert acted == [("freeze", "/job"), ("kill", "/job"), ("thaw", "/job")]
+    assert host.events("action", "/job")[-1]["hook"] == "decided"
+    assert hooks.seen[-1] == ("action", "kill", True)
+    assert host.events("hook", "/job")[-1]["detail"] == "ran"
+
+
+def test_report_mode_never_freezes_even_for_a_hook(host):
+    cid = host.cgroup("/job")
+    host.process(100, "/job", 2048 * MiB, 300 * MiB)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB))], hooks=FakeHooks(veto=False))
+    s.start()
+    assert not [e for e in host.log if e[0] in ("freeze", "kill", "thaw")]
+    assert host.events("action", "/job")[-1]["action"] == "report"

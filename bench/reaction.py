@@ -1,0 +1,169 @@
+"""Item 4: reaction to a full-speed toucher past a limit: overshoot and latency of beanwatch
+(action kill), of a 100 ms polling killer, and of memory.max where cgroup2 has it.
+
+Method: bench/programs/toucher_ts.c touches 1 GiB page by page (THP off) and after every
+256 KiB writes CLOCK_MONOTONIC into a shared log file. RSS crossed the limit L at the end of
+the first step where base RSS + touched > L; it was stopped at the last step it logged. So
+latency = t(last step) - t(crossing step), low by less than one step (~0.2 ms at this
+machine's fault rate). Overshoot = ru_maxrss (os.wait4) - L. Runs of the killers alternate.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+import tracers
+from common import MiB, ROOT, Scratch, Watcher, summary
+from report import abs_cell, target, text_cell
+
+LIMIT = 256 * MiB
+SIZE_MIB = 1024
+STEP_KIB = 256
+
+
+def read_log(path: str) -> dict:
+    with open(path, "rb") as f:
+        data = f.read()
+    step, base, start, done = struct.unpack_from("<4Q", data)
+    ts = struct.unpack_from(f"<{done}Q", data, 32)
+    return {"step": step, "base": base, "start": start, "done": done, "ts": ts}
+
+
+def one_run(sc: Scratch, cg: str, ctx, n: int) -> dict:
+    """Runs the toucher in cg until something stops it; what the log and rusage tell."""
+    log_path = os.path.join(ctx.tmp, f"touch-{os.path.basename(cg)}-{n}.log")
+    p = sc.spawn(cg, [ctx.bins["toucher_ts"], str(SIZE_MIB), log_path, str(STEP_KIB)],
+                 cpus=ctx.cpus)
+    deadline = time.time() + 20
+    status = ru = None
+    while time.time() < deadline:
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid:
+            break
+        time.sleep(0.002)
+    else:
+        p.kill()
+        _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = -1   # reaped here; keep Popen from waiting again
+    log = read_log(log_path)
+    os.unlink(log_path)
+    killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    step, base, ts = log["step"], log["base"], log["ts"]
+    cross = next((i for i in range(len(ts)) if base + (i + 1) * step > LIMIT), None)
+    out = {"killed": killed, "maxrss": ru.ru_maxrss * 1024, "overshoot": ru.ru_maxrss * 1024 - LIMIT,
+           "overshoot_log": base + log["done"] * step - LIMIT, "base_rss": base,
+           "finished": log["done"] * step >= SIZE_MIB * MiB}
+    if cross is not None and killed and not out["finished"]:
+        out["latency"] = (ts[-1] - ts[cross]) / 1e9
+        out["t_cross_mono"] = ts[cross] / 1e9
+    return out
+
+
+def run(ctx) -> dict:
+    runs = 5 if ctx.quick else 20
+    results = {"beanwatch": [], "poller": [], "memory.max": []}
+    mem_ok = ctx_memory_controller()
+    with Scratch("react") as sc:
+        R, P = sc.make("beanwatch"), sc.make("poller")
+        M = setup_memory_max(sc) if mem_ok else None
+        watcher = Watcher(["--limit", f"{R}=256M", "--action", "kill"], ctx.startups).started()
+        poller = tracers.LineProcess([sys.executable, os.path.join(ROOT, "bench", "poll_killer.py"),
+                                      sc.path(P), str(LIMIT), "0.1"])
+        try:
+            poller.wait_line("ready")
+            offset = time.time() - time.monotonic()
+            for n in range(runs):
+                for who in (["beanwatch", "poller", "memory.max"] if M else ["beanwatch", "poller"]):
+                    if who == "beanwatch":
+                        mark = len(watcher.records)
+                        r = one_run(sc, R, ctx, n)
+                        try:
+                            act = watcher.wait_for(lambda x: x["event"] == "action" and x["cgroup"] == R,
+                                                   5, mark)
+                            if "t_cross_mono" in r:
+                                r["action_after"] = act["ts"] - (r["t_cross_mono"] + offset)
+                            r["seen_over"] = sum(act.get("rss_bytes", {}).values()) - LIMIT
+                            watcher.wait_for(lambda x: x["event"] == "mode" and x["cgroup"] == R
+                                             and x["mode"] == "fast", 10, mark)
+                        except RuntimeError as e:
+                            ctx.log(f"  reaction run {n}: {e}")
+                    else:
+                        r = one_run(sc, P if who == "poller" else M, ctx, n)
+                    results[who].append(r)
+        finally:
+            poller.stop()
+            watcher.stop()
+    return tables(ctx, results, mem_ok, runs)
+
+
+def ctx_memory_controller() -> bool:
+    from run import memory_max_available
+    from observer.cgroupfs import find_mounts
+    return memory_max_available(find_mounts().cgroup2)
+
+
+def setup_memory_max(sc: Scratch) -> str | None:
+    """A cgroup with memory.max = L and no swap, if our prefix can enable the controller."""
+    try:
+        with open(os.path.join(sc.path(sc.prefix), "cgroup.controllers")) as f:
+            if "memory" not in f.read().split():
+                return None
+        with open(os.path.join(sc.path(sc.prefix), "cgroup.subtree_control"), "w") as f:
+            f.write("+memory")
+        M = sc.make("memorymax")
+        with open(os.path.join(sc.path(M), "memory.max"), "w") as f:
+            f.write(str(LIMIT))
+        if os.path.exists(os.path.join(sc.path(M), "memory.swap.max")):
+            with open(os.path.join(sc.path(M), "memory.swap.max"), "w") as f:
+                f.write("0")
+        return M
+    except OSError:
+        return None
+
+
+def tables(ctx, results, mem_ok, runs) -> dict:
+    rows, targets = [], []
+    cols = ["killer", "runs killed", "overshoot (MiB)", "latency (ms)", "notes"]
+    for who, label in (("beanwatch", "beanwatch --action kill"), ("poller", "100 ms polling killer"),
+                       ("memory.max", "memory.max (kernel)")):
+        rs = results[who]
+        if who == "memory.max" and not rs:
+            rows.append({"label": label, "cells": [text_cell("n/a (no cgroup2 memory controller)")]
+                         + [text_cell("") for _ in cols[2:]]})
+            continue
+        over = summary([r["overshoot"] / MiB for r in rs])
+        lat = summary([r["latency"] * 1e3 for r in rs if "latency" in r])
+        note = ""
+        if who == "beanwatch":
+            act = summary([r["action_after"] * 1e3 for r in rs if "action_after" in r])
+            seen = summary([r["seen_over"] / MiB for r in rs if "seen_over" in r])
+            if act:
+                note = (f"crossing to cgroup.kill written (its action record): median "
+                        f"{act['median']:.1f} ms, p99 {act['p99']:.1f}")
+            if seen:
+                note += f"; RSS over L at its check: median {seen['median']:.1f} MiB"
+            targets.append(target("reaction: overshoot (p99)", "<= 16 MiB", over and over["p99"],
+                                  bool(over) and over["p99"] <= 16,
+                                  f"median {over['median']:.1f}, p99 {over['p99']:.1f} MiB" if over else "n/a"))
+            targets.append(target("reaction: latency (p99)", "<= 10 ms", lat and lat["p99"],
+                                  bool(lat) and lat["p99"] <= 10,
+                                  f"median {lat['median']:.1f}, p99 {lat['p99']:.1f} ms" if lat else "n/a"))
+        rows.append({"label": label, "cells": [
+            text_cell(f"{sum(r['killed'] for r in rs)}/{len(rs)}"),
+            abs_cell(over, "", p99=True), abs_cell(lat, "", p99=True), text_cell(note)]})
+    base = summary([r["base_rss"] / MiB for r in results["beanwatch"]])
+    notes = [f"L = 256 MiB; toucher_ts touches {SIZE_MIB} MiB (THP off), logging every "
+             f"{STEP_KIB} KiB; {runs} runs per killer, alternating; latency = last logged step "
+             f"minus the step where RSS crossed L (low by < 1 step); overshoot = ru_maxrss - L",
+             f"toucher's RSS before touching: {base['median']:.1f} MiB" if base else ""]
+    if not mem_ok:
+        notes.append("memory.max: n/a (no cgroup2 memory controller on this host)")
+    return {"tables": [{"id": "reaction", "title": "4. Reaction to a full-speed toucher, "
+                        "limit 256 MiB (median, p99 (min-max))", "columns": cols, "rows": rows,
+                        "notes": [n for n in notes if n]}],
+            "targets": targets, "raw": results}
