@@ -121,3 +121,27 @@ def test_top_in_tmux(cgroups, tmp_path):
         assert pn.poll() is None and pf.poll() is None   # top never acts
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+def test_hooks_veto_then_report_on_action(cgroups, watcher, tmp_path):
+    cg = cgroups.make("hooked")
+    seen = tmp_path / "seen"
+    exceed = tmp_path / "exceed.sh"
+    exceed.write_text(f"#!/bin/sh\nenv > {seen}\nexit 1\n")
+    exceed.chmod(0o755)
+    w = watcher("--limit", f"{cg}=48M", "--action", "kill", "--interval", "0.2",
+                "--on-exceed", str(exceed))
+    w.started()
+    p = cgroups.workload(cg, "touch:96M", "hold")
+    act = w.wait_for(lambda r: r["event"] == "action" and r["cgroup"] == cg, what="vetoed action")
+    assert act["vetoed"] and not act["ok"]
+    env = dict(line.split("=", 1) for line in seen.read_text().splitlines() if "=" in line)
+    assert env["BEANWATCH_CGROUP"] == cg and env["BEANWATCH_ACTION"] == "kill"
+    assert str(p.pid) in env["BEANWATCH_PIDS"].split()
+    assert int(env["BEANWATCH_EXACT_BYTES"]) > 48 * MiB
+    assert not any(k for k in env if k not in ("PATH", "PWD", "SHLVL", "_")
+                   and not k.startswith("BEANWATCH_")), env
+    time.sleep(0.5)
+    assert p.poll() is None, "vetoed, yet killed"
+    assert cgroups.events(cg)["frozen"] == 0, "left frozen after the veto"
+    assert w.stop() == 0
