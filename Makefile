@@ -24,3 +24,23 @@ integration: setup
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+.PHONY: bench bench-quick
+
+# Benchmarks (root, this kernel): ratios against baselines measured in the same run, written
+# to bench/results/latest.{json,md}. bpftrace is one of the compared tracers.
+BPFTRACE := command -v bpftrace >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bpftrace
+
+bench: setup
+	@$(BPFTRACE)
+	$(PY) bench/run.py
+
+bench-quick: setup
+	@$(BPFTRACE)
+	$(PY) bench/run.py --quick
+
+.PHONY: install
+# The service: /opt/beanwatch/venv, /usr/local/bin/beanwatch, the systemd unit, /etc/beanwatch.
+# Idempotent; keeps an existing config. DESTDIR=/path installs under another root.
+install: setup
+	@DESTDIR="$(DESTDIR)" bash scripts/install.sh

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import signal
 import struct
-import subprocess
 import sys
 import time
 
@@ -22,6 +21,11 @@ from common import MiB, ROOT, Scratch, Watcher, summary
 from report import abs_cell, target, text_cell
 
 LIMIT = 256 * MiB
+# After a kill the cgroup returns to fast mode and beanwatch detaches its page-fault programs,
+# which keeps its loop busy for a while (see 7a). Runs wait this long after the switch to fast,
+# except the "restart" runs, which start the next toucher as soon as it is recorded.
+SETTLE = 0.5
+OUTLIER_S = 0.02   # slower reactions keep beanwatch's records of the run in the JSON
 SIZE_MIB = 1024
 STEP_KIB = 256
 
@@ -66,7 +70,8 @@ def one_run(sc: Scratch, cg: str, ctx, n: int) -> dict:
 
 def run(ctx) -> dict:
     runs = 5 if ctx.quick else 20
-    results = {"beanwatch": [], "poller": [], "memory.max": []}
+    restarts = 2 if ctx.quick else 5
+    results = {"beanwatch": [], "poller": [], "memory.max": [], "restart": []}
     mem_ok = ctx_memory_controller()
     with Scratch("react") as sc:
         R, P = sc.make("beanwatch"), sc.make("poller")
@@ -77,9 +82,10 @@ def run(ctx) -> dict:
         try:
             poller.wait_line("ready")
             offset = time.time() - time.monotonic()
-            for n in range(runs):
-                for who in (["beanwatch", "poller", "memory.max"] if M else ["beanwatch", "poller"]):
-                    if who == "beanwatch":
+            for n in range(runs + restarts):
+                kinds = ["beanwatch", "poller", "memory.max"] if M else ["beanwatch", "poller"]
+                for who in (kinds if n < runs else ["restart"]):
+                    if who in ("beanwatch", "restart"):
                         mark = len(watcher.records)
                         r = one_run(sc, R, ctx, n)
                         try:
@@ -90,8 +96,17 @@ def run(ctx) -> dict:
                             r["seen_over"] = sum(act.get("rss_bytes", {}).values()) - LIMIT
                             watcher.wait_for(lambda x: x["event"] == "mode" and x["cgroup"] == R
                                              and x["mode"] == "fast", 10, mark)
+                            if r.get("latency", 0) > OUTLIER_S:
+                                # what beanwatch did around a slow reaction, for diagnosis (JSON)
+                                tc = r["t_cross_mono"] + offset
+                                r["records"] = [(x["event"], x.get("mode"), round(x["ts"] - tc, 4),
+                                                 round(x["_arrival"] - tc, 4), x.get("exact_bytes"))
+                                                for x in watcher.records[mark:]]
+                                r["loadavg"] = os.getloadavg()
                         except RuntimeError as e:
                             ctx.log(f"  reaction run {n}: {e}")
+                        if who == "beanwatch":
+                            time.sleep(SETTLE)
                     else:
                         r = one_run(sc, P if who == "poller" else M, ctx, n)
                     results[who].append(r)
@@ -129,8 +144,9 @@ def setup_memory_max(sc: Scratch) -> str | None:
 def tables(ctx, results, mem_ok, runs) -> dict:
     rows, targets = [], []
     cols = ["killer", "runs killed", "overshoot (MiB)", "latency (ms)", "notes"]
-    for who, label in (("beanwatch", "beanwatch --action kill"), ("poller", "100 ms polling killer"),
-                       ("memory.max", "memory.max (kernel)")):
+    for who, label in (("beanwatch", "beanwatch --action kill"),
+                       ("restart", "beanwatch, toucher restarted at once"),
+                       ("poller", "100 ms polling killer"), ("memory.max", "memory.max (kernel)")):
         rs = results[who]
         if who == "memory.max" and not rs:
             rows.append({"label": label, "cells": [text_cell("n/a (no cgroup2 memory controller)")]
@@ -139,7 +155,7 @@ def tables(ctx, results, mem_ok, runs) -> dict:
         over = summary([r["overshoot"] / MiB for r in rs])
         lat = summary([r["latency"] * 1e3 for r in rs if "latency" in r])
         note = ""
-        if who == "beanwatch":
+        if who in ("beanwatch", "restart"):
             act = summary([r["action_after"] * 1e3 for r in rs if "action_after" in r])
             seen = summary([r["seen_over"] / MiB for r in rs if "seen_over" in r])
             if act:
@@ -147,22 +163,35 @@ def tables(ctx, results, mem_ok, runs) -> dict:
                         f"{act['median']:.1f} ms, p99 {act['p99']:.1f}")
             if seen:
                 note += f"; RSS over L at its check: median {seen['median']:.1f} MiB"
+        if who == "beanwatch":
             targets.append(target("reaction: overshoot (p99)", "<= 16 MiB", over and over["p99"],
                                   bool(over) and over["p99"] <= 16,
-                                  f"median {over['median']:.1f}, p99 {over['p99']:.1f} MiB" if over else "n/a"))
+                                  f"median {over['median']:.1f}, p99 {over['p99']:.1f} MiB" if over else "n/a",
+                                  f"{over['p99'] - 16:+.1f} MiB" if over else ""))
             targets.append(target("reaction: latency (p99)", "<= 10 ms", lat and lat["p99"],
                                   bool(lat) and lat["p99"] <= 10,
-                                  f"median {lat['median']:.1f}, p99 {lat['p99']:.1f} ms" if lat else "n/a"))
+                                  f"median {lat['median']:.1f}, p99 {lat['p99']:.1f} ms" if lat else "n/a",
+                                  f"{lat['p99'] - 10:+.1f} ms" if lat else ""))
         rows.append({"label": label, "cells": [
             text_cell(f"{sum(r['killed'] for r in rs)}/{len(rs)}"),
             abs_cell(over, "", p99=True), abs_cell(lat, "", p99=True), text_cell(note)]})
     base = summary([r["base_rss"] / MiB for r in results["beanwatch"]])
+    slow = [r for r in results["beanwatch"] + results["restart"] if "records" in r]
     notes = [f"L = 256 MiB; toucher_ts touches {SIZE_MIB} MiB (THP off), logging every "
              f"{STEP_KIB} KiB; {runs} runs per killer, alternating; latency = last logged step "
              f"minus the step where RSS crossed L (low by < 1 step); overshoot = ru_maxrss - L",
+             f"beanwatch runs start {SETTLE} s after its previous switch back to fast; the "
+             f"'restarted at once' runs ({len(results['restart'])}) start as soon as that switch is "
+             "recorded, while beanwatch is still detaching its page-fault programs (see 7a)",
              f"toucher's RSS before touching: {base['median']:.1f} MiB" if base else ""]
     if not mem_ok:
         notes.append("memory.max: n/a (no cgroup2 memory controller on this host)")
+    for r in slow:
+        checks = [x for x in r["records"] if x[0] == "check"]
+        notes.append(f"slow beanwatch reaction: {1e3 * r['latency']:.0f} ms, load average "
+                     f"{r['loadavg'][0]:.1f}; its checks came at "
+                     + ", ".join(f"{1e3 * x[2]:.0f}" for x in checks)
+                     + " ms after the crossing (records in the JSON)")
     return {"tables": [{"id": "reaction", "title": "4. Reaction to a full-speed toucher, "
                         "limit 256 MiB (median, p99 (min-max))", "columns": cols, "rows": rows,
                         "notes": [n for n in notes if n]}],

@@ -32,8 +32,9 @@ def text_cell(text: str) -> dict:
     return {"kind": "text", "text": text}
 
 
-def target(what: str, goal: str, value, met: bool | None, detail: str = "") -> dict:
-    return {"what": what, "target": goal, "value": value, "met": met, "detail": detail}
+def target(what: str, goal: str, value, met: bool | None, detail: str = "", by: str = "") -> dict:
+    """met: True, False, or None when the measurement cannot decide; by: how far from the goal."""
+    return {"what": what, "target": goal, "value": value, "met": met, "detail": detail, "by": by}
 
 
 def fmt(cell: dict) -> str:
@@ -87,7 +88,9 @@ def markdown(table: dict) -> str:
 def targets_table(targets: list[dict]) -> dict:
     rows = []
     for t in targets:
-        verdict = {True: "met", False: "MISSED", None: "n/a"}[t["met"]]
+        verdict = {True: "met", False: "MISSED", None: "undecided"}[t["met"]]
+        if t.get("by"):
+            verdict += f" ({t['by']})"
         rows.append({"label": t["what"], "cells": [text_cell(t["target"]), text_cell(t["detail"]),
                                                    text_cell(verdict)]})
     return {"id": "targets", "title": "Targets (issue 4)", "columns": ["what", "target",

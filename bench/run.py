@@ -1,7 +1,7 @@
 """Runs every beanwatch benchmark and prints ratios against baselines measured in the same run.
 
 Writes bench/results/latest.json and bench/results/latest.md. Needs root.
-usage: run.py [--quick] [--only NAME[,NAME]] [--out DIR]
+usage: run.py [--quick] [--only NAME[,NAME]] [--out DIR]   (BENCH_REPS=N: throughput repetitions)
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import argparse
 import importlib
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -38,7 +39,7 @@ class Ctx:
 
     @property
     def reps(self) -> int:
-        return int(os.environ.get("BENCH_REPS", 3 if self.quick else 9))
+        return int(os.environ.get("BENCH_REPS", 2 if self.quick else 5))
 
     def now(self) -> float:
         return time.time()
@@ -56,6 +57,10 @@ def memory_max_available(mount: str) -> bool:
         return False
 
 
+def interrupted(_sig, _frame):
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions, smaller scale")
@@ -66,7 +71,9 @@ def main() -> int:
         print("run.py: needs root (loads BPF programs, makes cgroups)", file=sys.stderr)
         return 2
     names = [n for n in (opts.only.split(",") if opts.only else BENCHMARKS) if n]
+    signal.signal(signal.SIGTERM, interrupted)   # unwind: tracers stopped, cgroups removed
     before = prog_names()
+    load_start = os.getloadavg()
     start = time.time()
     results, tables, targets, errors = {}, [], [], {}
     with tempfile.TemporaryDirectory(prefix="beanwatch-bench-") as tmp:
@@ -98,7 +105,8 @@ def main() -> int:
               f"machine: Linux {host['kernel']}, {host.get('cpu')}, {host['cores']} cores, "
               f"{host.get('memory_mib', 0) / 1024:.1f} GiB; workloads pinned to CPU "
               f"{host['workload_cpu']}; cgroup2 at {host['cgroup2']}"
-              + ("" if host["memory_controller_cgroup2"] else " (no memory controller)"))
+              + ("" if host["memory_controller_cgroup2"] else " (no memory controller)")
+              + f"\nload average (1 min) at start {load_start[0]:.2f}, at end {os.getloadavg()[0]:.2f}")
     footer = [f"beanwatch start-up (process start to first snapshot), {start_s['n']} starts: "
               f"median {start_s['median']:.2f} s ({start_s['min']:.2f}-{start_s['max']:.2f})"
               if start_s else "no beanwatch start measured",

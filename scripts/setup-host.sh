@@ -11,7 +11,7 @@ fi
 
 arch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
 release=$(uname -r)
-packages=(python3-bpfcc libbpfcc python3-venv python3-pip gcc make stress-ng bpftool strace tmux prometheus)
+packages=(python3-bpfcc libbpfcc python3-venv python3-pip gcc make stress-ng bpftool strace tmux prometheus systemd util-linux)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -36,7 +36,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 	echo "setup-host: installing ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
-	apt-get install -y -qq "${missing[@]}" >/dev/null
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 if [ ! -e "$build/include" ]; then
@@ -67,7 +67,7 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import bcc' 2>/dev/null; 
 	rm -rf .venv
 	/usr/bin/python3 -m venv --system-site-packages .venv
 fi
-if ! .venv/bin/python -c 'import observer, pytest, hypothesis, click, pyroute2' 2>/dev/null \
+if ! .venv/bin/python -c 'import observer, pytest, hypothesis, click, pyroute2, prometheus_client, yaml, kubernetes_validate' 2>/dev/null \
 	|| [ pyproject.toml -nt .venv/.installed ]; then
 	.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
 	touch .venv/.installed
