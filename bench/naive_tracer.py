@@ -1,5 +1,7 @@
-"""A naive bcc tracer, the comparison point: one perf event to Python per page fault and per
-mmap/munmap/brk, counted per cgroup in Python (what a typical bcc script does).
+"""A naive bcc tracer to compare with: one perf event to Python per fault and per mmap/brk.
+
+Events (exceptions:page_fault_user, and the exits of mmap, munmap and brk) are counted per
+cgroup in Python, as a typical bcc script does.
 
 Prints "ready" once attached; on SIGTERM or SIGINT prints one JSON line with the counts.
 usage: naive_tracer.py

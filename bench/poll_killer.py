@@ -1,5 +1,7 @@
-"""A 100 ms polling killer, the comparison point for reaction (what earlyoom-style tools do):
-every PERIOD, sums the RSS of a cgroup's processes from /proc and SIGKILLs them all above LIMIT.
+"""A 100 ms polling killer to compare reaction with, as earlyoom-style tools work.
+
+Every PERIOD, sums the RSS of a cgroup's processes from /proc and SIGKILLs them all when the
+sum is above LIMIT.
 
 Prints "ready" once started, and one JSON line per kill: pids, summed rss_bytes, ts.
 usage: poll_killer.py CGROUP_DIR LIMIT_BYTES [PERIOD_S]

@@ -1,5 +1,6 @@
-"""Item 4: reaction to a full-speed toucher past a limit: overshoot and latency of beanwatch
-(action kill), of a 100 ms polling killer, and of memory.max where cgroup2 has it.
+"""Item 4: overshoot and latency of killers stopping a full-speed toucher at a limit.
+
+Killers: beanwatch (action kill), a 100 ms polling killer, and memory.max where cgroup2 has it.
 
 Method: bench/programs/toucher_ts.c touches 1 GiB page by page (THP off) and after every
 256 KiB writes CLOCK_MONOTONIC into a shared log file. RSS crossed the limit L at the end of

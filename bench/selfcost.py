@@ -1,5 +1,8 @@
-"""Item 5: beanwatch's own cost: CPU and RSS idle and under 100k mmap+munmap/s (fast and slow
-mode), start-up time, and events lost (its `lost` records and the kernel-side stats map)."""
+"""Item 5: beanwatch's own cost: CPU, RSS, start-up and events lost, idle and under load.
+
+The load is 100k mmap+munmap pairs/s in a watched cgroup, in fast and in slow mode; losses
+are its `lost` records and the kernel side's stats map.
+"""
 
 from __future__ import annotations
 

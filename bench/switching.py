@@ -1,6 +1,9 @@
-"""Item 7: switching between fast and slow mode: the cost of one switch each way, and a
-workload oscillating across the limit at 1-1000 Hz under hysteresis 0, the default (0.1) and
---adaptive: switches per second and the fault throughput of a toucher in the same cgroup."""
+"""Item 7: the cost of switching between fast and slow mode, and of flapping across a limit.
+
+One switch each way (time and CPU), then a workload oscillating across the limit at 1-1000 Hz
+under hysteresis 0, the default (0.1) and --adaptive: switches per second and the fault
+throughput of a toucher in the same cgroup.
+"""
 
 from __future__ import annotations
 

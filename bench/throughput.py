@@ -1,22 +1,28 @@
-"""Items 1-3: page faults, mmap+munmap pairs, brk pairs and getppid in another cgroup, under
-every observer in turn, with interleaved repetitions; each ratio against that repetition's
-run with no observer."""
+"""Items 1-3: throughput of faults, mmap, brk and an unrelated syscall under each observer.
+
+Page faults, mmap+munmap pairs, brk pairs (in the watched cgroup) and getppid (in another
+cgroup), under every observer in turn with interleaved repetitions; each ratio against a run
+with no observer made just before.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import subprocess
+import time
 
 import tracers
 from common import Scratch, bpf_objects, bpf_run_stats, summary
 from report import abs_cell, ratio_cell, target, text_cell
 
+NONE_GAP = 1.2   # s: about an observer's start-up
 COLUMNS = ["none", "none again", "bw fast", "bw slow", "bw syscalls", "naive bcc",
            "bpftrace faults", "bpftrace 1 syscall"]
 COLUMN_HELP = {
     "none": "no observer (the baseline, absolute numbers)",
-    "none again": "no observer, measured again in the same repetition: the noise floor",
+    "none again": f"no observer, measured again after a {NONE_GAP:g} s pause (like an observer's "
+                  "start-up): the A/A ratio, the noise floor",
     "bw fast": "beanwatch watch --limit W=64G (fast mode), default mmap_lock hook",
     "bw slow": "beanwatch watch --limit W=1G with 2 GiB reserved untouched in W: slow mode, "
                "page faults followed (checked in its records)",
@@ -43,6 +49,7 @@ def sizes(quick: bool) -> dict:
 @contextlib.contextmanager
 def observer(column: str, W: str, ctx):
     if column in ("none", "none again"):
+        time.sleep(NONE_GAP)   # as long as an observer takes to start: same pause before the runs
         yield None
     elif column == "bw fast":
         with tracers.beanwatch_watch(["--limit", f"{W}=64G"], ctx.startups) as w:
@@ -138,6 +145,8 @@ def run(ctx) -> dict:
         cg = {"W": W, "O": O}
 
         def run_all():
+            """Every workload once, after a short warm-up of the workload CPU."""
+            rate_of(sc, O, [b["getppid"], "300000"], ctx)
             got, windows = {}, []
             for row, where, argv in workloads:
                 t0 = ctx.now()
@@ -213,7 +222,8 @@ def tables(ctx, columns, base, ratios, checks, naive, kernel) -> dict:
     fast_ok = all(c["mode"] == "fast" and c["switches"] == 0 for c in checks["bw fast"])
     notes = [f"{c}: {COLUMN_HELP[c]}" for c in columns]
     notes.append("each observed run is divided by a run with no observer made just before it "
-                 "(same repetition, same workloads); columns rotate between repetitions")
+                 "(same repetition, same workloads, each block after a 0.1 s warm-up of the CPU); "
+                 "columns rotate between repetitions")
     notes.append(f"bw slow: W was in slow mode, with no switch, through every workload: "
                  f"{'yes' if slow_ok else 'NO'} ({len(checks['bw slow'])} runs checked); "
                  f"bw fast stayed fast: {'yes' if fast_ok else 'NO'}")
@@ -238,16 +248,18 @@ def tables(ctx, columns, base, ratios, checks, naive, kernel) -> dict:
         if pred is not None:
             detail += f"; from BPF cost {pred:.3f}"
         met, by = None, ""
-        if s:
-            # the noise band: how far two runs with no observer differ in this run
-            band = max(abs(noise["median"] - 1), (noise["max"] - noise["min"]) / 2) if noise else 0
-            if abs(s["median"] - goal) <= band and pred is not None:
-                # the throughput cannot tell: decide by the noise-free kernel-side cost
-                met = pred >= goal
-                by = f"by BPF cost {pred - goal:+.3f}; throughput within noise +-{band:.2f}"
-            elif abs(s["median"] - goal) > band:
-                met = s["median"] >= goal
-                by = f"{s['median'] - goal:+.3f}, noise +-{band:.2f}"
+        # The BPF run time is a lower bound of the cost, so a ratio predicted from it is an
+        # upper bound: below the goal, the target is missed whatever the noisy throughput says.
+        band = max(abs(noise["median"] - 1), (noise["max"] - noise["min"]) / 2) if noise else 0
+        if pred is not None and pred < goal:
+            met, by = False, f"{pred - goal:+.3f} from BPF cost alone"
+        elif s and s["median"] < goal - band:
+            met, by = False, f"{s['median'] - goal:+.3f} measured, noise +-{band:.2f}"
+        elif s and pred is not None:
+            met, by = True, f"BPF cost {pred - goal:+.3f}; measured {s['median'] - goal:+.3f}, noise +-{band:.2f}"
+        elif s:
+            met = s["median"] >= goal
+            by = f"{s['median'] - goal:+.3f} measured, noise +-{band:.2f}"
         targets.append(target(f"{row}, {col}", f">= {goal:.2f}", s and s["median"], met, detail, by))
     return {"tables": [{"id": "throughput", "title": "1-3. Throughput under each observer "
                         "(ratio to no observer, adjacent runs)", "columns": ["workload"] + columns,

@@ -1,5 +1,7 @@
-"""The observers compared side by side: beanwatch, a naive bcc tracer, bpftrace; each started
-and waited for until attached, and always stopped."""
+"""The observers compared side by side, each started, waited for until attached, and stopped.
+
+beanwatch, a naive bcc tracer and bpftrace.
+"""
 
 from __future__ import annotations
 
