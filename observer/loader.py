@@ -201,17 +201,9 @@ class Probes:
         self.bpf.ring_buffer_poll(timeout_ms)
 
     def counters(self) -> dict[int, tuple[int, int, int]]:
-        """cgroup id -> (vm pages, rss growth pages, faults) as counted by the kernel."""
-        return {k.value: (v.vm_pages, v.rss_growth, v.faults)
+        """cgroup id -> (vm pages, rss growth pages) as counted by the kernel."""
+        return {k.value: (v.vm_pages, v.rss_growth)
                 for k, v in self.bpf["leaf_cnt"].items()}
-
-    def counter(self, cgid: int) -> tuple[int, int, int]:
-        table = self.bpf["leaf_cnt"]
-        try:
-            v = table[table.Key(cgid)]
-        except KeyError:
-            return (0, 0, 0)
-        return (v.vm_pages, v.rss_growth, v.faults)
 
     def set_bounds(self, cgid: int, b: LeafBounds) -> None:
         """Programs a cgroup's bounds and re-arms its wake-ups."""

@@ -39,6 +39,12 @@ def account_record(event: str, acc: Account, ts: float, **extra) -> dict:
     return rec
 
 
+# Detaching the page-fault programs blocks for ~0.1 s (the kernel waits for an RCU grace
+# period when the last user of a tracepoint goes): keep them this long after the last cgroup
+# left slow mode, so a cgroup flapping across its limit does not stall the loop each time.
+FAULT_PROBE_GRACE = 10.0
+
+
 class Session:
     """Keeps the model in step with the kernel counters and acts on decisions.
 
@@ -70,6 +76,7 @@ class Session:
         self.lost_seen = [0] * wire.STAT_MAX
         self.last_stats = [0] * wire.STAT_MAX   # as last read, for metrics
         self.blind = False   # some process could not be accounted: exact checks only
+        self.last_slow_at = float("-inf")
         self.event_errors = 0
         self.loop_errors = 0
 
@@ -144,7 +151,7 @@ class Session:
         raw = self.probes.counters()
         out = {}
         for cid in set(raw) | set(self.seed):
-            vm, growth, _faults = raw.get(cid, (0, 0, 0))
+            vm, growth = raw.get(cid, (0, 0))
             out[cid] = LeafCounters(vm=vm, seed=self.seed.get(cid, 0), rss_growth=growth)
         return out
 
@@ -184,7 +191,14 @@ class Session:
                 self.check_exact(acc, now)
         self.exact_due.clear()
         self.write_bounds(counters)
-        self.probes.enable_faults(any(a.mode is Mode.SLOW for a in self.accounts))
+        self.update_fault_probe(now)
+
+    def update_fault_probe(self, now: float) -> None:
+        if any(a.mode is Mode.SLOW for a in self.accounts):
+            self.last_slow_at = now
+            self.probes.enable_faults(True)
+        elif now - self.last_slow_at >= FAULT_PROBE_GRACE:
+            self.probes.enable_faults(False)
 
     def write_bounds(self, counters, only=None) -> None:
         bounds = leaf_bounds(self.accounts, self.leaves_of, counters,

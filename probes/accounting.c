@@ -79,7 +79,9 @@ static __always_inline void emit(u32 kind, u32 tgid, u64 cgid, long long value, 
 	e->value = value;
 	e->aux = aux;
 	e->ts_ns = bpf_ktime_get_ns();
-	events.ringbuf_submit(e, 0);
+	/* These events are rare (a bound crossed): wake the reader at once rather than let
+	 * the ring buffer batch wake-ups, so a kill is never late by a batching decision. */
+	events.ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
 }
 
 /* The control entry of a cgroup. A cgroup seen for the first time gets one that never

@@ -52,7 +52,6 @@ struct leaf_ctl {
 struct leaf_cnt {
 	long long vm_pages;        /* sum of changes in total_vm seen by BPF (Python adds its seed) */
 	long long rss_growth;      /* sum of resident-page changes seen in slow mode */
-	long long faults;          /* page faults followed */
 };
 
 #endif

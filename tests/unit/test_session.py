@@ -39,7 +39,7 @@ class FakeProbes:
 
     def counters(self):
         ids = set(self.vm) | set(self.growth)
-        return {c: (self.vm.get(c, 0), self.growth.get(c, 0), 0) for c in ids}
+        return {c: (self.vm.get(c, 0), self.growth.get(c, 0)) for c in ids}
 
     def set_bounds(self, cid, b):
         self.bounds[cid] = b
@@ -247,8 +247,12 @@ def test_return_to_fast_mode_has_hysteresis(host):
     host.probes.vm[cid] = -80 * MiB // PAGE_SIZE   # 220 MiB: under limit x 0.9
     s.reconcile()
     assert host.events("mode")[-1]["mode"] == "fast"
-    assert not host.probes.faults_on
     assert not host.probes.bounds[cid].slow
+    # the fault programs stay attached for a grace period (detaching stalls the loop)
+    assert host.probes.faults_on
+    host.now += 11
+    s.reconcile()
+    assert not host.probes.faults_on
 
 
 def test_stop_thaws_what_was_frozen(host):
