@@ -39,7 +39,8 @@ def test_plain_scrape_and_a_real_prometheus(cgroups, watcher, tmp_path):
     w = watcher("--limit", f"{cg}=256M", "--interval", "0.2", "--metrics", f"127.0.0.1:{port}")
     w.started()
     p = cgroups.workload(cg, "reserve:512M", "touch:16M", "hold")
-    w.wait_for(lambda r: r["event"] == "check" and r["cgroup"] == cg, what="slow-mode check")
+    w.wait_for(lambda r: r["event"] == "check" and r["cgroup"] == cg
+               and r["estimate_bytes"] > 512 * MiB, what="slow-mode check of the reservation")
     body = http_get(f"http://127.0.0.1:{port}/metrics")
     assert f'beanwatch_cgroup_limit_bytes{{cgroup="{cg}",name="{cg}"}} 2.68435456e+08' in body
     assert f'beanwatch_cgroup_slow_mode{{cgroup="{cg}",name="{cg}"}} 1.0' in body

@@ -54,6 +54,9 @@ def test_stress_ng(cgroups, watcher, stress_ng, name, args, limit, killed):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         w.started()
+        # verify is attached once it says so: only then may the workload start
+        while "verifying" not in (line := verify.stderr.readline()) and line:
+            pass
         p = cgroups.spawn(cg, [stress_ng, *args, "--oomable", "--timeout", "4", "--quiet"],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         code = p.wait(timeout=60)
