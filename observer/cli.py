@@ -175,6 +175,9 @@ def cli():
               help="Run PATH after each action (data in BEANWATCH_* variables).")
 @click.option("--hook-timeout", type=FiniteFloatRange(0.05, 60), default=2.0, show_default=True,
               help="Seconds a hook may run before it is killed (and ignored).")
+@click.option("--journal", is_flag=True,
+              help="Also send every record but snapshots to the systemd journal as structured "
+                   "fields (BEANWATCH_*), with a syslog priority per event.")
 @click.option("--metrics", "metrics_addr", metavar="ADDR:PORT", default=None,
               callback=_metrics_callback, help="Serve Prometheus metrics, e.g. 127.0.0.1:9638.")
 @click.option("--ringbuf-pages", type=click.IntRange(1, 65536), default=64, hidden=True)
@@ -184,8 +187,8 @@ def cli():
               help="signals: freeze + SIGKILL through pidfds even where cgroup.kill exists.")
 @click.option("--print-bpf", is_flag=True, hidden=True, help="Print the BPF source and exit.")
 def watch(limits, config_path, action, hysteresis, adaptive, interval, duration, as_json,
-          keep_frozen, on_exceed, on_action, hook_timeout, metrics_addr, ringbuf_pages, vm_hook,
-          kill_via, print_bpf):
+          keep_frozen, on_exceed, on_action, hook_timeout, journal, metrics_addr, ringbuf_pages,
+          vm_hook, kill_via, print_bpf):
     """Watch cgroups live and act on limits."""
     from .loader import probe_source
     if print_bpf:
@@ -217,7 +220,7 @@ def watch(limits, config_path, action, hysteresis, adaptive, interval, duration,
     from .hooks import HookRunner
     hooks = HookRunner(on_action, on_exceed, hook_timeout) if (on_action or on_exceed) else None
     code = run_watch(host, watches, interval, duration, as_json, keep_frozen, ringbuf_pages, vm_hook,
-                     reload if config_path else None, kill_via, metrics_addr, hooks)
+                     reload if config_path else None, kill_via, metrics_addr, hooks, journal)
     sys.exit(code)
 
 
@@ -297,10 +300,18 @@ def build_session(host: Host, watches, sink, interval, keep_frozen=False, ringbu
 
 
 def run_watch(host, watches, interval, duration, as_json, keep_frozen, ringbuf_pages,
-              vm_hook="auto", reload=None, kill_via="auto", metrics_addr=None, hooks=None) -> int:
+              vm_hook="auto", reload=None, kill_via="auto", metrics_addr=None, hooks=None,
+              journal=False) -> int:
     from .selfguard import protect_self
     holder = {}
     sink = json_sink if as_json else TableSink(lambda: len(holder["s"].accounts))
+    if journal:
+        from .journal import JournalSink
+        to_journal, to_output = JournalSink(), sink
+
+        def sink(rec):
+            to_output(rec)
+            to_journal(rec)
     signals = Signals()
     session = build_session(host, watches, sink, interval, keep_frozen, ringbuf_pages, vm_hook,
                             kill_via, hooks=hooks)

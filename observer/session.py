@@ -203,14 +203,35 @@ class Session:
     def write_bounds(self, counters, only=None) -> None:
         bounds = leaf_bounds(self.accounts, self.leaves_of, counters,
                              [c for c in self.written], PAGE_SIZE, self.clock())
+        rewritten = []
         for cid, b in bounds.items():
             if only is not None and cid not in only:
                 continue
             if self.written.get(cid) != b or cid in self.rearm:
                 self.probes.set_bounds(cid, b)
                 self.written[cid] = b
+                rewritten.append(cid)
         if only is None:
             self.rearm.clear()
+        self.check_missed_crossings(rewritten)
+
+    def check_missed_crossings(self, cids) -> None:
+        """A counter that crossed its bound while the kernel side was disarmed (between our
+        reading the counters and rewriting the bounds) sent no event, and may never send one
+        if nothing else changes (an mmap followed by touching only). Read the counters again
+        after writing and go round once more if any is already past."""
+        if not cids:
+            return
+        fresh = self.read_counters()
+        for cid in cids:
+            b, c = self.written[cid], fresh.get(cid)
+            if c is not None and (c.vm > b.vm_high or c.vm < b.vm_low
+                                  or (b.slow and c.rss_growth > b.rss_high)):
+                self.dirty = True
+                self.rearm.add(cid)
+                for acc in self.covering(cid):
+                    if acc.mode is Mode.SLOW:
+                        self.exact_due.add(acc.name)
 
     def measure(self, acc: Account) -> tuple[int, dict[int, int]]:
         """Summed RSS of the cgroup's processes, and each one's, from /proc."""
@@ -328,7 +349,7 @@ class Session:
             now = self.clock()
             if duration is not None and now - start >= duration:
                 break
-            wait = max(0.0, min(next_tick - now, 0.2))
+            wait = 0.0 if self.dirty else max(0.0, min(next_tick - now, 0.2))
             try:
                 self.probes.poll(int(wait * 1000))
                 self.handle_pending()

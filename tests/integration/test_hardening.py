@@ -172,3 +172,61 @@ def test_an_mmap_flood_loses_nothing_and_stays_sound(cgroups, watcher):
     assert not [json.loads(x) for x in out.splitlines() if '"violation"' in x]
     assert not w.of("lost")
     assert w.stop() == 0
+
+
+def memory_cgroup_for(pid: int, tag: str, headroom: int):
+    """A memory cgroup holding pid with `headroom` bytes above what it is charged now.
+    cgroup2's memory controller where the host has it, else cgroup1's. Returns a cleanup."""
+    from observer.cgroupfs import find_mounts
+    m = find_mounts()
+    v2_root = m.cgroup2
+    v2_ctl = os.path.join(v2_root, "cgroup.controllers") if v2_root else None
+    if v2_ctl and os.path.exists(v2_ctl) and "memory" in open(v2_ctl).read().split():
+        path = os.path.join(v2_root, tag)
+        os.mkdir(path)
+        limit_file, procs = "memory.max", "cgroup.procs"
+    elif m.memory_v1:
+        path = os.path.join(m.memory_v1, tag)
+        os.mkdir(path)
+        limit_file, procs = "memory.limit_in_bytes", "cgroup.procs"
+    else:
+        pytest.skip("no memory controller on this host")
+    with open(os.path.join(path, procs), "w") as f:
+        f.write(str(pid))
+    usage_file = "memory.current" if limit_file == "memory.max" else "memory.usage_in_bytes"
+    with open(os.path.join(path, usage_file)) as f:
+        usage = int(f.read())
+    with open(os.path.join(path, limit_file), "w") as f:
+        f.write(str(usage + headroom))
+
+    def cleanup():
+        for _ in range(100):
+            try:
+                os.rmdir(path)
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                time.sleep(0.05)
+    return path, cleanup
+
+
+def test_it_keeps_acting_with_its_own_memory_cgroup_at_its_limit(cgroups, watcher):
+    """beanwatch's own memory cgroup gets 24 MiB above what it holds; a hog elsewhere passes
+    its limit: beanwatch must stay alive (its pages are locked, its footprint bounded) and
+    kill the hog."""
+    hog_cg = cgroups.make("hog")
+    w = watcher("--limit", f"{hog_cg}=96M", "--action", "kill", "--interval", "0.2")
+    w.started()
+    path, cleanup = memory_cgroup_for(w.proc.pid, f"beanwatch-test-self-{os.getpid()}", 24 * MiB)
+    try:
+        for round_ in range(3):
+            hog = cgroups.workload(hog_cg, "touch:256M", "hold")
+            assert hog.wait(timeout=30) == -signal.SIGKILL, f"round {round_}: hog not killed"
+            time.sleep(0.5)
+        assert w.proc.poll() is None, "beanwatch died under its own memory limit"
+        assert len([r for r in w.of("action", hog_cg) if r["ok"]]) == 3
+    finally:
+        code = w.stop()
+        cleanup()
+    assert code == 0

@@ -421,3 +421,28 @@ def test_report_mode_never_freezes_even_for_a_hook(host):
     s.start()
     assert not [e for e in host.log if e[0] in ("freeze", "kill", "thaw")]
     assert host.events("action", "/job")[-1]["action"] == "report"
+
+
+class RacingProbes(FakeProbes):
+    """The kernel counter moves past the new bound while Python writes it (disarmed)."""
+
+    def __init__(self, log, cid, jump):
+        super().__init__(log)
+        self.cid, self.jump, self.armed_writes = cid, jump, 0
+
+    def set_bounds(self, cid, b):
+        super().set_bounds(cid, b)
+        if cid == self.cid and self.jump:
+            self.vm[cid] = self.vm.get(cid, 0) + self.jump   # an mmap that sent no event
+            self.jump = 0
+
+
+def test_a_crossing_while_disarmed_is_caught_by_the_recheck(host):
+    cid = host.cgroup("/job")
+    host.process(100, "/job", 10 * MiB, 5 * MiB)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB))])
+    s.probes = RacingProbes(host.log, cid, 1024 * MiB // PAGE_SIZE)
+    s.start()
+    assert s.dirty, "the counter past its fresh bound was not noticed"
+    s.reconcile()
+    assert host.events("mode", "/job")[-1]["mode"] == "slow"
