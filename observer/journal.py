@@ -28,7 +28,11 @@ def encode(fields: dict[str, str]) -> bytes:
 
 
 def fields_of(record: dict) -> dict[str, str]:
-    fields = {"MESSAGE": describe(record),
+    try:
+        message = describe(record)
+    except (KeyError, TypeError, ValueError):  # a record of a shape describe() does not know
+        message = f"{record.get('cgroup')}: {record.get('event')}"
+    fields = {"MESSAGE": message,
               "PRIORITY": str(PRIORITY.get(record["event"], 6)),
               "SYSLOG_IDENTIFIER": "beanwatch"}
     for key, value in record.items():
