@@ -159,7 +159,7 @@ def cli():
 @click.option("--hysteresis", type=FiniteFloatRange(0, 1, max_open=True),
               default=DEFAULT_HYSTERESIS, show_default=True,
               help="Return to fast mode below limit x (1 - this).")
-@click.option("--adaptive", is_flag=True,
+@click.option("--adaptive/--fixed-hysteresis", default=True, show_default=True,
               help="Widen the hysteresis while a cgroup flaps between modes (up to 50%).")
 @click.option("--interval", type=FiniteFloatRange(0.05, 3600), default=None,
               help="Seconds between snapshots and slow-mode exact checks [default: 1, or the "
