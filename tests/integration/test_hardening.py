@@ -199,16 +199,8 @@ def memory_cgroup_for(pid: int, tag: str, headroom: int):
     with open(os.path.join(path, limit_file), "w") as f:
         f.write(str(usage + headroom))
 
-    def cleanup():
-        for _ in range(100):
-            try:
-                os.rmdir(path)
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                time.sleep(0.05)
-    return path, cleanup
+    from observer.demo import remove_cgroup
+    return path, lambda: remove_cgroup(path)
 
 
 def test_it_keeps_acting_with_its_own_memory_cgroup_at_its_limit(cgroups, watcher):
