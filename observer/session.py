@@ -187,7 +187,7 @@ class Session:
             self.probes.enable_faults(True)
             counters = self.read_counters()
         for acc in self.accounts:
-            if acc.name in self.exact_due:
+            if acc.name in self.exact_due and acc.mode is Mode.SLOW:
                 self.check_exact(acc, now)
         self.exact_due.clear()
         self.write_bounds(counters)
