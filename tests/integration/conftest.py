@@ -53,6 +53,17 @@ def our_programs() -> list[str]:
             if line[:1].isdigit() and any(f" {p}" in line for p in OUR_PROGRAMS)]
 
 
+def no_programs_left(timeout: float = 5.0) -> bool:
+    """The kernel frees a program after its last file descriptor is closed, asynchronously
+    (RCU): give it a moment after a process dies."""
+    deadline = time.time() + timeout
+    while our_programs():
+        if time.time() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 class Cgroups:
     """Makes cgroups under one unique prefix in the cgroup2 mount, and removes them all."""
 
@@ -190,7 +201,7 @@ def watcher():
         for w in started:
             if w.proc.poll() is None:
                 w.stop()
-        assert not our_programs(), "BPF programs of ours still loaded after the session ended"
+        assert no_programs_left(), "BPF programs of ours still loaded after the session ended"
 
 
 def vm_size(pid: int) -> int:

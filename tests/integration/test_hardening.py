@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import our_programs
+from conftest import no_programs_left
 
 MiB = 1 << 20
 
@@ -41,7 +41,7 @@ def test_bad_targets_exit_2_with_nothing_attached(args, fragment):
     assert res.stdout == ""
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0], res.stderr
-    assert not our_programs()
+    assert no_programs_left()
 
 
 def test_without_root_it_refuses_before_attaching():
@@ -52,7 +52,7 @@ def test_without_root_it_refuses_before_attaching():
                          capture_output=True, text=True, timeout=60, cwd="/")
     assert res.returncode == 1
     assert res.stdout == "" and "must run as root" in res.stderr
-    assert not our_programs()
+    assert no_programs_left()
 
 
 def test_report_mode_writes_no_cgroup_file_and_sends_no_signal(cgroups, tmp_path):
@@ -114,7 +114,7 @@ def test_sigkilled_beanwatch_leaves_no_program_and_the_next_thaws(cgroups, watch
     p = cgroups.workload(cg, "touch:96M", "hold")
     w.wait_for(lambda r: r["event"] == "action" and r["cgroup"] == cg, what="freeze record")
     assert w.stop(signal.SIGKILL) == -signal.SIGKILL
-    assert not our_programs(), "programs survived their process"
+    assert no_programs_left(), "programs survived their process"
     assert cgroups.events(cg)["frozen"] == 1   # nobody could thaw it
     w2 = watcher("--limit", f"{cg}=1G", "--interval", "0.2")
     thaw = w2.wait_for(lambda r: r["event"] == "thaw" and r["cgroup"] == cg, what="thaw record")

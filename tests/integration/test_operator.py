@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from conftest import our_programs
+from conftest import no_programs_left
 
 MiB = 1 << 20
 
@@ -118,7 +118,7 @@ def test_top_in_tmux(cgroups, tmp_path):
         while time.time() < deadline and "EXIT=" not in screen():
             time.sleep(0.2)
         assert "EXIT=0" in screen()
-        assert not our_programs()
+        assert no_programs_left()
         assert pn.poll() is None and pf.poll() is None   # top never acts
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)

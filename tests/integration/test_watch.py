@@ -6,7 +6,7 @@ import os
 import signal
 import time
 
-from conftest import our_programs, vm_size
+from conftest import no_programs_left, vm_size
 
 MiB = 1 << 20
 
@@ -103,7 +103,7 @@ def test_freeze_freezes_and_exit_thaws(cgroups, watcher):
     assert w.stop(signal.SIGTERM) == 0
     assert cgroups.events(cg)["frozen"] == 0
     assert "thawed" in w.stderr
-    assert not our_programs()
+    assert no_programs_left()
 
 
 def test_duration_ends_cleanly(cgroups, watcher):
@@ -112,7 +112,7 @@ def test_duration_ends_cleanly(cgroups, watcher):
     w.started()
     assert w.proc.wait(timeout=20) == 0
     assert w.stop() == 0
-    assert not our_programs()
+    assert no_programs_left()
     assert all(set(r) >= {"event", "ts", "cgroup"} for r in w.records)
 
 
@@ -121,7 +121,7 @@ def test_sigint_ends_cleanly(cgroups, watcher):
     w = watcher("--limit", f"{cg}=1G", "--interval", "0.2")
     w.started()
     assert w.stop(signal.SIGINT) == 0
-    assert not our_programs()
+    assert no_programs_left()
 
 
 def test_lost_events_are_counted_and_the_cgroup_still_caught(cgroups, watcher):
