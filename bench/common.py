@@ -20,6 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from observer.cgroupfs import find_mounts  # noqa: E402
+from observer.demo import remove_cgroup  # noqa: E402
 
 MiB = 1 << 20
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -75,14 +76,10 @@ class Scratch:
                 except OSError:
                     pass
         for d in dirs:
-            for _ in range(200):
-                try:
-                    os.rmdir(d)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.05)
+            try:
+                remove_cgroup(d, timeout=10.0)
+            except OSError:
+                print(f"bench: could not remove {d}", file=sys.stderr)
 
     def __enter__(self):
         return self

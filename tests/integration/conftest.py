@@ -20,6 +20,7 @@ import uuid
 import pytest
 
 from observer.cgroupfs import find_mounts
+from observer.demo import remove_cgroup, spawn_in_cgroup
 
 OUR_PROGRAMS = ("on_vm_syscall", "on_page_fault", "raw_tracepoint__", "tracepoint__sched__")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -83,12 +84,7 @@ class Cgroups:
         return self.mount + rel
 
     def spawn(self, rel: str, argv: list[str], **kw) -> subprocess.Popen:
-        procs_file = os.path.join(self.path(rel), "cgroup.procs")
-
-        def join():
-            with open(procs_file, "w") as f:
-                f.write(str(os.getpid()))
-        p = subprocess.Popen(argv, preexec_fn=join, cwd=ROOT, **kw)
+        p = spawn_in_cgroup(argv, os.path.join(self.path(rel), "cgroup.procs"), cwd=ROOT, **kw)
         self.procs.append(p)
         return p
 
@@ -118,14 +114,10 @@ class Cgroups:
                 p.kill()
                 p.wait()
         for d in dirs:
-            for _ in range(100):
-                try:
-                    os.rmdir(d)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.05)
+            try:
+                remove_cgroup(d)
+            except OSError:
+                pass  # the fixture's assertion names what was left
 
 
 @pytest.fixture
