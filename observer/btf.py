@@ -102,6 +102,9 @@ class BTF:
             return self.sizeof(elem) * nelems
         return size_type
 
+    def is_array(self, type_id: int) -> bool:
+        return self._types[self._resolve(type_id)][0] == KIND_ARRAY
+
     def array_info(self, type_id: int) -> tuple[int, int]:
         """(element type id, element count) of an array type."""
         type_id = self._resolve(type_id)
@@ -133,6 +136,13 @@ class BTF:
             elif self._name(name_off) == member:
                 return Member(bit_offset // 8, self.sizeof(mtype), mtype)
         return None
+
+    def member_of(self, type_id: int, member: str) -> Member:
+        """A member of the struct or union type_id (through typedefs and qualifiers)."""
+        found = self._find(type_id, member)
+        if found is None:
+            raise BTFError(f"kernel BTF: type {type_id} has no member {member}")
+        return found
 
     def member(self, struct_name: str, member: str) -> Member:
         found = self._find(self.struct_id(struct_name), member)

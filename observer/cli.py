@@ -517,17 +517,22 @@ def demo(limit_text, as_json):
 @json_option
 def check(as_json):
     """What this host supports; exits non-zero with the reason if beanwatch cannot run."""
-    from .hostcheck import run_checks
+    from .hostcheck import run_checks, summary
     results = run_checks()
-    ok = all(r.ok or not r.required for r in results)
+    facts = summary(results)
+    ok = facts["ok"]
     if as_json:
         for r in results:
             click.echo(render.json_line({"event": "check", "name": r.name, "ok": r.ok,
                                          "required": r.required, "detail": r.detail}))
+        click.echo(render.json_line({"event": "check_summary", "ts": round(time.time(), 6),
+                                     "cgroup": None, **facts}))
     else:
         for r in results:
             mark = "ok" if r.ok else ("MISSING" if r.required else "no")
             click.echo(f"{mark:>8}  {r.name}: {r.detail}")
+        for gap in facts["not_covered"]:
+            click.echo(f"{'gap':>8}  not covered on this kernel: {gap}")
     if not ok:
         failed = [r.name for r in results if r.required and not r.ok]
         fail("cannot run here: " + ", ".join(failed), 1)

@@ -56,11 +56,14 @@ def run_checks() -> list[Result]:
                           "present: slow mode follows faults" if ok
                           else "missing (x86 only): slow mode uses periodic exact checks",
                           required=False))
+    out.append(_load_probes())
     mounts = find_mounts()
     out.append(Result("cgroup2", mounts.cgroup2 is not None, mounts.cgroup2 or "not mounted"))
     if mounts.cgroup2:
         root = mounts.cgroup2
-        has_kill = _cgroup_kill_known(root)
+        has_kill = _scratch_has(root, "cgroup.kill")
+        if has_kill is None:
+            has_kill = _cgroup_kill_known(root)
         out.append(Result("cgroup.kill", bool(has_kill),
                           {True: "kernel kills whole cgroups",
                            False: "missing (before 5.14): kill falls back to freeze + SIGKILL",
@@ -74,6 +77,60 @@ def run_checks() -> list[Result]:
                            else "no memory controller: give limits with --limit"),
                           required=False))
     return out
+
+
+def _load_probes() -> Result:
+    """Compiles, loads and attaches the real programs, then detaches them: what `watch`
+    will do, so that check predicts honestly whether it can run."""
+    if os.geteuid() != 0:
+        return Result("probes", False, "not tried: loading BPF programs needs root")
+    probes = loader.Probes(lambda _ev: None)
+    try:
+        probes.start()
+    except BeanwatchError as e:
+        return Result("probes", False, str(e))
+    finally:
+        probes.close()
+    PROBE_FACTS.update(vm_hook=probes.vm_hook, slow_source=probes.slow_source,
+                       not_covered=probes.not_covered())
+    return Result("probes", True, f"compiled, loaded and attached (address space via "
+                                  f"{probes.vm_hook}; slow mode via {probes.slow_source})")
+
+
+# What the last _load_probes() learnt about this kernel (for check's summary).
+PROBE_FACTS: dict = {}
+
+
+def summary(results: list[Result]) -> dict:
+    """The facts `check --json` and the kernel matrix read: hook, kill path, slow source."""
+    by = {r.name: r for r in results}
+    kill = by.get("cgroup.kill")
+    return {
+        "ok": all(r.ok or not r.required for r in results),
+        "vm_hook": PROBE_FACTS.get("vm_hook"),
+        "kill_path": None if kill is None else ("cgroup.kill" if kill.ok else "freeze+pidfd"),
+        "slow_source": PROBE_FACTS.get("slow_source"),
+        "not_covered": PROBE_FACTS.get("not_covered", []),
+        "kernel": platform.release(),
+    }
+
+
+def _scratch_has(root: str, name: str) -> bool | None:
+    """Looks for a core file in a scratch cgroup of our own (None: cannot make one)."""
+    if os.geteuid() != 0:
+        return None
+    path = os.path.join(root, f"beanwatch-check-{os.getpid()}")
+    try:
+        os.mkdir(path)
+    except OSError:
+        return None
+    try:
+        return os.path.exists(os.path.join(path, name))
+    finally:
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
 
 
 def _cgroup_kill_known(root: str) -> bool | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 from dataclasses import dataclass
 from importlib import resources
 
@@ -67,12 +68,46 @@ def tracepoint_exists(tracefs: str, category: str, event: str) -> bool:
     return os.path.isdir(os.path.join(tracefs, "events", category, event))
 
 
-def kernel_offsets(btf: BTF) -> dict[str, int]:
-    """The struct offsets the BPF code reads, from the running kernel's BTF."""
+def tracepoint_fields(tracefs: str, category: str, event: str) -> set[str]:
+    """Field names of a tracepoint, from its format file (empty when unreadable).
+
+    A line reads `field:unsigned int prev_state;	offset:...`: the name is the last word
+    before the `;`, without an array suffix."""
+    path = os.path.join(tracefs, "events", category, event, "format")
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return set()
+    names = set()
+    for m in re.finditer(r"field:([^;]*);", text):
+        words = m.group(1).split()
+        if words:
+            names.add(words[-1].split("[", 1)[0].lstrip("*"))
+    return names
+
+
+def _rss_counters(btf: BTF) -> tuple[int, int]:
+    """(offset of the first RSS counter in mm_struct, element type id of the counters).
+
+    6.2 and later: `struct percpu_counter rss_stat[NR_MM_COUNTERS]`. Before that:
+    `struct mm_rss_stat rss_stat` wrapping `atomic_long_t count[NR_MM_COUNTERS]`."""
     rss = btf.member("mm_struct", "rss_stat")
-    elem, count = btf.array_info(rss.type_id)
+    if btf.is_array(rss.type_id):
+        elem, count = btf.array_info(rss.type_id)
+        base = rss.offset
+    else:
+        inner = btf.member_of(rss.type_id, "count")
+        elem, count = btf.array_info(inner.type_id)
+        base = rss.offset + inner.offset
     if count < 4:
         raise ProbeError(f"mm_struct.rss_stat has {count} counters, expected 4")
+    return base, elem
+
+
+def kernel_offsets(btf: BTF) -> dict[str, int]:
+    """The struct offsets the BPF code reads, from the running kernel's BTF."""
+    base, elem = _rss_counters(btf)
     try:
         # 6.2 and later: an array of percpu_counter; before: atomic_long_t count[]
         count_off = btf.offset("percpu_counter", "count") if btf.sizeof(elem) > 8 else 0
@@ -87,7 +122,11 @@ def kernel_offsets(btf: BTF) -> dict[str, int]:
         "OFF_CGROUP_KN": btf.offset("cgroup", "kn"),
         "OFF_KERNFS_NODE_ID": btf.offset("kernfs_node", "id"),
         "OFF_MM_TOTAL_VM": btf.offset("mm_struct", "total_vm"),
-        "OFF_MM_RSS_STAT": rss.offset,
+        "OFF_MM_RSS_STAT": base,
+        # signal->live reaches 0 when the last thread of a process exits (before 6.16 the
+        # exit tracepoint does not say so itself)
+        "OFF_TASK_SIGNAL": btf.offset("task_struct", "signal"),
+        "OFF_SIGNAL_LIVE": btf.offset("signal_struct", "live"),
         "SIZE_RSS_COUNTER": btf.sizeof(elem),
         "OFF_RSS_COUNT": count_off,
     }
@@ -114,6 +153,7 @@ class Probes:
         self.vm_hook: str | None = None
         self.faults_on = False
         self.callback_errors = 0
+        self.exit_has_group_dead = False
 
     def cflags(self, offsets: dict[str, int]) -> list[str]:
         o = self.options
@@ -121,6 +161,8 @@ class Probes:
                     RINGBUF_PAGES=o.ring_pages)
         if self.vm_hook == "mmap-lock":
             defs["VM_HOOK_MMAP_LOCK"] = 1
+        if self.exit_has_group_dead:
+            defs["EXIT_HAS_GROUP_DEAD"] = 1
         probes_dir = os.path.dirname(probe_source())
         return [f"-D{k}={v}" for k, v in defs.items()] + [f"-I{probes_dir}", "-Wno-macro-redefined"]
 
@@ -141,9 +183,29 @@ class Probes:
             missing += [f"syscalls:sys_exit_{s}" for s in REQUIRED_VM_SYSCALLS
                         if not tracepoint_exists(self.tracefs, "syscalls", f"sys_exit_{s}")]
         self.vm_hook = hook
+        self.exit_has_group_dead = "group_dead" in tracepoint_fields(
+            self.tracefs, "sched", "sched_process_exit")
         if missing:
             raise ProbeError("missing tracepoint(s) " + ", ".join(missing)
                              + " (syscall tracepoints need CONFIG_FTRACE_SYSCALLS)")
+
+    @property
+    def slow_source(self) -> str:
+        """How slow mode follows resident growth on this kernel."""
+        return "page-faults" if self.has_fault_tracepoint else "periodic"
+
+    def not_covered(self) -> list[str]:
+        """What this kernel's hooks do not see, said plainly (check and start records)."""
+        gaps = []
+        if self.vm_hook == "syscalls":
+            gaps.append("stack growth: counted at the process's next address-space syscall, "
+                        "fork or exec, not when the stack grows (no mmap_lock tracepoints)")
+            gaps.append("32-bit (compat) syscalls: syscall tracepoints skip them; a 32-bit "
+                        "process is counted at exec and fork only")
+        if not self.has_fault_tracepoint:
+            gaps.append("page faults (exceptions:page_fault_user, x86 only): slow mode "
+                        "measures every --interval instead of following faults")
+        return gaps
 
     @property
     def has_fault_tracepoint(self) -> bool:

@@ -77,6 +77,11 @@ def describe(record: dict) -> str:
     if ev == "action":
         status = "done" if record.get("ok") else f"FAILED: {record.get('detail')}"
         return f"{cg}: {record['action']} pids {record.get('pids')} {status}"
+    if ev == "start":
+        gaps = record.get("not_covered") or []
+        return (f"probes attached (address space via {record.get('vm_hook')}, slow mode via "
+                f"{record.get('slow_source')})"
+                + "".join(f"; not covered: {g}" for g in gaps))
     if ev == "lost":
         return (f"{cg}: events lost {record.get('events_lost')}, processes unaccounted "
                 f"{record.get('processes_unaccounted')}; resynchronising")

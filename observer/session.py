@@ -86,6 +86,10 @@ class Session:
         between is then counted by the kernel side, and the seed for it is skipped."""
         self.thaw_orphans()
         self.probes.start()
+        self.sink({"event": "start", "ts": round(self.clock(), 6), "cgroup": None,
+                   "vm_hook": getattr(self.probes, "vm_hook", None),
+                   "slow_source": getattr(self.probes, "slow_source", None),
+                   "not_covered": list(getattr(self.probes, "not_covered", list)())})
         self.refresh_tree()
         self.seed_from_proc()
         self.reconcile(force_all=True)

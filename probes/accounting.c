@@ -267,11 +267,24 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 	return 0;
 }
 
-/* The last thread of a process is exiting: its address space goes away. */
-TRACEPOINT_PROBE(sched, sched_process_exit)
+/* The last thread of a process is exiting: its address space goes away. A raw tracepoint:
+ * its arguments are the kernel's (task, and since 6.16 group_dead), so no field layout of the
+ * formatted event is assumed. Where group_dead is not passed, signal->live tells: do_exit
+ * decrements it before this tracepoint fires, and it reaches 0 with the last thread (two
+ * threads exiting together may both see 0: removing the entry is idempotent). */
+RAW_TRACEPOINT_PROBE(sched_process_exit)
 {
-	if (!args->group_dead)
+#ifdef EXIT_HAS_GROUP_DEAD
+	if (!(ctx->args[1] & 0xff))
 		return 0;
+#else
+	void *sig = read_ptr((void *)ctx->args[0], OFF_TASK_SIGNAL);
+	int live = 1;
+	if (!sig || bpf_probe_read_kernel(&live, sizeof(live), (char *)sig + OFF_SIGNAL_LIVE))
+		return 0;
+	if (live != 0)
+		return 0;
+#endif
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct proc_state *p = procs.lookup(&tgid);
 	if (!p)

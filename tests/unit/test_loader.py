@@ -73,3 +73,40 @@ def test_kernel_offsets_from_this_kernels_btf():
     assert set(offs) >= {"OFF_TASK_MM", "OFF_MM_TOTAL_VM", "OFF_KERNFS_NODE_ID"}
     assert all(isinstance(v, int) and v >= 0 for v in offs.values())
     assert offs["SIZE_RSS_COUNTER"] >= 8
+
+
+EXIT_FORMAT_610 = """name: sched_process_exit
+ID: 300
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:char comm[16];\toffset:8;\tsize:16;\tsigned:0;
+\tfield:pid_t pid;\toffset:24;\tsize:4;\tsigned:1;
+\tfield:int prio;\toffset:28;\tsize:4;\tsigned:1;
+"""
+
+
+def test_exit_layout_comes_from_the_tracepoint_format(tmp_path):
+    from observer.loader import tracepoint_fields
+    root = fake_tracefs(tmp_path)
+    fmt = tmp_path / "events" / "sched" / "sched_process_exit" / "format"
+    fmt.write_text(EXIT_FORMAT_610)
+    assert tracepoint_fields(root, "sched", "sched_process_exit") == {
+        "common_type", "comm", "pid", "prio"}
+    p = Probes(lambda e: None, tracefs=root)
+    p.check()
+    assert "-DEXIT_HAS_GROUP_DEAD=1" not in p.cflags({})
+    fmt.write_text(EXIT_FORMAT_610 + "\tfield:bool group_dead;\toffset:32;\tsize:1;\tsigned:0;\n")
+    p.check()
+    assert "-DEXIT_HAS_GROUP_DEAD=1" in p.cflags({})
+    assert tracepoint_fields(root, "sched", "nosuch") == set()
+
+
+def test_gaps_are_said_for_the_syscall_hook(tmp_path):
+    p = Probes(lambda e: None, ProbeOptions(vm_hook="syscalls"), tracefs=fake_tracefs(tmp_path))
+    p.check()
+    gaps = " ".join(p.not_covered())
+    assert "stack growth" in gaps and "32-bit" in gaps and "page faults" in gaps
+    p2 = Probes(lambda e: None, tracefs=fake_tracefs(tmp_path / "b"))
+    p2.check()
+    assert not any("stack" in g for g in p2.not_covered())
+    assert p2.slow_source == "periodic"   # the fake tracefs has no fault tracepoint
