@@ -26,6 +26,8 @@ FAULT_TRACEPOINT = ("exceptions", "page_fault_user")
 # Faults taken in kernel mode on user memory (read() into an untouched buffer) grow RSS too.
 KERNEL_FAULT_TRACEPOINT = ("exceptions", "page_fault_kernel")
 MMAP_LOCK_TRACEPOINT = ("mmap_lock", "mmap_lock_released")
+# Where mmap_lock tracepoints are missing, resident-count changes re-read total_vm.
+RSS_STAT_TRACEPOINT = ("kmem", "rss_stat")
 VM_HOOKS = ("auto", "mmap-lock", "syscalls")
 
 BPF_NOEXIST = 1
@@ -163,6 +165,8 @@ class Probes:
             defs["VM_HOOK_MMAP_LOCK"] = 1
         if self.exit_has_group_dead:
             defs["EXIT_HAS_GROUP_DEAD"] = 1
+        if self.vm_hook == "syscalls" and self.has_rss_stat:
+            defs["HAS_RSS_STAT_TP"] = 1
         probes_dir = os.path.dirname(probe_source())
         return [f"-D{k}={v}" for k, v in defs.items()] + [f"-I{probes_dir}", "-Wno-macro-redefined"]
 
@@ -197,7 +201,11 @@ class Probes:
     def not_covered(self) -> list[str]:
         """What this kernel's hooks do not see, said plainly (check and start records)."""
         gaps = []
-        if self.vm_hook == "syscalls":
+        if self.vm_hook == "syscalls" and self.has_rss_stat:
+            gaps.append("stack growth and 32-bit (compat) syscalls: no mmap_lock tracepoints, "
+                        "so counted at the next resident-count update (kmem:rss_stat, at "
+                        "least every 64 faults of a thread), not at once")
+        elif self.vm_hook == "syscalls":
             gaps.append("stack growth: counted at the process's next address-space syscall, "
                         "fork or exec, not when the stack grows (no mmap_lock tracepoints)")
             gaps.append("32-bit (compat) syscalls: syscall tracepoints skip them; a 32-bit "
@@ -206,6 +214,10 @@ class Probes:
             gaps.append("page faults (exceptions:page_fault_user, x86 only): slow mode "
                         "measures every --interval instead of following faults")
         return gaps
+
+    @property
+    def has_rss_stat(self) -> bool:
+        return bool(self.tracefs) and tracepoint_exists(self.tracefs, *RSS_STAT_TRACEPOINT)
 
     @property
     def has_fault_tracepoint(self) -> bool:

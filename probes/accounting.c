@@ -241,6 +241,23 @@ int on_vm_syscall(void *ctx)
 {
 	return account_current();
 }
+
+#ifdef HAS_RSS_STAT_TP
+/* Syscall tracepoints miss two ways total_vm grows: stack growth in a page fault, and the
+ * syscalls of 32-bit (compat) processes. Both can only matter once pages become resident,
+ * and every change of an mm's resident count passes here (before 6.2, a thread's faults are
+ * batched: at least every 64 of them): re-reading total_vm then keeps the estimate at or
+ * above the resident count the kernel reports. Only the current task's own mm is taken. */
+RAW_TRACEPOINT_PROBE(rss_stat)
+{
+	void *mm = (void *)ctx->args[0];
+	void *task = (void *)bpf_get_current_task();
+	if (!mm || mm != task_mm(task))
+		return 0;
+	account(bpf_get_current_pid_tgid() >> 32, mm, bpf_get_current_cgroup_id());
+	return 0;
+}
+#endif
 #endif
 
 /* exec replaced the address space: the program loader's mappings are counted here */

@@ -11,7 +11,7 @@ fi
 
 arch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
 release=$(uname -r)
-packages=(python3-bpfcc libbpfcc python3-venv python3-pip gcc make stress-ng bpftool strace tmux prometheus systemd util-linux)
+packages=(python3-bpfcc libbpfcc python3-venv python3-pip gcc gcc-multilib make stress-ng bpftool strace tmux prometheus systemd util-linux)
 
 missing=()
 for p in "${packages[@]}"; do
