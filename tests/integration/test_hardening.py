@@ -55,6 +55,7 @@ def test_without_root_it_refuses_before_attaching():
     assert no_programs_left()
 
 
+@pytest.mark.kernel
 def test_report_mode_writes_no_cgroup_file_and_sends_no_signal(cgroups, tmp_path):
     """strace the whole session: no write to cgroup.kill/freeze/procs, no kill syscall."""
     if not shutil.which("strace"):
@@ -82,6 +83,7 @@ def test_report_mode_writes_no_cgroup_file_and_sends_no_signal(cgroups, tmp_path
     assert writes == [] and signals == [], (writes[:3], signals[:3])
 
 
+@pytest.mark.kernel
 def test_kill_fallback_ends_a_fork_storm(cgroups, watcher):
     """Without cgroup.kill (forced): freeze, SIGKILL through pidfds in rounds, thaw."""
     if not shutil.which("stress-ng"):
@@ -107,6 +109,7 @@ def test_kill_fallback_ends_a_fork_storm(cgroups, watcher):
     assert w.stop() == 0
 
 
+@pytest.mark.kernel
 def test_sigkilled_beanwatch_leaves_no_program_and_the_next_thaws(cgroups, watcher):
     cg = cgroups.make("frozen")
     w = watcher("--limit", f"{cg}=32M", "--action", "freeze", "--interval", "0.2")
@@ -153,6 +156,7 @@ def test_sighup_reloads_the_config_and_a_bad_one_is_kept_out(cgroups, watcher, t
     assert w.stop() == 0
 
 
+@pytest.mark.kernel
 def test_an_mmap_flood_loses_nothing_and_stays_sound(cgroups, watcher):
     """Nothing is sent per mmap: a one-page ring buffer survives stress-ng --mmap 16."""
     if not shutil.which("stress-ng"):

@@ -17,6 +17,7 @@ import pytest
 from conftest import ROOT
 
 MiB = 1 << 20
+pytestmark = pytest.mark.kernel
 PROGRAMS = os.path.join(ROOT, "tests", "programs")
 
 
@@ -125,7 +126,6 @@ SCENARIOS = {
 SYSCALL_HOOK_SLACK = {"stack": 64 * 4096}
 
 
-@pytest.mark.kernel
 @pytest.mark.parametrize("hook", ["auto", "syscalls"])
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_estimate_follows_vmsize(cgroups, watcher, programs, scenario, hook):
@@ -150,7 +150,6 @@ def test_estimate_follows_vmsize(cgroups, watcher, programs, scenario, hook):
 COMPAT_SCENARIOS = ("mmap-anon", "brk", "mremap", "stack", "threads", "munmap")
 
 
-@pytest.mark.kernel
 @pytest.mark.parametrize("hook", ["auto", "syscalls"])
 @pytest.mark.parametrize("scenario", COMPAT_SCENARIOS)
 def test_32bit_processes_stay_under_the_estimate(cgroups, watcher, programs, scenario, hook):

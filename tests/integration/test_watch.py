@@ -6,9 +6,12 @@ import os
 import signal
 import time
 
+import pytest
+
 from conftest import no_programs_left, vm_size
 
 MiB = 1 << 20
+pytestmark = pytest.mark.kernel
 
 
 def snap_with(w, cg, pred, timeout=20.0, what="snapshot"):
