@@ -19,8 +19,8 @@ import uuid
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from observer.cgroupfs import find_mounts  # noqa: E402
-from observer.demo import remove_cgroup  # noqa: E402
+from observer.host.cgroupfs import find_mounts  # noqa: E402
+from observer.app.demo import remove_cgroup  # noqa: E402
 
 MiB = 1 << 20
 CLK_TCK = os.sysconf("SC_CLK_TCK")

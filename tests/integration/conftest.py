@@ -19,8 +19,8 @@ import uuid
 
 import pytest
 
-from observer.cgroupfs import find_mounts
-from observer.demo import remove_cgroup, spawn_in_cgroup
+from observer.host.cgroupfs import find_mounts
+from observer.app.demo import remove_cgroup, spawn_in_cgroup
 
 OUR_PROGRAMS = ("on_vm_syscall", "on_page_fault", "raw_tracepoint__", "tracepoint__sched__")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -89,7 +89,7 @@ class Cgroups:
         return p
 
     def workload(self, rel: str, *steps: str) -> subprocess.Popen:
-        return self.spawn(rel, [sys.executable, "-m", "observer.workload", *steps],
+        return self.spawn(rel, [sys.executable, "-m", "observer.app.workload", *steps],
                           stderr=subprocess.DEVNULL)
 
     def events(self, rel: str) -> dict:

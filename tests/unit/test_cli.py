@@ -9,15 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import observer
-import observer.cli as cli_module
-import observer.demo as demo_module
-from observer import render
-from observer.cli import cli
-from observer.config import Action, Limit
-from observer.loader import probe_source
-from observer.model import Account
-from observer.session import account_record
-from observer.sizes import MAX_SIZE
+import observer.app.cli as cli_module
+import observer.app.demo as demo_module
+from observer.output import render
+from observer.app.cli import cli
+from observer.core.config import Action, Limit
+from observer.kernel.loader import probe_source
+from observer.core.model import Account
+from observer.app.session import account_record
+from observer.core.sizes import MAX_SIZE
 
 COMMANDS = {
     "watch": "Watch cgroups live and act on limits",

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from observer.errors import BeanwatchError
-from observer.hooks import (ENV_KEYS, HOOK_PATH, MAX_PIDS_CHARS, OUTPUT_LIMIT, HookError, HookOutcome,
+from observer.core.errors import BeanwatchError
+from observer.host.hooks import (ENV_KEYS, HOOK_PATH, MAX_PIDS_CHARS, OUTPUT_LIMIT, HookError, HookOutcome,
                             HookRunner, check_hook, hook_env)
 
 ME = os.getuid()   # as root the files are root's; otherwise the test user stands in for root

@@ -8,8 +8,8 @@ import os
 import stat
 import subprocess
 
-from .errors import BeanwatchError
-from .names import display_name, printable
+from ..core.errors import BeanwatchError
+from ..core.names import display_name, printable
 
 HOOK_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 OUTPUT_LIMIT = 4096           # bytes of the hook's stdout+stderr kept

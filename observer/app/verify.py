@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .procfs import PAGE_SIZE
+from ..host.procfs import PAGE_SIZE
 
 
 def below(estimate: int, rss_before: int, rss_after: int) -> bool:

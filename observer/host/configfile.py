@@ -8,8 +8,8 @@ import os
 from dataclasses import dataclass
 from stat import S_ISBLK, S_ISCHR, S_ISDIR, S_ISFIFO, S_ISLNK, S_ISREG, S_ISSOCK
 
-from .config import DEFAULT_HYSTERESIS, Action, ConfigError, Limit
-from .sizes import MAX_SIZE, SizeError, format_size, parse_size
+from ..core.config import DEFAULT_HYSTERESIS, Action, ConfigError, Limit
+from ..core.sizes import MAX_SIZE, SizeError, format_size, parse_size
 
 try:
     import tomllib

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-from .names import display_name
-from .sizes import format_size
+from ..core.names import display_name
+from ..core.sizes import format_size
 
 TABLE_COLUMNS = ("held", "maxheld", "barrier", "limit", "failcnt", "mode", "estimate", "switches")
 

@@ -6,8 +6,8 @@ import collections
 import time
 
 from . import render
-from .names import display_name
-from .sizes import format_size
+from ..core.names import display_name
+from ..core.sizes import format_size
 
 SORTS = ("closeness", "held", "estimate", "name")
 HEADER = ("cgroup", "mode", "held", "estimate", "exact", "limit", "use%", "fails", "sw")

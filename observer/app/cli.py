@@ -11,12 +11,13 @@ from dataclasses import dataclass, replace
 
 import click
 
-from . import __version__, render
-from .cgroupfs import CgroupFS, find_mounts
-from .config import DEFAULT_HYSTERESIS, Action, ConfigError, Limit, parse_limit_spec
-from .errors import BeanwatchError
-from .procfs import ProcFS
-from .sizes import format_size
+from .. import __version__
+from ..output import render
+from ..host.cgroupfs import CgroupFS, find_mounts
+from ..core.config import DEFAULT_HYSTERESIS, Action, ConfigError, Limit, parse_limit_spec
+from ..core.errors import BeanwatchError
+from ..host.procfs import ProcFS
+from ..core.sizes import format_size
 
 EXAMPLES_WATCH = """
 \b
@@ -73,7 +74,7 @@ def _limits_callback(ctx, param, values):
 
 
 def _metrics_callback(ctx, param, value):
-    from .metrics import parse_address
+    from ..output.metrics import parse_address
     if value is not None:
         try:
             parse_address(value)
@@ -83,7 +84,7 @@ def _metrics_callback(ctx, param, value):
 
 
 def _hook_callback(ctx, param, value):
-    from .hooks import check_hook
+    from ..host.hooks import check_hook
     if value is not None:
         try:
             return check_hook(value)
@@ -109,7 +110,7 @@ def resolve_watches(host: Host, limits, action: Action, hysteresis: float, adapt
     """--limit specs and --config entries to Watch objects, each checked (freeze and kill
     are refused where they could reach init or beanwatch). With neither, every cgroup
     with its memory limit, in report mode."""
-    from .actions import ActionRefused, guard
+    from ..host.actions import ActionRefused, guard
     from .session import Watch
     wanted = [(spec.cgroup, Limit(spec.limit, spec.barrier, action, hysteresis, adaptive))
               for spec in limits]
@@ -190,12 +191,12 @@ def watch(limits, config_path, action, hysteresis, adaptive, interval, duration,
           keep_frozen, on_exceed, on_action, hook_timeout, journal, metrics_addr, ringbuf_pages,
           vm_hook, kill_via, print_bpf):
     """Watch cgroups live and act on limits."""
-    from .loader import probe_source
+    from ..kernel.loader import probe_source
     if print_bpf:
         with open(probe_source()) as f:
             click.echo(f.read())
         return
-    from .configfile import load
+    from ..host.configfile import load
     action = Action(action)
     if action is not Action.REPORT and not limits:
         raise click.UsageError(f"--action {action.value} needs at least one --limit")
@@ -217,7 +218,7 @@ def watch(limits, config_path, action, hysteresis, adaptive, interval, duration,
         fresh = load(config_path)
         return resolve_watches(host, limits, action, hysteresis, adaptive, fresh)
 
-    from .hooks import HookRunner
+    from ..host.hooks import HookRunner
     hooks = HookRunner(on_action, on_exceed, hook_timeout) if (on_action or on_exceed) else None
     code = run_watch(host, watches, interval, duration, as_json, keep_frozen, ringbuf_pages, vm_hook,
                      reload if config_path else None, kill_via, metrics_addr, hooks, journal)
@@ -282,10 +283,10 @@ StopFlag = Signals
 
 def build_session(host: Host, watches, sink, interval, keep_frozen=False, ringbuf_pages=64,
                   vm_hook="auto", kill_via="auto", state_dir=None, hooks=None):
-    from .actions import Actor
-    from .state import DEFAULT_STATE_DIR, FrozenLedger
-    from .loader import ProbeOptions, Probes
-    from .netlink import PeakReader
+    from ..host.actions import Actor
+    from ..host.state import DEFAULT_STATE_DIR, FrozenLedger
+    from ..kernel.loader import ProbeOptions, Probes
+    from ..host.netlink import PeakReader
     from .session import Session
     holder = {}
     probes = Probes(lambda ev: holder["s"].on_event(ev), ProbeOptions(ring_pages=ringbuf_pages,
@@ -302,11 +303,11 @@ def build_session(host: Host, watches, sink, interval, keep_frozen=False, ringbu
 def run_watch(host, watches, interval, duration, as_json, keep_frozen, ringbuf_pages,
               vm_hook="auto", reload=None, kill_via="auto", metrics_addr=None, hooks=None,
               journal=False) -> int:
-    from .selfguard import protect_self
+    from ..host.selfguard import protect_self
     holder = {}
     sink = json_sink if as_json else TableSink(lambda: len(holder["s"].accounts))
     if journal:
-        from .journal import JournalSink
+        from ..output.journal import JournalSink
         to_journal, to_output = JournalSink(), sink
 
         def sink(rec):
@@ -339,7 +340,7 @@ def run_watch(host, watches, interval, duration, as_json, keep_frozen, ringbuf_p
     try:
         session.start()
         if metrics_addr is not None:
-            from .metrics import serve
+            from ..output.metrics import serve
             server = serve(session, metrics_addr)
             render.message(f"metrics on http://{metrics_addr}/metrics")
         for note in protect_self():
@@ -373,7 +374,7 @@ def top(limits, interval):
     Report only: top never freezes or kills. Keys: s cycles the sort (closeness to the
     limit, held, estimate, name), n sorts by name, q quits.
     """
-    from .top import run_top
+    from ..output.top import run_top
     if not sys.stdout.isatty():
         raise click.UsageError("top needs a terminal; use `watch` for a stream")
     require_root()
@@ -455,7 +456,7 @@ def verify(cgroups, duration, interval, as_json):
               show_default=True)
 def status(limits, as_json, fmt):
     """One-shot accounting from /proc, no BPF: estimate, exact, limit, mode."""
-    from .model import Account
+    from ..core.model import Account
     from .session import account_record
     import time
     try:
@@ -498,7 +499,7 @@ def demo(limit_text, as_json):
     exact check passes, no kill), then touches memory past the limit (killed).
     """
     from .demo import run_demo
-    from .sizes import parse_size
+    from ..core.sizes import parse_size
     try:
         limit = parse_size(limit_text)
         if limit < 64 << 20:

@@ -7,10 +7,10 @@ import subprocess
 import sys
 import time
 
-from . import render
-from .config import Action, Limit
-from .errors import BeanwatchError
-from .sizes import format_size
+from ..output import render
+from ..core.config import Action, Limit
+from ..core.errors import BeanwatchError
+from ..core.sizes import format_size
 
 DEMO_STEPS = ["reserve:1G", "touch:16M", "sleep:2", "touch:1G", "hold"]
 
@@ -63,7 +63,7 @@ def run_demo(host, limit: int, as_json: bool) -> int:
             print(f"beanwatch demo: cgroup {name}, limit {format_size(limit)}, action kill")
             print("  workload: reserve 1G (untouched), touch 16M, pause, then touch until stopped")
         session.start()
-        proc = spawn_in_cgroup([sys.executable, "-m", "observer.workload", *DEMO_STEPS],
+        proc = spawn_in_cgroup([sys.executable, "-m", "observer.app.workload", *DEMO_STEPS],
                                os.path.join(path, "cgroup.procs"), stderr=subprocess.DEVNULL,
                                cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         session.run(30.0, lambda: stop() or proc.poll() is not None)

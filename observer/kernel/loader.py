@@ -9,8 +9,8 @@ from importlib import resources
 
 from . import wire
 from .btf import BTF
-from .errors import BeanwatchError
-from .model import LeafBounds, LeafCounters
+from ..core.errors import BeanwatchError
+from ..core.model import LeafBounds, LeafCounters
 
 TRACEFS_CANDIDATES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 

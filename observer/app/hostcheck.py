@@ -6,10 +6,10 @@ import os
 import platform
 from dataclasses import dataclass
 
-from . import loader
-from .btf import BTF
-from .cgroupfs import find_mounts
-from .errors import BeanwatchError
+from ..kernel import loader
+from ..kernel.btf import BTF
+from ..host.cgroupfs import find_mounts
+from ..core.errors import BeanwatchError
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,12 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
-from . import wire
-from .config import Action
-from .errors import BeanwatchError
-from .model import Account, Effect, LeafBounds, LeafCounters, Mode, leaf_bounds
-from .names import display_name
-from .procfs import PAGE_SIZE
+from ..kernel import wire
+from ..core.config import Action
+from ..core.errors import BeanwatchError
+from ..core.model import Account, Effect, LeafBounds, LeafCounters, Mode, leaf_bounds
+from ..core.names import display_name
+from ..host.procfs import PAGE_SIZE
 
 
 @dataclass(frozen=True)

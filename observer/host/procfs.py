@@ -6,7 +6,7 @@ import functools
 import os
 from dataclasses import dataclass
 
-from .errors import BeanwatchError
+from ..core.errors import BeanwatchError
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
