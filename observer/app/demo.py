@@ -38,7 +38,7 @@ def remove_cgroup(path: str, timeout: float = 5.0) -> None:
 
 
 def run_demo(host, limit: int, as_json: bool) -> int:
-    from .cli import Signals, build_session, json_sink
+    from .runtime import Options, Signals, build_session, json_sink
     from .session import Watch
     name = f"/beanwatch-demo-{os.getpid()}"
     path = host.cg.path(name)
@@ -58,7 +58,7 @@ def run_demo(host, limit: int, as_json: bool) -> int:
     session = None
     try:
         watch = Watch(name, host.cg.cgroup_id(name), Limit(limit, None, Action.KILL))
-        session = build_session(host, [watch], sink, interval=0.5)
+        session = build_session(host, [watch], sink, Options(interval=0.5))
         if not as_json:
             print(f"beanwatch demo: cgroup {name}, limit {format_size(limit)}, action kill")
             print("  workload: reserve 1G (untouched), touch 16M, pause, then touch until stopped")

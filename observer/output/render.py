@@ -83,5 +83,21 @@ def describe(record: dict) -> str:
     return f"{cg}: {ev}"
 
 
+def describe_violation(record: dict) -> str:
+    """One line for a `verify` violation: an estimate below RSS."""
+    who = f"pid {record['pid']} ({record.get('comm')})" if record["pid"] else "cgroup total"
+    return (f"VIOLATION {record['cgroup']}: {who} estimate "
+            f"{format_size(record['estimate_bytes'])} < RSS {format_size(record['rss_bytes'])}")
+
+
+def verify_table(tallies: dict) -> str:
+    """`verify`'s closing table: one row per cgroup (tallies: name -> verify.Tally)."""
+    out = [f"{'cgroup':<40} {'samples':>7} {'violations':>10} {'max drift':>9} {'est/exact':>9}"]
+    for name, t in tallies.items():
+        out.append(f"{name[-40:]:<40} {t.samples:>7} {t.violations:>10} "
+                   f"{format_size(t.max_drift):>9} {t.max_ratio:>9.2f}")
+    return "\n".join(out)
+
+
 def message(text: str) -> None:
     print(f"beanwatch: {text}", file=sys.stderr, flush=True)

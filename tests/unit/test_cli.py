@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 import observer
 import observer.app.cli as cli_module
 import observer.app.demo as demo_module
+import observer.app.runtime as runtime_module
 from observer.output import render
 from observer.app.cli import cli
 from observer.core.config import Action, Limit
@@ -41,8 +42,10 @@ def no_host(monkeypatch):
             raise AssertionError(f"{name} reached from a unit test")
         return f
 
-    for name in ("require_root", "open_host", "run_watch", "build_session", "resolve_watches"):
-        monkeypatch.setattr(cli_module, name, refuse(name))
+    monkeypatch.setattr(cli_module, "require_root", refuse("require_root"))
+    for name in ("open_host", "run_watch", "build_session", "resolve_watches", "run_top",
+                 "run_verify", "run_check", "status_records"):
+        monkeypatch.setattr(runtime_module, name, refuse(name))
     monkeypatch.setattr(demo_module, "run_demo", refuse("run_demo"))
     return reached
 
