@@ -14,7 +14,8 @@ from ..core.model import Account
 from ..host.cgroupfs import CgroupFS, find_mounts
 from ..host.procfs import ProcFS
 from ..output import render
-from .session import Session, Watch, account_record
+from ..core.records import account_record
+from .session import Session, Watch
 
 
 @dataclass

@@ -8,11 +8,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from ..kernel import wire
-from ..core.config import Action
 from ..core.errors import BeanwatchError
 from ..core.model import Account, Effect, LeafBounds, LeafCounters, Mode, leaf_bounds
-from ..core.names import display_name
+from ..core.records import account_record
 from ..host.procfs import PAGE_SIZE
+from .enforcer import Enforcer
 
 
 @dataclass(frozen=True)
@@ -22,21 +22,6 @@ class Watch:
     name: str
     cgroup_id: int
     limit: object  # config.Limit or None
-
-
-def account_record(event: str, acc: Account, ts: float, **extra) -> dict:
-    lim = acc.limit
-    rec = {
-        "event": event, "ts": round(ts, 6), "cgroup": acc.name,
-        "name": display_name(acc.name), "cgroup_id": acc.cgroup_id,
-        "estimate_bytes": acc.estimate, "exact_bytes": acc.exact,
-        "held_bytes": acc.held, "maxheld_bytes": acc.maxheld,
-        "limit_bytes": lim.limit if lim else None,
-        "barrier_bytes": lim.barrier if lim else None,
-        "mode": acc.mode.value, "failcnt": acc.failcnt, "switches": acc.switches,
-    }
-    rec.update(extra)
-    return rec
 
 
 # Detaching the page-fault programs blocks for ~0.1 s (the kernel waits for an RCU grace
@@ -61,13 +46,13 @@ class Session:
         self.clock = clock
         self.taskstats = taskstats
         self.ledger = ledger            # state.FrozenLedger, or None
-        self.hooks = hooks              # hooks.HookRunner, or None
+        self.enforcer = Enforcer(actor, sink, clock, hooks=hooks, taskstats=taskstats,
+                                 ledger=ledger, keep_frozen=keep_frozen)
         self.accounts = [Account(w.name, w.cgroup_id, w.limit) for w in watches]
         self.seed: dict[int, int] = defaultdict(int)   # cgroup id -> pages found in /proc
         self.tree: dict[int, str] = {}                  # cgroup id -> name
         self.leaves_of: dict[str, list[int]] = {}       # account name -> cgroup ids covered
         self.written: dict[int, LeafBounds] = {}        # bounds last written per cgroup
-        self.frozen: set[tuple[str, int]] = set()
         self.pending: list[wire.Event] = []
         self.dirty = False
         self.exact_due: set[str] = set()
@@ -250,66 +235,7 @@ class Session:
             if effect in (Effect.WARN, Effect.EXCEED):
                 self.sink(account_record(effect.value, acc, now))
             elif effect is Effect.ACT:
-                self.act(acc, per_pid)
-
-    def act(self, acc: Account, rss_by_pid: dict[int, int]) -> None:
-        """Acts first and describes after: every millisecond here is memory touched."""
-        action = acc.limit.action
-        extra = {}
-        held = False
-        if self.hooks is not None and self.hooks.on_exceed:
-            # The hook may take its whole timeout: hold the cgroup still meanwhile (not in
-            # report mode, which never writes a cgroup file).
-            if action is not Action.REPORT:
-                held = self._try(lambda: self.actor.freeze(acc.name, acc.cgroup_id).ok)
-            verdict = self.hooks.before_action(account_record(
-                "exceed", acc, self.clock(), action=action.value, pids=sorted(rss_by_pid)))
-            extra["hook"] = verdict.detail
-            if verdict.vetoed:
-                if held:
-                    self._try(lambda: self.actor.thaw(acc.name, acc.cgroup_id))
-                self.sink(account_record("action", acc, self.clock(), action=action.value,
-                                         pids=[], ok=False, vetoed=True, detail=verdict.detail))
-                return
-        try:
-            if action is Action.KILL:
-                res = self.actor.kill(acc.name, acc.cgroup_id)
-            elif action is Action.FREEZE:
-                res = self.actor.freeze(acc.name, acc.cgroup_id)
-                if res.ok:
-                    self.frozen.add((acc.name, acc.cgroup_id))
-                    if self.ledger is not None and not self.keep_frozen:
-                        self.ledger.save(self.frozen)
-            else:
-                res = self.actor.report(acc.name)
-            rec = account_record("action", acc, self.clock(), action=action.value,
-                                 pids=res.pids, ok=res.ok, detail=res.detail, **extra)
-        except Exception as e:  # a refused or failed action is reported, never fatal
-            rec = account_record("action", acc, self.clock(), action=action.value,
-                                 pids=[], ok=False, detail=str(e), **extra)
-        finally:
-            if held and action is Action.KILL:
-                # killed while frozen (SIGKILL reaches frozen tasks): leave nothing frozen
-                self._try(lambda: self.actor.thaw(acc.name, acc.cgroup_id))
-        rec["rss_bytes"] = {str(pid): rss for pid, rss in sorted(rss_by_pid.items())}
-        # Killed processes have no taskstats left; the others tell their peaks.
-        if action is not Action.KILL and self.taskstats is not None:
-            peaks = {str(pid): p for pid in rec["pids"][:16] if (p := self.taskstats(pid))}
-            if peaks:
-                rec["peak"] = peaks
-        self.sink(rec)
-        if self.hooks is not None and self.hooks.on_action:
-            out = self.hooks.after_action(rec)
-            self.sink(account_record("hook", acc, self.clock(), hook="on-action",
-                                     returncode=out.returncode, timed_out=out.timed_out,
-                                     detail=out.detail))
-
-    @staticmethod
-    def _try(fn):
-        try:
-            return fn()
-        except Exception:  # noqa: BLE001 - a hold or release that fails changes no decision
-            return False
+                self.enforcer.enforce(acc, per_pid)
 
     def check_losses(self) -> None:
         stats = self.probes.stats()
@@ -411,7 +337,7 @@ class Session:
                 self.taskstats.close()
         finally:
             if not self.keep_frozen:
-                for name, cid in sorted(self.frozen):
+                for name, cid in sorted(self.enforcer.frozen):
                     try:
                         self.actor.thaw(name, cid)
                         thawed.append(name)

@@ -17,7 +17,7 @@ from observer.app.cli import cli
 from observer.core.config import Action, Limit
 from observer.kernel.loader import probe_source
 from observer.core.model import Account
-from observer.app.session import account_record
+from observer.core.records import account_record
 from observer.core.sizes import MAX_SIZE
 
 COMMANDS = {
