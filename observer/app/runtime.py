@@ -15,7 +15,7 @@ from ..host.cgroupfs import CgroupFS, find_mounts
 from ..host.procfs import ProcFS
 from ..output import render
 from ..core.records import account_record
-from .session import Session, Watch
+from .session import Session, Watch, measure
 
 
 @dataclass
@@ -272,16 +272,9 @@ def status_records(host: Host, watches) -> list[dict]:
     records = []
     now = time.time()
     for w in watches:
-        vm = rss = 0
-        for pid in host.cg.subtree_procs(w.name):
-            statm = host.procfs.statm(pid)
-            if statm:
-                vm += statm[0]
-                rss += statm[1]
-        acc = Account(w.name, w.cgroup_id, w.limit)
-        acc.on_estimate(vm)
-        acc.on_exact(rss, now)
-        acc.failcnt = 0
+        vm, rss_by_pid = measure(host.cg, host.procfs, w.name)
+        rss = sum(rss_by_pid.values())
+        acc = Account.measured_once(w.name, w.cgroup_id, w.limit, vm, rss)
         # one-shot: both are measured, so held is the exact figure
         records.append(account_record("status", acc, now, held_bytes=rss, maxheld_bytes=rss))
     return records

@@ -11,7 +11,7 @@ from ..kernel import wire
 from ..core.errors import BeanwatchError
 from ..core.model import Account, Effect, LeafBounds, LeafCounters, Mode, leaf_bounds
 from ..core.records import account_record
-from ..host.procfs import PAGE_SIZE
+from ..core.sizes import PAGE_SIZE, to_bytes, to_pages
 from .enforcer import Enforcer
 
 
@@ -22,6 +22,18 @@ class Watch:
     name: str
     cgroup_id: int
     limit: object  # config.Limit or None
+
+
+def measure(cg, procfs, name: str) -> tuple[int, dict[int, int]]:
+    """From /proc, the summed address space (bytes) of a cgroup's processes (its descendants'
+    included), and each one's RSS."""
+    vm, rss_by_pid = 0, {}
+    for pid in cg.subtree_procs(name):
+        statm = procfs.statm(pid)
+        if statm:
+            vm += statm[0]
+            rss_by_pid[pid] = statm[1]
+    return vm, rss_by_pid
 
 
 # Detaching the page-fault programs blocks for ~0.1 s (the kernel waits for an RCU grace
@@ -83,7 +95,7 @@ class Session:
             path = self.procfs.cgroup2_path(pid)
             if not statm or not statm[0] or path is None or path not in ids:
                 continue
-            pages = statm[0] // PAGE_SIZE
+            pages = to_pages(statm[0])
             if self.probes.seed_process(pid, pages, ids[path]):
                 self.seed[ids[path]] += pages
                 seeded.append((pid, pages, ids[path]))
@@ -142,7 +154,7 @@ class Session:
 
     def estimate(self, acc: Account, counters: dict[int, LeafCounters]) -> int:
         pages = sum(counters[c].estimate for c in self.leaves_of.get(acc.name, ()) if c in counters)
-        return max(pages, 0) * PAGE_SIZE
+        return to_bytes(max(pages, 0))
 
     def reconcile(self, force_all: bool = False, periodic: bool = False) -> None:
         self.check_losses()
@@ -152,10 +164,8 @@ class Session:
         for acc in self.accounts:
             before = acc.mode
             effects = acc.on_estimate(self.estimate(acc, counters), now)
-            if self.blind and acc.limit is not None and acc.mode is Mode.FAST:
-                acc.mode = Mode.SLOW
-                acc.switches += 1
-                effects = [Effect.SWITCH_SLOW]
+            if self.blind and acc.mode is Mode.FAST:
+                effects = acc.force_slow() or effects
             if Effect.SWITCH_SLOW in effects:
                 self.gen += 1
                 acc.gen = self.gen
@@ -220,11 +230,7 @@ class Session:
 
     def measure(self, acc: Account) -> tuple[int, dict[int, int]]:
         """Summed RSS of the cgroup's processes, and each one's, from /proc."""
-        per_pid = {}
-        for pid in self.cg.subtree_procs(acc.name):
-            statm = self.procfs.statm(pid)
-            if statm:
-                per_pid[pid] = statm[1]
+        _, per_pid = measure(self.cg, self.procfs, acc.name)
         return sum(per_pid.values()), per_pid
 
     def check_exact(self, acc: Account, now: float) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..host.procfs import PAGE_SIZE
+from ..core.sizes import to_bytes
 
 
 def below(estimate: int, rss_before: int, rss_after: int) -> bool:
@@ -62,7 +62,7 @@ class Verifier:
             for pid in mine:
                 tally.processes_checked += 1
                 entry = tracked.get(pid)
-                est = entry[0] * PAGE_SIZE if entry else 0
+                est = to_bytes(entry[0]) if entry else 0
                 if below(est, before[pid].vm_rss, after[pid].vm_rss):
                     tally.violations += 1
                     self.sink({"event": "violation", "ts": now, "cgroup": acc.name,

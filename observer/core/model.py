@@ -92,6 +92,27 @@ class Account:
             return [Effect.SWITCH_FAST]
         return []
 
+    def force_slow(self) -> list[Effect]:
+        """Exact checks only, whatever the estimate: some process could not be accounted,
+        so the estimate is no longer an upper bound. A switch like any other, but not a
+        flap: the adaptive hysteresis does not count it."""
+        if self.limit is None or self.mode is Mode.SLOW:
+            return []
+        self.mode = Mode.SLOW
+        self.switches += 1
+        return [Effect.SWITCH_SLOW]
+
+    @classmethod
+    def measured_once(cls, name: str, cgroup_id: int, limit: Limit | None, estimate: int,
+                      exact: int) -> "Account":
+        """A one-shot evaluation (status): both figures read at one moment, the mode the
+        estimate gives, nothing counted (no failure, check or action)."""
+        acc = cls(name, cgroup_id, limit)
+        acc.on_estimate(estimate)
+        acc.exact = exact
+        acc.maxheld = max(acc.maxheld, acc.held)
+        return acc
+
     def on_exact(self, exact: int, now: float, retry_after: float = 1.0) -> list[Effect]:
         """An exact measurement. Counts failures and decides whether to act.
 

@@ -6,7 +6,7 @@ import json
 import sys
 
 from ..core.names import display_name
-from ..core.sizes import format_size
+from ..core.sizes import format_size, to_pages
 
 TABLE_COLUMNS = ("held", "maxheld", "barrier", "limit", "failcnt", "mode", "estimate", "switches")
 
@@ -48,9 +48,9 @@ def beancounters(records: list[dict]) -> str:
     for rec in records:
         lim = rec["limit_bytes"]
         bar = rec["barrier_bytes"] if rec["barrier_bytes"] is not None else lim
-        vals = [rec["held_bytes"] // 4096, rec["maxheld_bytes"] // 4096,
-                (bar // 4096) if bar is not None else "unlimited",
-                (lim // 4096) if lim is not None else "unlimited", rec["failcnt"]]
+        vals = [to_pages(rec["held_bytes"]), to_pages(rec["maxheld_bytes"]),
+                to_pages(bar) if bar is not None else "unlimited",
+                to_pages(lim) if lim is not None else "unlimited", rec["failcnt"]]
         out.append(f"{printable(rec['cgroup'])}:")
         out.append(f"{'':10}  {'physpages':<12}" + "".join(f"{v:>21}" for v in vals))
     return "\n".join(out)
