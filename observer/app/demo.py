@@ -11,30 +11,9 @@ from ..output import render
 from ..core.config import Action, Limit
 from ..core.errors import BeanwatchError
 from ..core.sizes import format_size
+from ..host.scratch import remove_cgroup, spawn_in_cgroup
 
 DEMO_STEPS = ["reserve:1G", "touch:16M", "sleep:2", "touch:1G", "hold"]
-
-
-def spawn_in_cgroup(argv: list[str], procs_file: str, **kw) -> subprocess.Popen:
-    """Starts argv already inside a cgroup: the child joins it before exec."""
-    def join():
-        with open(procs_file, "w") as f:
-            f.write(str(os.getpid()))
-    return subprocess.Popen(argv, preexec_fn=join, **kw)
-
-
-def remove_cgroup(path: str, timeout: float = 5.0) -> None:
-    deadline = time.time() + timeout
-    while True:
-        try:
-            os.rmdir(path)
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 def run_demo(host, limit: int, as_json: bool) -> int:

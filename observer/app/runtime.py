@@ -176,13 +176,14 @@ def run_watch(host: Host, watches, options: Options, reload=None) -> int:
     from ..host.selfguard import protect_self
     holder = {}
     sink = json_sink if options.as_json else TableSink(lambda: len(holder["s"].accounts))
+    journal = None
     if options.journal:
         from ..output.journal import JournalSink
-        to_journal, to_output = JournalSink(), sink
+        journal, to_output = JournalSink(), sink
 
         def sink(rec):
             to_output(rec)
-            to_journal(rec)
+            journal(rec)
     signals = Signals()
     session = build_session(host, watches, sink, options)
     holder["s"] = session
@@ -230,6 +231,8 @@ def run_watch(host: Host, watches, options: Options, reload=None) -> int:
             render.message(f"thawed {name}")
     if session.loop_errors:
         render.message(f"{session.loop_errors} internal error(s) were logged during the session")
+    if journal is not None and journal.dropped:
+        render.message(f"{journal.dropped} record(s) could not be sent to the systemd journal")
     return 0
 
 
@@ -237,7 +240,7 @@ def run_top(host: Host, watches, interval: float) -> int:
     from ..output.top import run_top as top
     signals = Signals()
     return top(lambda sink: build_session(host, watches, sink, Options(interval=interval)),
-               watches, interval, signals)
+               signals)
 
 
 def run_verify(host: Host, watches, duration: float, interval: float, as_json: bool) -> int:

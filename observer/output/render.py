@@ -5,15 +5,10 @@ from __future__ import annotations
 import json
 import sys
 
-from ..core.names import display_name
+from ..core.names import display_name, printable
 from ..core.sizes import format_size, to_pages
 
 TABLE_COLUMNS = ("held", "maxheld", "barrier", "limit", "failcnt", "mode", "estimate", "switches")
-
-
-def printable(name: str) -> str:
-    """A cgroup name as one line: mkdir allows newlines and escapes in names."""
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in name)
 
 
 def json_line(record: dict) -> str:
@@ -27,18 +22,22 @@ def _row(rec: dict) -> list[str]:
             str(rec["switches"])]
 
 
+def fit_rows(header, rows, width: int) -> list[str]:
+    """Header and rows as lines of width columns: the first column (a name) takes what the
+    others leave (at least 8, its start cut to "…" where too long), the others right-aligned."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)][1:]
+    name_w = max(8, width - sum(w + 1 for w in widths))
+    out = []
+    for row in [header] + list(rows):
+        name = row[0] if len(row[0]) <= name_w else "…" + row[0][-(name_w - 1):]
+        out.append(name.ljust(name_w) + "".join(" " + c.rjust(w) for c, w in zip(row[1:], widths)))
+    return out
+
+
 def table(records: list[dict], width: int = 79) -> str:
     """One row per cgroup, fitted to width: the cgroup column takes what is left."""
-    rows = [_row(r) for r in records]
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(TABLE_COLUMNS)]
-    fixed = sum(w + 1 for w in widths)
-    name_w = max(8, width - fixed)
-    names = [display_name(r["cgroup"]) for r in records]
-    names = [n if len(n) <= name_w else "…" + n[-(name_w - 1):] for n in names]
-    out = ["cgroup".ljust(name_w) + "".join(" " + h.rjust(w) for h, w in zip(TABLE_COLUMNS, widths))]
-    for name, row in zip(names, rows):
-        out.append(name.ljust(name_w) + "".join(" " + c.rjust(w) for c, w in zip(row, widths)))
-    return "\n".join(out)
+    rows = [(display_name(r["cgroup"]), *_row(r)) for r in records]
+    return "\n".join(fit_rows(("cgroup", *TABLE_COLUMNS), rows, width))
 
 
 def beancounters(records: list[dict]) -> str:

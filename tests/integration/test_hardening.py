@@ -199,7 +199,7 @@ def memory_cgroup_for(pid: int, tag: str, headroom: int):
     with open(os.path.join(path, limit_file), "w") as f:
         f.write(str(usage + headroom))
 
-    from observer.app.demo import remove_cgroup
+    from observer.host.scratch import remove_cgroup
     return path, lambda: remove_cgroup(path)
 
 

@@ -18,7 +18,7 @@ from observer.core.config import Action, Limit
 from observer.kernel.loader import probe_source
 from observer.core.model import Account
 from observer.core.records import account_record
-from observer.core.sizes import MAX_SIZE
+from observer.core.sizes import MAX_SIZE, PAGE_SIZE
 
 COMMANDS = {
     "watch": "Watch cgroups live and act on limits",
@@ -216,8 +216,9 @@ def test_beancounters_layout():
     assert lines[0] == "Version: 2.5"
     assert lines[1].split() == ["uid", "resource", "held", "maxheld", "barrier", "limit", "failcnt"]
     assert lines[2] == "/a:"
-    assert lines[3].split() == ["physpages", str((300 << 20) // 4096), str((10 << 30) // 4096),
-                                str((512 << 20) // 4096), str((1 << 30) // 4096), "3"]
+    P = PAGE_SIZE
+    assert lines[3].split() == ["physpages", str((300 << 20) // P), str((10 << 30) // P),
+                                str((512 << 20) // P), str((1 << 30) // P), "3"]
     assert lines[4] == "/free:"
     assert lines[5].split() == ["physpages", "2", "2", "unlimited", "unlimited", "0"]
 
