@@ -44,7 +44,7 @@ def run_demo(host, limit: int, as_json: bool) -> int:
         session.start()
         proc = spawn_in_cgroup([sys.executable, "-m", "observer.app.workload", *DEMO_STEPS],
                                os.path.join(path, "cgroup.procs"), stderr=subprocess.DEVNULL,
-                               cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                               cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
         session.run(30.0, lambda: stop() or proc.poll() is not None)
         session.run(0.6, stop)  # the records that follow the kill
     except BeanwatchError as e:
