@@ -14,13 +14,11 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from observer.cgroupfs import find_mounts  # noqa: E402
-from observer.demo import remove_cgroup  # noqa: E402
+from observer.host.scratch import ScratchCgroups  # noqa: E402
 
 MiB = 1 << 20
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -31,61 +29,11 @@ def beanwatch(*args: str) -> list[str]:
     return [exe, *args]
 
 
-class Scratch:
+class Scratch(ScratchCgroups):
     """Cgroups for one benchmark run under a unique prefix; cleanup kills and removes them."""
 
     def __init__(self, tag: str):
-        self.mount = find_mounts().cgroup2
-        self.prefix = f"/beanwatch-bench-{tag}-{uuid.uuid4().hex[:6]}"
-        os.mkdir(self.mount + self.prefix)
-
-    def make(self, name: str) -> str:
-        rel = f"{self.prefix}/{name}"
-        os.makedirs(self.mount + rel, exist_ok=True)
-        return rel
-
-    def path(self, rel: str) -> str:
-        return self.mount + rel
-
-    def spawn(self, rel: str, argv, cpus=None, **kw) -> subprocess.Popen:
-        """Starts argv inside cgroup rel (and pinned to cpus, if given)."""
-        procs = os.path.join(self.mount + rel, "cgroup.procs")
-
-        def join():
-            with open(procs, "w") as f:
-                f.write(str(os.getpid()))
-            if cpus:
-                os.sched_setaffinity(0, cpus)
-        return subprocess.Popen(argv, preexec_fn=join, **kw)
-
-    def procs(self, rel: str) -> list[int]:
-        try:
-            with open(os.path.join(self.mount + rel, "cgroup.procs")) as f:
-                return [int(x) for x in f.read().split()]
-        except OSError:
-            return []
-
-    def cleanup(self) -> None:
-        top = self.mount + self.prefix
-        dirs = sorted((d for d, _, _ in os.walk(top)), key=len, reverse=True)
-        for d in dirs:
-            for name, value in (("cgroup.freeze", "0"), ("cgroup.kill", "1")):
-                try:
-                    with open(os.path.join(d, name), "w") as f:
-                        f.write(value)
-                except OSError:
-                    pass
-        for d in dirs:
-            try:
-                remove_cgroup(d, timeout=10.0)
-            except OSError:
-                print(f"bench: could not remove {d}", file=sys.stderr)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.cleanup()
+        super().__init__(f"bench-{tag}")
 
 
 def json_records(text: str) -> list[dict]:

@@ -119,7 +119,7 @@ def run(ctx) -> dict:
 
 def ctx_memory_controller() -> bool:
     from run import memory_max_available
-    from observer.cgroupfs import find_mounts
+    from observer.host.cgroupfs import find_mounts
     return memory_max_available(find_mounts().cgroup2)
 
 

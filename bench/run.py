@@ -80,7 +80,7 @@ def main() -> int:
         ctx = Ctx(quick=opts.quick, bins=build_all(tmp), tmp=tmp,
                   cpus={max(os.sched_getaffinity(0))}, has_bpftrace=tracers.have_bpftrace())
         host = machine()
-        from observer.cgroupfs import find_mounts
+        from observer.host.cgroupfs import find_mounts
         host["cgroup2"] = find_mounts().cgroup2
         host["memory_controller_cgroup2"] = memory_max_available(host["cgroup2"])
         host["workload_cpu"] = sorted(ctx.cpus)

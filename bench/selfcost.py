@@ -11,7 +11,7 @@ import subprocess
 import time
 
 from common import MiB, Scratch, Watcher, bpf_objects, cpu_ns, cpu_seconds, summary
-from observer import wire
+from observer.kernel import wire
 from report import target, text_cell
 
 RATE = 100_000
@@ -28,7 +28,7 @@ def memory(pid: int) -> dict:
 
 
 def kernel_stats(pid: int) -> list[int] | None:
-    """beanwatch's per-CPU stats map summed (indexes: observer/wire.py STAT_*)."""
+    """beanwatch's per-CPU stats map summed (indexes: observer/kernel/wire.py STAT_*)."""
     for m in bpf_objects(pid)["maps"]:
         if m.get("map_type") != "6":   # BPF_MAP_TYPE_PERCPU_ARRAY: the stats map
             continue

@@ -15,12 +15,11 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 
 import pytest
 
-from observer.cgroupfs import find_mounts
-from observer.demo import remove_cgroup, spawn_in_cgroup
+from observer.host.cgroupfs import find_mounts
+from observer.host.scratch import ScratchCgroups
 
 OUR_PROGRAMS = ("on_vm_syscall", "on_page_fault", "raw_tracepoint__", "tracepoint__sched__")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -65,59 +64,22 @@ def no_programs_left(timeout: float = 5.0) -> bool:
     return True
 
 
-class Cgroups:
+class Cgroups(ScratchCgroups):
     """Makes cgroups under one unique prefix in the cgroup2 mount, and removes them all."""
 
     def __init__(self):
-        self.mount = find_mounts().cgroup2
-        self.prefix = f"beanwatch-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        os.mkdir(os.path.join(self.mount, self.prefix))
-        self.procs: list[subprocess.Popen] = []
-
-    def make(self, name: str) -> str:
-        """Returns the cgroup's name relative to the mount, e.g. /beanwatch-test-1-ab/hog."""
-        rel = f"/{self.prefix}/{name}"
-        os.makedirs(self.mount + rel, exist_ok=True)
-        return rel
-
-    def path(self, rel: str) -> str:
-        return self.mount + rel
+        super().__init__(f"test-{os.getpid()}")
 
     def spawn(self, rel: str, argv: list[str], **kw) -> subprocess.Popen:
-        p = spawn_in_cgroup(argv, os.path.join(self.path(rel), "cgroup.procs"), cwd=ROOT, **kw)
-        self.procs.append(p)
-        return p
+        return super().spawn(rel, argv, cwd=ROOT, **kw)
 
     def workload(self, rel: str, *steps: str) -> subprocess.Popen:
-        return self.spawn(rel, [sys.executable, "-m", "observer.workload", *steps],
+        return self.spawn(rel, [sys.executable, "-m", "observer.app.workload", *steps],
                           stderr=subprocess.DEVNULL)
 
     def events(self, rel: str) -> dict:
         with open(os.path.join(self.path(rel), "cgroup.events")) as f:
             return dict((k, int(v)) for k, v in (line.split() for line in f))
-
-    def cleanup(self):
-        top = os.path.join(self.mount, self.prefix)
-        dirs = sorted((d for d, _, _ in os.walk(top)), key=len, reverse=True)
-        for d in dirs:
-            # thaw first: a frozen task only dies from fatal signals, and we leave nothing frozen
-            for name, value in (("cgroup.freeze", "0"), ("cgroup.kill", "1")):
-                try:
-                    with open(os.path.join(d, name), "w") as f:
-                        f.write(value)
-                except OSError:
-                    pass
-        for p in self.procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        for d in dirs:
-            try:
-                remove_cgroup(d)
-            except OSError:
-                pass  # the fixture's assertion names what was left
 
 
 @pytest.fixture
@@ -127,7 +89,7 @@ def cgroups():
         yield cg
     finally:
         cg.cleanup()
-        assert not os.path.exists(os.path.join(cg.mount, cg.prefix)), "test cgroups left behind"
+        assert not os.path.exists(cg.path(cg.prefix)), "test cgroups left behind"
 
 
 class Watcher:

@@ -181,7 +181,7 @@ def test_an_mmap_flood_loses_nothing_and_stays_sound(cgroups, watcher):
 def memory_cgroup_for(pid: int, tag: str, headroom: int):
     """A memory cgroup holding pid with `headroom` bytes above what it is charged now.
     cgroup2's memory controller where the host has it, else cgroup1's. Returns a cleanup."""
-    from observer.cgroupfs import find_mounts
+    from observer.host.cgroupfs import find_mounts
     m = find_mounts()
     v2_root = m.cgroup2
     v2_ctl = os.path.join(v2_root, "cgroup.controllers") if v2_root else None
@@ -203,7 +203,7 @@ def memory_cgroup_for(pid: int, tag: str, headroom: int):
     with open(os.path.join(path, limit_file), "w") as f:
         f.write(str(usage + headroom))
 
-    from observer.demo import remove_cgroup
+    from observer.host.scratch import remove_cgroup
     return path, lambda: remove_cgroup(path)
 
 

@@ -7,11 +7,11 @@ import subprocess
 
 import pytest
 
-import observer.cgroupfs as cgroupfs
-from observer.actions import ActionRefused, Actor, PidfdSignaller, guard
-from observer.cgroupfs import CgroupFS
-from observer.errors import BeanwatchError
-from observer.procfs import ProcFS
+import observer.host.cgroupfs as cgroupfs
+from observer.host.actions import ActionRefused, Actor, PidfdSignaller, guard
+from observer.host.cgroupfs import CgroupFS
+from observer.core.errors import BeanwatchError
+from observer.host.procfs import ProcFS
 
 OWN, INIT, TARGET = "/user/session", "/init.scope", "/work/job"
 

@@ -13,11 +13,11 @@ import struct
 
 import pytest
 
-from observer.btf import (BTF, KIND_ARRAY, KIND_CONST, KIND_DATASEC, KIND_DECL_TAG, KIND_ENUM,
+from observer.kernel.btf import (BTF, KIND_ARRAY, KIND_CONST, KIND_DATASEC, KIND_DECL_TAG, KIND_ENUM,
                           KIND_ENUM64, KIND_FLOAT, KIND_FUNC, KIND_FUNC_PROTO, KIND_FWD, KIND_INT,
                           KIND_PTR, KIND_RESTRICT, KIND_STRUCT, KIND_TYPE_TAG, KIND_TYPEDEF,
                           KIND_UNION, KIND_VAR, KIND_VOLATILE, BTFError)
-from observer.loader import ProbeError, _rss_counters, kernel_offsets
+from observer.kernel.loader import ProbeError, _rss_counters, kernel_offsets
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "data", "btf")
 

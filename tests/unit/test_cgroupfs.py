@@ -7,9 +7,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import observer.cgroupfs as cgroupfs
-from observer.cgroupfs import CgroupFS, Mounts, find_mounts
-from observer.errors import BeanwatchError
+import observer.host.cgroupfs as cgroupfs
+from observer.host.cgroupfs import CgroupFS, Mounts, find_mounts
+from observer.core.errors import BeanwatchError
 
 HYBRID = """\
 22 1 0:21 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw

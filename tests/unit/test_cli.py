@@ -9,15 +9,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import observer
-import observer.cli as cli_module
-import observer.demo as demo_module
-from observer import render
-from observer.cli import cli
-from observer.config import Action, Limit
-from observer.loader import probe_source
-from observer.model import Account
-from observer.session import account_record
-from observer.sizes import MAX_SIZE
+import observer.app.cli as cli_module
+import observer.app.demo as demo_module
+import observer.app.runtime as runtime_module
+from observer.output import render
+from observer.app.cli import cli
+from observer.core.config import Action, Limit
+from observer.kernel.loader import probe_source
+from observer.core.model import Account
+from observer.core.records import account_record
+from observer.core.sizes import MAX_SIZE, PAGE_SIZE
 
 COMMANDS = {
     "watch": "Watch cgroups live and act on limits",
@@ -41,8 +42,10 @@ def no_host(monkeypatch):
             raise AssertionError(f"{name} reached from a unit test")
         return f
 
-    for name in ("require_root", "open_host", "run_watch", "build_session", "resolve_watches"):
-        monkeypatch.setattr(cli_module, name, refuse(name))
+    monkeypatch.setattr(cli_module, "require_root", refuse("require_root"))
+    for name in ("open_host", "run_watch", "build_session", "resolve_watches", "run_top",
+                 "run_verify", "run_check", "status_records"):
+        monkeypatch.setattr(runtime_module, name, refuse(name))
     monkeypatch.setattr(demo_module, "run_demo", refuse("run_demo"))
     return reached
 
@@ -213,8 +216,9 @@ def test_beancounters_layout():
     assert lines[0] == "Version: 2.5"
     assert lines[1].split() == ["uid", "resource", "held", "maxheld", "barrier", "limit", "failcnt"]
     assert lines[2] == "/a:"
-    assert lines[3].split() == ["physpages", str((300 << 20) // 4096), str((10 << 30) // 4096),
-                                str((512 << 20) // 4096), str((1 << 30) // 4096), "3"]
+    P = PAGE_SIZE
+    assert lines[3].split() == ["physpages", str((300 << 20) // P), str((10 << 30) // P),
+                                str((512 << 20) // P), str((1 << 30) // P), "3"]
     assert lines[4] == "/free:"
     assert lines[5].split() == ["physpages", "2", "2", "unlimited", "unlimited", "0"]
 

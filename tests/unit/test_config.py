@@ -4,9 +4,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from observer.config import DEFAULT_HYSTERESIS, Action, ConfigError, Limit, LimitSpec, parse_limit_spec
-from observer.errors import BeanwatchError
-from observer.sizes import MAX_SIZE, SizeError
+from observer.core.config import DEFAULT_HYSTERESIS, Action, ConfigError, Limit, LimitSpec, parse_limit_spec
+from observer.core.errors import BeanwatchError
+from observer.core.sizes import MAX_SIZE, SizeError
 
 M, G = 1 << 20, 1 << 30
 KELVIN = "\u212a"

@@ -8,11 +8,11 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from observer import configfile
-from observer.config import DEFAULT_HYSTERESIS, Action, ConfigError, Limit
-from observer.configfile import (MAX_CONFIG_BYTES, CgroupConfig, ConfigFileError, FileConfig, check_file,
+from observer.host import configfile
+from observer.core.config import DEFAULT_HYSTERESIS, Action, ConfigError, Limit
+from observer.host.configfile import (MAX_CONFIG_BYTES, CgroupConfig, ConfigFileError, FileConfig, check_file,
                                  load, parse_config, read_checked)
-from observer.sizes import MAX_SIZE
+from observer.core.sizes import MAX_SIZE
 
 K, M, G = 1 << 10, 1 << 20, 1 << 30
 SRC = "/etc/beanwatch/beanwatch.toml"

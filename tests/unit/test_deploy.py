@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 import observer
-from observer.configfile import parse_config
+from observer.host.configfile import parse_config
 
 try:
     import tomllib
@@ -287,7 +287,7 @@ def test_image_runs_beanwatch_in_the_nodes_cgroup_namespace(container):
 def cli_params(args: list[str]) -> dict:
     """The options as beanwatch's own command line parses them (callbacks included),
     without running the command."""
-    from observer.cli import cli
+    from observer.app.cli import cli
     command = cli.commands[args[0]]
     return command.make_context(args[0], list(args[1:])).params
 

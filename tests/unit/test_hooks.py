@@ -8,9 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from observer.errors import BeanwatchError
-from observer.hooks import (ENV_KEYS, HOOK_PATH, MAX_PIDS_CHARS, OUTPUT_LIMIT, HookError, HookOutcome,
+from observer.core.errors import BeanwatchError
+from observer.host.hooks import (HOOK_PATH, MAX_PIDS_CHARS, OUTPUT_LIMIT, HookError, HookOutcome,
                             HookRunner, check_hook, hook_env)
+
+# The whole environment a hook gets: the documented contract.
+ENV_KEYS = ("PATH", "BEANWATCH_EVENT", "BEANWATCH_CGROUP", "BEANWATCH_CGROUP_ID",
+            "BEANWATCH_ACTION", "BEANWATCH_LIMIT_BYTES", "BEANWATCH_BARRIER_BYTES",
+            "BEANWATCH_EXACT_BYTES", "BEANWATCH_ESTIMATE_BYTES", "BEANWATCH_PIDS", "BEANWATCH_NAME")
 
 ME = os.getuid()   # as root the files are root's; otherwise the test user stands in for root
 CID = "3f2a1b9c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import struct
 
-from observer.journal import JournalSink, encode
+from observer.output.journal import JournalSink, encode
 
 
 def decode(data: bytes) -> dict[str, str]:

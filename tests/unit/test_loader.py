@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from observer.loader import (MMAP_LOCK_TRACEPOINT, REQUIRED_TRACEPOINTS, REQUIRED_VM_SYSCALLS,
+from observer.kernel.loader import (MMAP_LOCK_TRACEPOINT, REQUIRED_TRACEPOINTS, REQUIRED_VM_SYSCALLS,
                              ProbeError, ProbeOptions, Probes, probe_source)
 
 
@@ -67,8 +67,8 @@ def test_probe_source_is_absolute_and_independent_of_cwd(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(not os.path.exists("/sys/kernel/btf/vmlinux"), reason="no kernel BTF")
 def test_kernel_offsets_from_this_kernels_btf():
-    from observer.btf import BTF
-    from observer.loader import kernel_offsets
+    from observer.kernel.btf import BTF
+    from observer.kernel.loader import kernel_offsets
     offs = kernel_offsets(BTF.from_file())
     assert set(offs) >= {"OFF_TASK_MM", "OFF_MM_TOTAL_VM", "OFF_KERNFS_NODE_ID"}
     assert all(isinstance(v, int) and v >= 0 for v in offs.values())
@@ -86,7 +86,7 @@ format:
 
 
 def test_exit_layout_comes_from_the_tracepoint_format(tmp_path):
-    from observer.loader import tracepoint_fields
+    from observer.kernel.loader import tracepoint_fields
     root = fake_tracefs(tmp_path)
     fmt = tmp_path / "events" / "sched" / "sched_process_exit" / "format"
     fmt.write_text(EXIT_FORMAT_610)

@@ -9,10 +9,10 @@ from prometheus_client.core import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from observer import wire
-from observer.config import Action, Limit
-from observer.metrics import MetricsError, SessionCollector, parse_address, serve
-from observer.model import Account, Mode
+from observer.kernel import wire
+from observer.core.config import Action, Limit
+from observer.output.metrics import MetricsError, SessionCollector, parse_address, serve
+from observer.core.model import Account, Mode
 
 MiB = 1 << 20
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from observer.config import Action, Limit
-from observer.model import (S64_MAX, Account, Effect, LeafBounds, LeafCounters, Mode,
+from observer.core.config import Action, Limit
+from observer.core.model import (S64_MAX, Account, Effect, LeafBounds, LeafCounters, Mode,
                             leaf_bounds)
 
 PS = 4096

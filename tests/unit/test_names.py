@@ -4,7 +4,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from observer.names import KINDS, QOS_CLASSES, CgroupName, describe_cgroup, display_name
+from observer.core.names import KINDS, QOS_CLASSES, CgroupName, describe_cgroup, display_name
 
 PROPS = settings(database=None, deadline=None, max_examples=500)
 

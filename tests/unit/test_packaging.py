@@ -20,9 +20,9 @@ import zipfile
 import pytest
 
 import observer
-from observer.configfile import parse_config
-from observer.selfguard import OOM_SCORE_ADJ
-from observer.state import DEFAULT_STATE_DIR
+from observer.host.configfile import parse_config
+from observer.host.selfguard import OOM_SCORE_ADJ
+from observer.host.state import DEFAULT_STATE_DIR
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 UNIT = os.path.join(ROOT, "packaging", "beanwatch.service")
@@ -212,7 +212,7 @@ def test_unit_runs_the_documented_command():
     assert start[:2] == ["/usr/local/bin/beanwatch", "watch"]
     assert start[start.index("--config") + 1] == "/etc/beanwatch/beanwatch.toml"
     assert "--json" in start
-    from observer.cli import cli
+    from observer.app.cli import cli
     params = cli.commands["watch"].make_context("watch", start[2:]).params   # parsed, not run
     assert params["config_path"] == "/etc/beanwatch/beanwatch.toml" and params["as_json"]
     assert one(s, "Service.ExecReload") == "/bin/kill -HUP $MAINPID"
@@ -265,7 +265,7 @@ def test_example_config_parses_as_is_and_with_every_example_switched_on():
 
 
 def test_example_config_documents_every_key_the_parser_takes():
-    from observer import configfile
+    from observer.host import configfile
     text = open(EXAMPLE).read()
     for key in configfile._DEFAULT_KEYS + configfile._CGROUP_KEYS:
         assert re.search(rf"^#?\s*{key}\b", text, re.M), key
@@ -337,7 +337,7 @@ def test_installed_command_runs_from_another_directory(installed, tmp_path):
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == f"beanwatch, version {observer.__version__}"
     res = run([str(root / "opt/beanwatch/venv/bin/python"), "-c",
-               "import observer.loader; print(observer.loader.probe_source())"],
+               "import observer.kernel.loader; print(observer.kernel.loader.probe_source())"],
               env=env, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == str(
@@ -381,8 +381,10 @@ def test_wheel_carries_the_probes_and_every_module(wheel):
     with zipfile.ZipFile(wheel) as z:
         assert z.read("observer/probes/accounting.c") == open(
             os.path.join(ROOT, "probes", "accounting.c"), "rb").read()
-    modules = {f for f in os.listdir(os.path.join(ROOT, "observer")) if f.endswith(".py")}
-    assert {f"observer/{m}" for m in modules} <= names
+    modules = {os.path.relpath(os.path.join(d, f), ROOT)
+               for d, _, files in os.walk(os.path.join(ROOT, "observer")) for f in files
+               if f.endswith(".py")}
+    assert len(modules) > 20 and modules <= names, sorted(modules - names)
     tops = {n.split("/")[0] for n in names}
     assert tops == {"observer", f"beanwatch-{observer.__version__}.dist-info"}, tops
 
@@ -392,7 +394,7 @@ def test_wheel_metadata_entry_point_and_dependencies(wheel):
         info = f"beanwatch-{observer.__version__}.dist-info"
         entry_points = z.read(f"{info}/entry_points.txt").decode()
         metadata = z.read(f"{info}/METADATA").decode()
-    assert re.search(r"^\[console_scripts\]\s*\nbeanwatch = observer\.cli:main$", entry_points, re.M)
+    assert re.search(r"^\[console_scripts\]\s*\nbeanwatch = observer\.app\.cli:main$", entry_points, re.M)
     requires = re.findall(r"^Requires-Dist: ([A-Za-z0-9_.-]+)(.*)$", metadata, re.M)
     plain = {name.lower().replace("_", "-") for name, rest in requires if "extra ==" not in rest}
     assert plain == {n.lower().replace("_", "-") for n in runtime_requirements()}
@@ -413,7 +415,7 @@ def fresh_venv(tmp_path_factory, wheel) -> str:
 
 def test_installed_wheel_finds_its_probes_from_any_directory(fresh_venv, tmp_path):
     res = run([os.path.join(fresh_venv, "bin/python"), "-c",
-               "import observer, observer.loader as l; print(observer.__file__); print(l.probe_source())"],
+               "import observer, observer.kernel.loader as l; print(observer.__file__); print(l.probe_source())"],
               cwd=tmp_path, env=clean_env())
     assert res.returncode == 0, res.stderr
     module, probe = res.stdout.split()

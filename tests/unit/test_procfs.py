@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from observer.errors import BeanwatchError
-from observer.procfs import PAGE_SIZE, ProcFS, ProcStat, ProcStatus
+from observer.core.errors import BeanwatchError
+from observer.host.procfs import PAGE_SIZE, ProcFS, ProcStat, ProcStatus
 
 
 def make_tree(root, files):

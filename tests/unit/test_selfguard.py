@@ -1,6 +1,6 @@
 """beanwatch's own footprint: which compiler pages may be dropped after loading."""
 
-from observer.selfguard import _compiler_ranges
+from observer.host.selfguard import _compiler_ranges
 
 SMAPS = """\
 7f0000000000-7f0000100000 r--p 00000000 08:01 123 /usr/lib/x86_64-linux-gnu/libLLVM-14.so.1

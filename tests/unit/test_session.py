@@ -7,14 +7,14 @@ import os
 
 import pytest
 
-from observer import wire
-from observer.actions import ActionResult
-from observer.cgroupfs import CgroupFS
-from observer.config import Action, Limit
-from observer.loader import Probes
-from observer.model import LeafBounds
-from observer.procfs import PAGE_SIZE, ProcFS
-from observer.session import Session, Watch
+from observer.kernel import wire
+from observer.host.actions import ActionResult
+from observer.host.cgroupfs import CgroupFS
+from observer.core.config import Action, Limit
+from observer.kernel.loader import Probes
+from observer.core.model import LeafBounds
+from observer.host.procfs import PAGE_SIZE, ProcFS
+from observer.app.session import Session, Watch
 
 MiB = 1 << 20
 
@@ -347,7 +347,7 @@ def test_an_error_in_one_round_is_logged_and_the_loop_goes_on(host):
 
 
 def test_a_dead_beanwatchs_frozen_cgroups_are_thawed_at_start(host, tmp_path):
-    from observer.state import FrozenLedger
+    from observer.host.state import FrozenLedger
     cid = host.cgroup("/job")
     dead = FrozenLedger(str(tmp_path / "state"), pid=2**22 + 12345)  # above pid_max: not running
     dead.save({("/job", cid)})
@@ -360,7 +360,7 @@ def test_a_dead_beanwatchs_frozen_cgroups_are_thawed_at_start(host, tmp_path):
 
 
 def test_a_freeze_is_recorded_until_the_thaw_at_exit(host, tmp_path):
-    from observer.state import FrozenLedger
+    from observer.host.state import FrozenLedger
     cid = host.cgroup("/job")
     host.process(100, "/job", 2048 * MiB, 300 * MiB)
     ledger = FrozenLedger(str(tmp_path / "state"))
@@ -373,7 +373,7 @@ def test_a_freeze_is_recorded_until_the_thaw_at_exit(host, tmp_path):
 
 class FakeHooks:
     def __init__(self, veto):
-        from observer.hooks import HookOutcome
+        from observer.host.hooks import HookOutcome
         self.on_exceed, self.on_action = "/x/exceed", "/x/action"
         self.veto = veto
         self.Outcome = HookOutcome

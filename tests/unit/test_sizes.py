@@ -7,8 +7,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from observer.errors import BeanwatchError
-from observer.sizes import MAX_SIZE, SizeError, format_size, parse_size
+from observer.core.errors import BeanwatchError
+from observer.core.sizes import MAX_SIZE, SizeError, format_size, parse_size
 
 K, M, G, T, P, E = (1024 ** i for i in range(1, 7))
 

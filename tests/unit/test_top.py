@@ -1,6 +1,6 @@
 """The top view's pure parts: sorting by closeness to the limit, fitting the width."""
 
-from observer.top import SORTS, closeness, sort_records, table_lines
+from observer.output.top import SORTS, closeness, sort_records, table_lines
 
 MiB = 1 << 20
 

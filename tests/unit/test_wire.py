@@ -1,4 +1,4 @@
-"""The wire format: probes/observer.h and observer/wire.py must say the same thing."""
+"""The wire format: probes/observer.h and observer/kernel/wire.py must say the same thing."""
 
 import re
 import shutil
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from observer import wire
-from observer.wire import EVENT_FORMAT, EVENT_SIZE, Event, WireError, decode, encode
+from observer.kernel import wire
+from observer.kernel.wire import EVENT_FORMAT, EVENT_SIZE, Event, WireError, decode, encode
 
 HEADER = Path(__file__).resolve().parents[2] / "probes" / "observer.h"
 # C type -> (struct code, size); BPF targets are LP64.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from .errors import BeanwatchError
+from ..core.errors import BeanwatchError
 
 BTF_MAGIC = 0xEB9F
 

@@ -15,7 +15,7 @@ import mmap
 import sys
 import time
 
-from .sizes import parse_size
+from ..core.sizes import parse_size
 
 PAGE = mmap.PAGESIZE
 

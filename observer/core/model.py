@@ -9,7 +9,7 @@ computed here (leaf_bounds) so that no crossing of a limit can go unseen.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .config import Action, Limit
 
@@ -80,17 +80,38 @@ class Account:
         if self.limit is None:
             return []
         if self.mode is Mode.FAST and estimate > self.limit.trigger:
-            self.mode = Mode.SLOW
-            self.switches += 1
-            self.recent_switches.append(now)
             self.exact = None  # stale from an earlier slow period; measured again now
-            return [Effect.SWITCH_SLOW]
+            return self._switch(Mode.SLOW, now)
         if self.mode is Mode.SLOW and estimate < self.low_water(now):
-            self.mode = Mode.FAST
-            self.switches += 1
-            self.recent_switches.append(now)
-            return [Effect.SWITCH_FAST]
+            return self._switch(Mode.FAST, now)
         return []
+
+    def _switch(self, mode: Mode, now: float | None) -> list[Effect]:
+        """Counts a switch; with a time, it also counts towards the adaptive hysteresis."""
+        self.mode = mode
+        self.switches += 1
+        if now is not None:
+            self.recent_switches.append(now)
+        return [Effect.SWITCH_SLOW if mode is Mode.SLOW else Effect.SWITCH_FAST]
+
+    def force_slow(self) -> list[Effect]:
+        """Exact checks only, whatever the estimate: some process could not be accounted,
+        so the estimate is no longer an upper bound. A switch like any other, but not a
+        flap: the adaptive hysteresis does not count it."""
+        if self.limit is None or self.mode is Mode.SLOW:
+            return []
+        return self._switch(Mode.SLOW, None)
+
+    @classmethod
+    def measured_once(cls, name: str, cgroup_id: int, limit: Limit | None, estimate: int,
+                      exact: int) -> "Account":
+        """A one-shot evaluation (status): both figures read at one moment, the mode the
+        estimate gives, nothing counted (no failure, check or action)."""
+        acc = cls(name, cgroup_id, limit)
+        acc.on_estimate(estimate)
+        acc.exact = exact
+        acc.maxheld = max(acc.maxheld, acc.held)
+        return acc
 
     def on_exact(self, exact: int, now: float, retry_after: float = 1.0) -> list[Effect]:
         """An exact measurement. Counts failures and decides whether to act.
@@ -157,15 +178,6 @@ class LeafCounters:
         return self.vm + self.seed
 
 
-@dataclass
-class _Bound:
-    vm_high: int = S64_MAX
-    vm_low: int = -S64_MAX
-    rss_high: int = S64_MAX
-    slow: bool = False
-    gen: int = 0
-
-
 def leaf_bounds(accounts: list[Account], leaves_of: dict[str, list[int]],
                 counters: dict[int, LeafCounters], all_leaves: list[int],
                 page_size: int, now: float = 0.0) -> dict[int, LeafBounds]:
@@ -178,7 +190,7 @@ def leaf_bounds(accounts: list[Account], leaves_of: dict[str, list[int]],
     resident growth in slow mode. A cgroup covered by several accounts takes the
     tightest bound of each kind.
     """
-    out = {leaf: _Bound() for leaf in all_leaves}
+    out = {leaf: LeafBounds() for leaf in all_leaves}
     for acc in accounts:
         leaves = leaves_of.get(acc.name, [])
         if acc.limit is None or not leaves:
@@ -189,18 +201,17 @@ def leaf_bounds(accounts: list[Account], leaves_of: dict[str, list[int]],
             headroom = max(acc.limit.trigger // page_size - est_pages, 0)
             share = headroom // k
             for leaf in leaves:
-                b = out.setdefault(leaf, _Bound())
-                b.vm_high = min(b.vm_high, counters.get(leaf, LeafCounters()).vm + share)
+                b = out.get(leaf, LeafBounds())
+                out[leaf] = replace(b, vm_high=min(b.vm_high,
+                                                   counters.get(leaf, LeafCounters()).vm + share))
         else:
             excess = max(est_pages - acc.low_water(now) // page_size, 0)
             share = excess // k
             rss_share = acc.rss_headroom() // page_size // k
             for leaf in leaves:
                 c = counters.get(leaf, LeafCounters())
-                b = out.setdefault(leaf, _Bound())
-                b.vm_low = max(b.vm_low, c.vm - share)
-                b.rss_high = min(b.rss_high, c.rss_growth + rss_share)
-                b.slow = True
-                b.gen = max(b.gen, acc.gen)
-    return {leaf: LeafBounds(b.vm_high, b.vm_low, b.rss_high, b.slow, b.gen)
-            for leaf, b in out.items()}
+                b = out.get(leaf, LeafBounds())
+                out[leaf] = replace(b, vm_low=max(b.vm_low, c.vm - share),
+                                    rss_high=min(b.rss_high, c.rss_growth + rss_share),
+                                    slow=True, gen=max(b.gen, acc.gen))
+    return out

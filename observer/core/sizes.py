@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 from .errors import BeanwatchError
@@ -9,6 +10,20 @@ from .errors import BeanwatchError
 _UNITS = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4, "P": 5, "E": 6}
 _SIZE = re.compile(r"(\d+)(?:\.(\d+))?(?:([KMGTPE])(?:I?B)?|B)?", re.IGNORECASE | re.ASCII)
 MAX_SIZE = 2**63 - 1  # sizes travel through signed 64-bit BPF map fields
+
+
+# The kernel counts memory in pages (statm, the probes' counters and bounds); everything
+# above it speaks bytes. These are the one conversion between the two.
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def to_pages(n_bytes: int) -> int:
+    """Whole pages in n_bytes (rounded down)."""
+    return n_bytes // PAGE_SIZE
+
+
+def to_bytes(n_pages: int) -> int:
+    return n_pages * PAGE_SIZE
 
 
 class SizeError(BeanwatchError):

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 
 from .cgroupfs import CgroupFS
-from .errors import BeanwatchError
+from ..core.errors import BeanwatchError
 from .procfs import ProcFS
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .procfs import PAGE_SIZE
+from ..core.sizes import to_bytes
 
 
 def below(estimate: int, rss_before: int, rss_after: int) -> bool:
@@ -21,7 +21,6 @@ class Tally:
     violations: int = 0
     max_drift: int = 0          # largest |estimate - summed VmSize| seen
     max_ratio: float = 0.0      # largest estimate / exact seen
-    processes_checked: int = 0
 
 
 @dataclass
@@ -60,9 +59,8 @@ class Verifier:
             vmsize = sum(after[p].vm_size for p in mine)
             estimate = s.estimate(acc, counters)
             for pid in mine:
-                tally.processes_checked += 1
                 entry = tracked.get(pid)
-                est = entry[0] * PAGE_SIZE if entry else 0
+                est = to_bytes(entry[0]) if entry else 0
                 if below(est, before[pid].vm_rss, after[pid].vm_rss):
                     tally.violations += 1
                     self.sink({"event": "violation", "ts": now, "cgroup": acc.name,

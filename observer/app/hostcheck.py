@@ -6,10 +6,10 @@ import os
 import platform
 from dataclasses import dataclass
 
-from . import loader
-from .btf import BTF
-from .cgroupfs import find_mounts
-from .errors import BeanwatchError
+from ..kernel import loader
+from ..kernel.btf import BTF
+from ..host.cgroupfs import find_mounts
+from ..core.errors import BeanwatchError
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,8 @@ def _scratch_has(root: str, name: str) -> bool | None:
     except OSError:
         return None
     try:
+        if not os.path.exists(os.path.join(path, "cgroup.procs")):
+            return None   # not a cgroup filesystem
         return os.path.exists(os.path.join(path, name))
     finally:
         try:

@@ -6,9 +6,9 @@ import functools
 import os
 from dataclasses import dataclass
 
-from .errors import BeanwatchError
+from ..core.errors import BeanwatchError
+from ..core.sizes import PAGE_SIZE, to_bytes  # noqa: F401  (PAGE_SIZE: for tests)
 
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ class ProcFS:
     def statm(self, pid: int) -> tuple[int, int] | None:
         try:
             size, resident = self._read(pid, "statm").split()[:2]
-            return int(size) * PAGE_SIZE, int(resident) * PAGE_SIZE
+            return to_bytes(int(size)), to_bytes(int(resident))
         except ValueError:
             raise BeanwatchError(f"malformed {self.root}/{pid}/statm") from None
 

@@ -22,6 +22,11 @@ class Action(str, enum.Enum):
 DEFAULT_HYSTERESIS = 0.10
 
 
+def barrier_fits(limit: int, barrier: int | None) -> bool:
+    """No barrier, or one above zero and not above the limit (the one barrier rule)."""
+    return barrier is None or 0 < barrier <= limit
+
+
 @dataclass(frozen=True)
 class Limit:
     """A memory limit on a cgroup and its descendants, like memory.max."""
@@ -35,7 +40,7 @@ class Limit:
     def __post_init__(self):
         if self.limit <= 0:
             raise ConfigError(f"limit must be above zero, not {self.limit}")
-        if self.barrier is not None and not 0 < self.barrier <= self.limit:
+        if not barrier_fits(self.limit, self.barrier):
             raise ConfigError(
                 f"barrier {format_size(self.barrier)} must be above zero and not above "
                 f"the limit {format_size(self.limit)}")
@@ -75,6 +80,6 @@ def parse_limit_spec(text: str) -> LimitSpec:
     barrier = parse_size(barrier_text) if colon else None
     if limit <= 0:
         raise ConfigError(f"bad --limit {text!r}: the limit must be above zero")
-    if barrier is not None and not 0 < barrier <= limit:
+    if not barrier_fits(limit, barrier):
         raise ConfigError(f"bad --limit {text!r}: the barrier must be above zero and not above the limit")
     return LimitSpec(cgroup, limit, barrier)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from . import __version__, wire
-from .errors import BeanwatchError
-from .names import display_name
+from .. import __version__
+from ..kernel import wire
+from ..core.errors import BeanwatchError
+from ..core.names import display_name
 
 
 class MetricsError(BeanwatchError):

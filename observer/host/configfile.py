@@ -8,8 +8,8 @@ import os
 from dataclasses import dataclass
 from stat import S_ISBLK, S_ISCHR, S_ISDIR, S_ISFIFO, S_ISLNK, S_ISREG, S_ISSOCK
 
-from .config import DEFAULT_HYSTERESIS, Action, ConfigError, Limit
-from .sizes import MAX_SIZE, SizeError, format_size, parse_size
+from ..core.config import DEFAULT_HYSTERESIS, Action, ConfigError, Limit, barrier_fits
+from ..core.sizes import MAX_SIZE, SizeError, format_size, parse_size
 
 try:
     import tomllib
@@ -253,7 +253,7 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> FileConfig:
         if "limit" not in table:
             raise t.error("limit is required")
         limit, barrier = t.size("limit"), t.size("barrier")
-        if barrier is not None and barrier > limit:
+        if not barrier_fits(limit, barrier):   # above zero already: t.size says so
             raise t.error(f"barrier {format_size(barrier, exact=True)} is above "
                           f"limit {format_size(limit, exact=True)}")
         own_action, own_hysteresis = t.action(action), t.number("hysteresis", 0.0, 1.0, True, hysteresis)

@@ -7,38 +7,17 @@ import subprocess
 import sys
 import time
 
-from . import render
-from .config import Action, Limit
-from .errors import BeanwatchError
-from .sizes import format_size
+from ..output import render
+from ..core.config import Action, Limit
+from ..core.errors import BeanwatchError
+from ..core.sizes import format_size
+from ..host.scratch import remove_cgroup, spawn_in_cgroup
 
 DEMO_STEPS = ["reserve:1G", "touch:16M", "sleep:2", "touch:1G", "hold"]
 
 
-def spawn_in_cgroup(argv: list[str], procs_file: str, **kw) -> subprocess.Popen:
-    """Starts argv already inside a cgroup: the child joins it before exec."""
-    def join():
-        with open(procs_file, "w") as f:
-            f.write(str(os.getpid()))
-    return subprocess.Popen(argv, preexec_fn=join, **kw)
-
-
-def remove_cgroup(path: str, timeout: float = 5.0) -> None:
-    deadline = time.time() + timeout
-    while True:
-        try:
-            os.rmdir(path)
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.05)
-
-
 def run_demo(host, limit: int, as_json: bool) -> int:
-    from .cli import Signals, build_session, json_sink
+    from .runtime import Options, Signals, build_session, json_sink
     from .session import Watch
     name = f"/beanwatch-demo-{os.getpid()}"
     path = host.cg.path(name)
@@ -58,14 +37,14 @@ def run_demo(host, limit: int, as_json: bool) -> int:
     session = None
     try:
         watch = Watch(name, host.cg.cgroup_id(name), Limit(limit, None, Action.KILL))
-        session = build_session(host, [watch], sink, interval=0.5)
+        session = build_session(host, [watch], sink, Options(interval=0.5))
         if not as_json:
             print(f"beanwatch demo: cgroup {name}, limit {format_size(limit)}, action kill")
             print("  workload: reserve 1G (untouched), touch 16M, pause, then touch until stopped")
         session.start()
-        proc = spawn_in_cgroup([sys.executable, "-m", "observer.workload", *DEMO_STEPS],
+        proc = spawn_in_cgroup([sys.executable, "-m", "observer.app.workload", *DEMO_STEPS],
                                os.path.join(path, "cgroup.procs"), stderr=subprocess.DEVNULL,
-                               cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                               cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
         session.run(30.0, lambda: stop() or proc.poll() is not None)
         session.run(0.6, stop)  # the records that follow the kill
     except BeanwatchError as e:

@@ -10,8 +10,8 @@ from importlib import resources
 
 from . import wire
 from .btf import BTF
-from .errors import BeanwatchError
-from .model import LeafBounds, LeafCounters
+from ..core.errors import BeanwatchError
+from ..core.model import LeafBounds, LeafCounters
 
 TRACEFS_CANDIDATES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
@@ -296,15 +296,6 @@ class Probes:
         leaf.vm_pages, leaf.cgid = vm_pages, cgid
         res = lib.bpf_update_elem(table.map_fd, ctypes.byref(key), ctypes.byref(leaf), BPF_NOEXIST)
         return res == 0
-
-    def process(self, tgid: int) -> tuple[int, int] | None:
-        """(vm pages, cgroup id) counted for a process, if any."""
-        table = self.bpf["procs"]
-        try:
-            v = table[table.Key(tgid)]
-        except KeyError:
-            return None
-        return (v.vm_pages, v.cgid)
 
     def processes(self) -> dict[int, tuple[int, int]]:
         return {k.value: (v.vm_pages, v.cgid) for k, v in self.bpf["procs"].items()}

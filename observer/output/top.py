@@ -6,8 +6,8 @@ import collections
 import time
 
 from . import render
-from .names import display_name
-from .sizes import format_size
+from ..core.names import display_name
+from ..core.sizes import format_size
 
 SORTS = ("closeness", "held", "estimate", "name")
 HEADER = ("cgroup", "mode", "held", "estimate", "exact", "limit", "use%", "fails", "sw")
@@ -37,27 +37,18 @@ def table_lines(records: list[dict], key: str, width: int) -> list[str]:
                      format_size(r["estimate_bytes"]), format_size(r["exact_bytes"]),
                      format_size(r["limit_bytes"]), f"{100 * use:.0f}" if use >= 0 else "-",
                      str(r["failcnt"]), str(r["switches"])))
-    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(HEADER)]
-    name_w = max(8, width - sum(w + 1 for w in widths[1:]) - 1)
-    out = []
-    for row in [HEADER] + rows:
-        name = row[0] if len(row[0]) <= name_w else "…" + row[0][-(name_w - 1):]
-        out.append((name.ljust(name_w) + "".join(" " + c.rjust(w)
-                                                 for c, w in zip(row[1:], widths[1:])))[:width])
-    return out
+    return [line[:width] for line in render.fit_rows(HEADER, rows, width - 1)]
 
 
 class TopScreen:
     """Keeps the latest snapshot per cgroup and recent events; draws them with curses."""
 
-    def __init__(self, stdscr, n_accounts, max_events: int = 8):
+    def __init__(self, stdscr, max_events: int = 8):
         self.scr = stdscr
-        self.n = n_accounts
         self.latest: dict[str, dict] = {}
         self.events = collections.deque(maxlen=max_events)
         self.sort = SORTS[0]
         self.quit = False
-        self.started = time.time()
 
     def sink(self, rec: dict) -> None:
         if rec["event"] == "snapshot":
@@ -100,13 +91,14 @@ class TopScreen:
         self.scr.refresh()
 
 
-def run_top(build_session, watches, interval: float, should_stop) -> int:
+def run_top(build_session, should_stop) -> int:
+    """build_session(sink) gives the session whose records the screen shows."""
     import curses
 
     def main(stdscr):
         curses.curs_set(0)
         stdscr.nodelay(True)
-        screen = TopScreen(stdscr, len(watches))
+        screen = TopScreen(stdscr)
         session = build_session(screen.sink)
         try:
             session.start()

@@ -39,7 +39,7 @@ class CgroupName:
 
 
 def printable(text: str) -> str:
-    """One line, like render.printable: mkdir allows newlines and escapes in names."""
+    """One line: mkdir allows newlines and escapes in names (the one escaper)."""
     return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 

@@ -8,16 +8,13 @@ import os
 import stat
 import subprocess
 
-from .errors import BeanwatchError
-from .names import display_name, printable
+from ..core.errors import BeanwatchError
+from ..core.names import display_name, printable
 
 HOOK_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 OUTPUT_LIMIT = 4096           # bytes of the hook's stdout+stderr kept
 PIPE_SIZE = 1 << 20           # a hook blocks only once it has written this much
 MAX_PIDS_CHARS = 64 * 1024    # the kernel refuses one env string over 128 KiB (MAX_ARG_STRLEN)
-ENV_KEYS = ("PATH", "BEANWATCH_EVENT", "BEANWATCH_CGROUP", "BEANWATCH_CGROUP_ID",
-            "BEANWATCH_ACTION", "BEANWATCH_LIMIT_BYTES", "BEANWATCH_BARRIER_BYTES",
-            "BEANWATCH_EXACT_BYTES", "BEANWATCH_ESTIMATE_BYTES", "BEANWATCH_PIDS", "BEANWATCH_NAME")
 
 
 class HookError(BeanwatchError):

@@ -8,7 +8,7 @@ import re
 import stat
 from dataclasses import dataclass
 
-from .errors import BeanwatchError
+from ..core.errors import BeanwatchError
 
 # cgroup v1 reports "no limit" as PAGE_COUNTER_MAX pages in bytes (0x7ffffffffffff000 on 64-bit).
 V1_UNLIMITED = 2**62

@@ -5,15 +5,10 @@ from __future__ import annotations
 import json
 import sys
 
-from .names import display_name
-from .sizes import format_size
+from ..core.names import display_name, printable
+from ..core.sizes import format_size, to_pages
 
 TABLE_COLUMNS = ("held", "maxheld", "barrier", "limit", "failcnt", "mode", "estimate", "switches")
-
-
-def printable(name: str) -> str:
-    """A cgroup name as one line: mkdir allows newlines and escapes in names."""
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in name)
 
 
 def json_line(record: dict) -> str:
@@ -27,18 +22,22 @@ def _row(rec: dict) -> list[str]:
             str(rec["switches"])]
 
 
+def fit_rows(header, rows, width: int) -> list[str]:
+    """Header and rows as lines of width columns: the first column (a name) takes what the
+    others leave (at least 8, its start cut to "…" where too long), the others right-aligned."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)][1:]
+    name_w = max(8, width - sum(w + 1 for w in widths))
+    out = []
+    for row in [header] + list(rows):
+        name = row[0] if len(row[0]) <= name_w else "…" + row[0][-(name_w - 1):]
+        out.append(name.ljust(name_w) + "".join(" " + c.rjust(w) for c, w in zip(row[1:], widths)))
+    return out
+
+
 def table(records: list[dict], width: int = 79) -> str:
     """One row per cgroup, fitted to width: the cgroup column takes what is left."""
-    rows = [_row(r) for r in records]
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(TABLE_COLUMNS)]
-    fixed = sum(w + 1 for w in widths)
-    name_w = max(8, width - fixed)
-    names = [display_name(r["cgroup"]) for r in records]
-    names = [n if len(n) <= name_w else "…" + n[-(name_w - 1):] for n in names]
-    out = ["cgroup".ljust(name_w) + "".join(" " + h.rjust(w) for h, w in zip(TABLE_COLUMNS, widths))]
-    for name, row in zip(names, rows):
-        out.append(name.ljust(name_w) + "".join(" " + c.rjust(w) for c, w in zip(row, widths)))
-    return "\n".join(out)
+    rows = [(display_name(r["cgroup"]), *_row(r)) for r in records]
+    return "\n".join(fit_rows(("cgroup", *TABLE_COLUMNS), rows, width))
 
 
 def beancounters(records: list[dict]) -> str:
@@ -48,9 +47,9 @@ def beancounters(records: list[dict]) -> str:
     for rec in records:
         lim = rec["limit_bytes"]
         bar = rec["barrier_bytes"] if rec["barrier_bytes"] is not None else lim
-        vals = [rec["held_bytes"] // 4096, rec["maxheld_bytes"] // 4096,
-                (bar // 4096) if bar is not None else "unlimited",
-                (lim // 4096) if lim is not None else "unlimited", rec["failcnt"]]
+        vals = [to_pages(rec["held_bytes"]), to_pages(rec["maxheld_bytes"]),
+                to_pages(bar) if bar is not None else "unlimited",
+                to_pages(lim) if lim is not None else "unlimited", rec["failcnt"]]
         out.append(f"{printable(rec['cgroup'])}:")
         out.append(f"{'':10}  {'physpages':<12}" + "".join(f"{v:>21}" for v in vals))
     return "\n".join(out)
@@ -86,6 +85,22 @@ def describe(record: dict) -> str:
         return (f"{cg}: events lost {record.get('events_lost')}, processes unaccounted "
                 f"{record.get('processes_unaccounted')}; resynchronising")
     return f"{cg}: {ev}"
+
+
+def describe_violation(record: dict) -> str:
+    """One line for a `verify` violation: an estimate below RSS."""
+    who = f"pid {record['pid']} ({record.get('comm')})" if record["pid"] else "cgroup total"
+    return (f"VIOLATION {record['cgroup']}: {who} estimate "
+            f"{format_size(record['estimate_bytes'])} < RSS {format_size(record['rss_bytes'])}")
+
+
+def verify_table(tallies: dict) -> str:
+    """`verify`'s closing table: one row per cgroup (tallies: name -> verify.Tally)."""
+    out = [f"{'cgroup':<40} {'samples':>7} {'violations':>10} {'max drift':>9} {'est/exact':>9}"]
+    for name, t in tallies.items():
+        out.append(f"{name[-40:]:<40} {t.samples:>7} {t.violations:>10} "
+                   f"{format_size(t.max_drift):>9} {t.max_ratio:>9.2f}")
+    return "\n".join(out)
 
 
 def message(text: str) -> None:

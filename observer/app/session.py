@@ -7,12 +7,12 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
-from . import wire
-from .config import Action
-from .errors import BeanwatchError
-from .model import Account, Effect, LeafBounds, LeafCounters, Mode, leaf_bounds
-from .names import display_name
-from .procfs import PAGE_SIZE
+from ..kernel import wire
+from ..core.errors import BeanwatchError
+from ..core.model import Account, Effect, LeafBounds, LeafCounters, Mode, leaf_bounds
+from ..core.records import account_record
+from ..core.sizes import PAGE_SIZE, to_bytes, to_pages
+from .enforcer import Enforcer
 
 
 @dataclass(frozen=True)
@@ -24,19 +24,16 @@ class Watch:
     limit: object  # config.Limit or None
 
 
-def account_record(event: str, acc: Account, ts: float, **extra) -> dict:
-    lim = acc.limit
-    rec = {
-        "event": event, "ts": round(ts, 6), "cgroup": acc.name,
-        "name": display_name(acc.name), "cgroup_id": acc.cgroup_id,
-        "estimate_bytes": acc.estimate, "exact_bytes": acc.exact,
-        "held_bytes": acc.held, "maxheld_bytes": acc.maxheld,
-        "limit_bytes": lim.limit if lim else None,
-        "barrier_bytes": lim.barrier if lim else None,
-        "mode": acc.mode.value, "failcnt": acc.failcnt, "switches": acc.switches,
-    }
-    rec.update(extra)
-    return rec
+def measure(cg, procfs, name: str) -> tuple[int, dict[int, int]]:
+    """From /proc, the summed address space (bytes) of a cgroup's processes (its descendants'
+    included), and each one's RSS."""
+    vm, rss_by_pid = 0, {}
+    for pid in cg.subtree_procs(name):
+        statm = procfs.statm(pid)
+        if statm:
+            vm += statm[0]
+            rss_by_pid[pid] = statm[1]
+    return vm, rss_by_pid
 
 
 # Detaching the page-fault programs blocks for ~0.1 s (the kernel waits for an RCU grace
@@ -61,13 +58,13 @@ class Session:
         self.clock = clock
         self.taskstats = taskstats
         self.ledger = ledger            # state.FrozenLedger, or None
-        self.hooks = hooks              # hooks.HookRunner, or None
+        self.enforcer = Enforcer(actor, sink, clock, hooks=hooks, taskstats=taskstats,
+                                 ledger=ledger, keep_frozen=keep_frozen)
         self.accounts = [Account(w.name, w.cgroup_id, w.limit) for w in watches]
         self.seed: dict[int, int] = defaultdict(int)   # cgroup id -> pages found in /proc
         self.tree: dict[int, str] = {}                  # cgroup id -> name
         self.leaves_of: dict[str, list[int]] = {}       # account name -> cgroup ids covered
         self.written: dict[int, LeafBounds] = {}        # bounds last written per cgroup
-        self.frozen: set[tuple[str, int]] = set()
         self.pending: list[wire.Event] = []
         self.dirty = False
         self.exact_due: set[str] = set()
@@ -102,7 +99,7 @@ class Session:
             path = self.procfs.cgroup2_path(pid)
             if not statm or not statm[0] or path is None or path not in ids:
                 continue
-            pages = statm[0] // PAGE_SIZE
+            pages = to_pages(statm[0])
             if self.probes.seed_process(pid, pages, ids[path]):
                 self.seed[ids[path]] += pages
                 seeded.append((pid, pages, ids[path]))
@@ -161,7 +158,7 @@ class Session:
 
     def estimate(self, acc: Account, counters: dict[int, LeafCounters]) -> int:
         pages = sum(counters[c].estimate for c in self.leaves_of.get(acc.name, ()) if c in counters)
-        return max(pages, 0) * PAGE_SIZE
+        return to_bytes(max(pages, 0))
 
     def reconcile(self, force_all: bool = False, periodic: bool = False) -> None:
         self.check_losses()
@@ -171,10 +168,8 @@ class Session:
         for acc in self.accounts:
             before = acc.mode
             effects = acc.on_estimate(self.estimate(acc, counters), now)
-            if self.blind and acc.limit is not None and acc.mode is Mode.FAST:
-                acc.mode = Mode.SLOW
-                acc.switches += 1
-                effects = [Effect.SWITCH_SLOW]
+            if self.blind and acc.mode is Mode.FAST:
+                effects = acc.force_slow() or effects
             if Effect.SWITCH_SLOW in effects:
                 self.gen += 1
                 acc.gen = self.gen
@@ -239,11 +234,7 @@ class Session:
 
     def measure(self, acc: Account) -> tuple[int, dict[int, int]]:
         """Summed RSS of the cgroup's processes, and each one's, from /proc."""
-        per_pid = {}
-        for pid in self.cg.subtree_procs(acc.name):
-            statm = self.procfs.statm(pid)
-            if statm:
-                per_pid[pid] = statm[1]
+        _, per_pid = measure(self.cg, self.procfs, acc.name)
         return sum(per_pid.values()), per_pid
 
     def check_exact(self, acc: Account, now: float) -> None:
@@ -254,66 +245,7 @@ class Session:
             if effect in (Effect.WARN, Effect.EXCEED):
                 self.sink(account_record(effect.value, acc, now))
             elif effect is Effect.ACT:
-                self.act(acc, per_pid)
-
-    def act(self, acc: Account, rss_by_pid: dict[int, int]) -> None:
-        """Acts first and describes after: every millisecond here is memory touched."""
-        action = acc.limit.action
-        extra = {}
-        held = False
-        if self.hooks is not None and self.hooks.on_exceed:
-            # The hook may take its whole timeout: hold the cgroup still meanwhile (not in
-            # report mode, which never writes a cgroup file).
-            if action is not Action.REPORT:
-                held = self._try(lambda: self.actor.freeze(acc.name, acc.cgroup_id).ok)
-            verdict = self.hooks.before_action(account_record(
-                "exceed", acc, self.clock(), action=action.value, pids=sorted(rss_by_pid)))
-            extra["hook"] = verdict.detail
-            if verdict.vetoed:
-                if held:
-                    self._try(lambda: self.actor.thaw(acc.name, acc.cgroup_id))
-                self.sink(account_record("action", acc, self.clock(), action=action.value,
-                                         pids=[], ok=False, vetoed=True, detail=verdict.detail))
-                return
-        try:
-            if action is Action.KILL:
-                res = self.actor.kill(acc.name, acc.cgroup_id)
-            elif action is Action.FREEZE:
-                res = self.actor.freeze(acc.name, acc.cgroup_id)
-                if res.ok:
-                    self.frozen.add((acc.name, acc.cgroup_id))
-                    if self.ledger is not None and not self.keep_frozen:
-                        self.ledger.save(self.frozen)
-            else:
-                res = self.actor.report(acc.name)
-            rec = account_record("action", acc, self.clock(), action=action.value,
-                                 pids=res.pids, ok=res.ok, detail=res.detail, **extra)
-        except Exception as e:  # a refused or failed action is reported, never fatal
-            rec = account_record("action", acc, self.clock(), action=action.value,
-                                 pids=[], ok=False, detail=str(e), **extra)
-        finally:
-            if held and action is Action.KILL:
-                # killed while frozen (SIGKILL reaches frozen tasks): leave nothing frozen
-                self._try(lambda: self.actor.thaw(acc.name, acc.cgroup_id))
-        rec["rss_bytes"] = {str(pid): rss for pid, rss in sorted(rss_by_pid.items())}
-        # Killed processes have no taskstats left; the others tell their peaks.
-        if action is not Action.KILL and self.taskstats is not None:
-            peaks = {str(pid): p for pid in rec["pids"][:16] if (p := self.taskstats(pid))}
-            if peaks:
-                rec["peak"] = peaks
-        self.sink(rec)
-        if self.hooks is not None and self.hooks.on_action:
-            out = self.hooks.after_action(rec)
-            self.sink(account_record("hook", acc, self.clock(), hook="on-action",
-                                     returncode=out.returncode, timed_out=out.timed_out,
-                                     detail=out.detail))
-
-    @staticmethod
-    def _try(fn):
-        try:
-            return fn()
-        except Exception:  # noqa: BLE001 - a hold or release that fails changes no decision
-            return False
+                self.enforcer.enforce(acc, per_pid)
 
     def check_losses(self) -> None:
         stats = self.probes.stats()
@@ -415,7 +347,7 @@ class Session:
                 self.taskstats.close()
         finally:
             if not self.keep_frozen:
-                for name, cid in sorted(self.frozen):
+                for name, cid in sorted(self.enforcer.frozen):
                     try:
                         self.actor.thaw(name, cid)
                         thawed.append(name)

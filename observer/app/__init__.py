@@ -1,0 +1,1 @@
+"""The application: the session, the enforcer, the runtime, the CLI on top."""

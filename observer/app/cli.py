@@ -1,0 +1,273 @@
+"""The beanwatch command line: parses and validates, then calls the runtime (nothing imports it)."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import click
+
+from .. import __version__
+from ..core.config import DEFAULT_HYSTERESIS, Action, ConfigError, parse_limit_spec
+from ..core.errors import BeanwatchError
+from ..output import render
+from . import demo, runtime
+
+EXAMPLES_WATCH = """
+\b
+Examples:
+  beanwatch watch --limit batch.slice=4G --action kill
+  beanwatch watch --limit /sys/fs/cgroup/job=512M:448M --json --duration 60
+  beanwatch watch          # every cgroup, limits from memory.max, report only
+"""
+
+
+class FiniteFloatRange(click.FloatRange):
+    """FloatRange that also refuses NaN, which passes every range comparison."""
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if math.isnan(rv):
+            self.fail(f"{value!r} is not a number.", param, ctx)
+        return rv
+
+
+def fail(message: str, code: int = 1):
+    click.echo(f"beanwatch: {message}", err=True)
+    sys.exit(code)
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        fail("must run as root (loading BPF programs needs CAP_BPF and CAP_PERFMON)")
+
+
+def open_host_or_exit(watches_of=None):
+    """The host, and the watches watches_of(host) gives; a bad name or limit exits 2."""
+    try:
+        host = runtime.open_host()
+        return host, (watches_of(host) if watches_of else None)
+    except BeanwatchError as e:
+        fail(str(e), 2)
+
+
+def _limits_callback(ctx, param, values):
+    try:
+        return [parse_limit_spec(v) for v in values]
+    except BeanwatchError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _metrics_callback(ctx, param, value):
+    from ..output.metrics import parse_address
+    if value is not None:
+        try:
+            parse_address(value)
+        except BeanwatchError as e:
+            raise click.BadParameter(str(e)) from None
+    return value
+
+
+def _hook_callback(ctx, param, value):
+    from ..host.hooks import check_hook
+    if value is not None:
+        try:
+            return check_hook(value)
+        except BeanwatchError as e:
+            raise click.BadParameter(str(e)) from None
+    return value
+
+
+def json_option(f):
+    return click.option("--json", "as_json", is_flag=True,
+                        help="One JSON object per line on stdout.")(f)
+
+
+def limit_option(f):
+    return click.option("--limit", "limits", multiple=True, metavar="CGROUP=SIZE[:BARRIER]",
+                        callback=_limits_callback,
+                        help="Watch CGROUP (relative to the cgroup2 mount, or absolute) with a "
+                             "limit and optional barrier; sizes take K/M/G/T. Repeatable.")(f)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="beanwatch")
+def cli():
+    """On-demand per-cgroup memory accounting with eBPF.
+
+    A cgroup whose processes' mapped memory (an upper bound of their resident memory)
+    stays under its limit costs nothing per page fault. Above it, exact usage is
+    followed, and a cgroup past its limit is reported, frozen or killed.
+    """
+
+
+@cli.command(epilog=EXAMPLES_WATCH)
+@limit_option
+@click.option("--config", "config_path", type=click.Path(dir_okay=True), default=None,
+              help="TOML file of limits (see README); reloaded on SIGHUP. It must be owned by "
+                   "root and not writable by group or others.")
+@click.option("--action", type=click.Choice([a.value for a in Action]), default="report",
+              show_default=True, help="What to do with a cgroup past its limit.")
+@click.option("--hysteresis", type=FiniteFloatRange(0, 1, max_open=True),
+              default=DEFAULT_HYSTERESIS, show_default=True,
+              help="Return to fast mode below limit x (1 - this).")
+@click.option("--adaptive/--fixed-hysteresis", default=True, show_default=True,
+              help="Widen the hysteresis while a cgroup flaps between modes (up to 50%).")
+@click.option("--interval", type=FiniteFloatRange(0.05, 3600), default=None,
+              help="Seconds between snapshots and slow-mode exact checks [default: 1, or the "
+                   "config's].")
+@click.option("--duration", type=FiniteFloatRange(0, min_open=True), default=None,
+              help="Stop after this many seconds.")
+@json_option
+@click.option("--keep-frozen", is_flag=True, help="Leave cgroups frozen by --action freeze on exit.")
+@click.option("--on-exceed", metavar="PATH", callback=_hook_callback,
+              help="Run PATH before each action (data in BEANWATCH_* variables); exit 1 vetoes. "
+                   "The cgroup is held frozen meanwhile (freeze and kill).")
+@click.option("--on-action", metavar="PATH", callback=_hook_callback,
+              help="Run PATH after each action (data in BEANWATCH_* variables).")
+@click.option("--hook-timeout", type=FiniteFloatRange(0.05, 60), default=2.0, show_default=True,
+              help="Seconds a hook may run before it is killed (and ignored).")
+@click.option("--journal", is_flag=True,
+              help="Also send every record but snapshots to the systemd journal as structured "
+                   "fields (BEANWATCH_*), with a syslog priority per event.")
+@click.option("--metrics", "metrics_addr", metavar="ADDR:PORT", default=None,
+              callback=_metrics_callback, help="Serve Prometheus metrics, e.g. 127.0.0.1:9638.")
+@click.option("--ringbuf-pages", type=click.IntRange(1, 65536), default=64, hidden=True)
+@click.option("--vm-hook", type=click.Choice(["auto", "mmap-lock", "syscalls"]), default="auto",
+              hidden=True, help="How address-space changes are followed (for benchmarks).")
+@click.option("--kill-via", type=click.Choice(["auto", "signals"]), default="auto", hidden=True,
+              help="signals: freeze + SIGKILL through pidfds even where cgroup.kill exists.")
+@click.option("--print-bpf", is_flag=True, hidden=True, help="Print the BPF source and exit.")
+def watch(limits, config_path, action, hysteresis, adaptive, interval, duration, as_json,
+          keep_frozen, on_exceed, on_action, hook_timeout, journal, metrics_addr, ringbuf_pages,
+          vm_hook, kill_via, print_bpf):
+    """Watch cgroups live and act on limits."""
+    from ..kernel.loader import probe_source
+    if print_bpf:
+        with open(probe_source()) as f:
+            click.echo(f.read())
+        return
+    from ..host.configfile import load
+    action = Action(action)
+    if action is not Action.REPORT and not limits:
+        raise click.UsageError(f"--action {action.value} needs at least one --limit")
+    try:
+        file_config = load(config_path) if config_path else None
+    except BeanwatchError as e:
+        fail(str(e), 2)
+    require_root()
+    host, watches = open_host_or_exit(lambda host: runtime.resolve_watches(
+        host, limits, action, hysteresis, adaptive, file_config))
+    if interval is None:
+        interval = (file_config.interval if file_config and file_config.interval else 1.0)
+
+    def reload():
+        """SIGHUP: the config file again; a bad one keeps the running config."""
+        return runtime.resolve_watches(host, limits, action, hysteresis, adaptive,
+                                       load(config_path))
+
+    options = runtime.Options(
+        interval=interval, duration=duration, as_json=as_json, keep_frozen=keep_frozen,
+        ringbuf_pages=ringbuf_pages, vm_hook=vm_hook, kill_via=kill_via,
+        metrics_addr=metrics_addr, journal=journal, on_exceed=on_exceed, on_action=on_action,
+        hook_timeout=hook_timeout)
+    sys.exit(runtime.run_watch(host, watches, options, reload if config_path else None))
+
+
+@cli.command()
+@limit_option
+@click.option("--interval", type=FiniteFloatRange(0.1, 3600), default=1.0, show_default=True,
+              help="Seconds between refreshes.")
+def top(limits, interval):
+    """Full-screen live view, sorted by how close each cgroup is to its limit.
+
+    Report only: top never freezes or kills. Keys: s cycles the sort (closeness to the
+    limit, held, estimate, name), n sorts by name, q quits.
+    """
+    if not sys.stdout.isatty():
+        raise click.UsageError("top needs a terminal; use `watch` for a stream")
+    require_root()
+    host, watches = open_host_or_exit(lambda host: runtime.resolve_watches(
+        host, limits, Action.REPORT, DEFAULT_HYSTERESIS))
+    try:
+        code = runtime.run_top(host, watches, interval)
+    except BeanwatchError as e:
+        fail(str(e), 1)
+    sys.exit(code)
+
+
+@cli.command()
+@click.option("--cgroup", "cgroups", multiple=True, metavar="CGROUP",
+              help="Verify this cgroup (and its descendants); repeatable. Default: all.")
+@click.option("--duration", type=FiniteFloatRange(0, min_open=True), default=10.0,
+              show_default=True, help="Seconds to run.")
+@click.option("--interval", type=FiniteFloatRange(0.05, 3600), default=1.0, show_default=True)
+@json_option
+def verify(cgroups, duration, interval, as_json):
+    """Check the estimate against /proc on your own workloads.
+
+    Runs the live accounting and, every interval, compares each process's estimate with
+    its VmSize and VmRSS, and each cgroup's with its processes' summed RSS. Prints
+    violations (an estimate below RSS: the estimate would be unsound) and drift (estimate
+    minus VmSize). Exits 1 on any violation.
+    """
+    require_root()
+    host, watches = open_host_or_exit(lambda host: runtime.all_cgroups(host, cgroups))
+    sys.exit(runtime.run_verify(host, watches, duration, interval, as_json))
+
+
+@cli.command()
+@limit_option
+@json_option
+@click.option("--format", "fmt", type=click.Choice(["table", "beancounters"]), default="table",
+              show_default=True)
+def status(limits, as_json, fmt):
+    """One-shot accounting from /proc, no BPF: estimate, exact, limit, mode."""
+    host, watches = open_host_or_exit(lambda host: runtime.resolve_watches(
+        host, limits, Action.REPORT, DEFAULT_HYSTERESIS))
+    records = runtime.status_records(host, watches)
+    if as_json:
+        for rec in records:
+            click.echo(render.json_line(rec))
+    elif fmt == "beancounters":
+        click.echo(render.beancounters(records))
+    else:
+        click.echo(render.table(records))
+
+
+@cli.command("demo")
+@click.option("--limit", "limit_text", default="256M", show_default=True,
+              help="Limit for the scratch cgroup.")
+@json_option
+def demo_command(limit_text, as_json):
+    """Zero-configuration demonstration on a scratch cgroup.
+
+    A workload reserves 1 GiB of address space but touches 16 MiB (fast -> slow mode,
+    exact check passes, no kill), then touches memory past the limit (killed).
+    """
+    from ..core.sizes import parse_size
+    try:
+        limit = parse_size(limit_text)
+        if limit < 64 << 20:
+            raise ConfigError("--limit for the demo must be at least 64M")
+    except BeanwatchError as e:
+        raise click.BadParameter(str(e), param_hint="--limit") from None
+    require_root()
+    host, _ = open_host_or_exit()
+    sys.exit(demo.run_demo(host, limit, as_json))
+
+
+@cli.command()
+@json_option
+def check(as_json):
+    """What this host supports; exits non-zero with the reason if beanwatch cannot run."""
+    sys.exit(runtime.run_check(as_json))
+
+
+def main():
+    cli(prog_name="beanwatch")
+
+
+if __name__ == "__main__":
+    main()

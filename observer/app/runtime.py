@@ -1,0 +1,308 @@
+"""The runtime under the CLI: opens the host, builds the session, runs the loops with their sinks and signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, replace
+
+from ..core.config import DEFAULT_HYSTERESIS, Action, ConfigError, Limit
+from ..core.errors import BeanwatchError
+from ..core.model import Account
+from ..host.cgroupfs import CgroupFS, find_mounts
+from ..host.procfs import ProcFS
+from ..output import render
+from ..core.records import account_record
+from .session import Session, Watch, measure
+
+
+@dataclass
+class Host:
+    cg: CgroupFS
+    procfs: ProcFS
+    own_cgroup: str
+    init_cgroup: str
+
+
+def open_host() -> Host:
+    mounts = find_mounts()
+    if not mounts.cgroup2:
+        raise BeanwatchError("no cgroup2 filesystem is mounted (see /proc/self/mountinfo)")
+    procfs = ProcFS()
+    own = procfs.cgroup2_path(os.getpid()) or "/"
+    init = procfs.cgroup2_path(1) or "/"
+    return Host(CgroupFS(mounts.cgroup2, mounts.memory_v1), procfs, own, init)
+
+
+@dataclass(frozen=True)
+class Options:
+    """How a session runs: what `watch` takes on its command line, with its defaults."""
+
+    interval: float = 1.0
+    duration: float | None = None
+    as_json: bool = False
+    keep_frozen: bool = False
+    ringbuf_pages: int = 64
+    vm_hook: str = "auto"
+    kill_via: str = "auto"            # "signals": freeze + SIGKILL even where cgroup.kill exists
+    metrics_addr: str | None = None
+    journal: bool = False
+    on_exceed: str | None = None      # hook paths, checked already
+    on_action: str | None = None
+    hook_timeout: float = 2.0
+    state_dir: str | None = None      # None: state.DEFAULT_STATE_DIR
+
+
+def resolve_watches(host: Host, limits, action: Action, hysteresis: float, adaptive=False,
+                    file_config=None):
+    """--limit specs and --config entries to Watch objects, each checked (freeze and kill
+    are refused where they could reach init or beanwatch). With neither, every cgroup
+    with its memory limit, in report mode."""
+    from ..host.actions import ActionRefused, guard
+    wanted = [(spec.cgroup, Limit(spec.limit, spec.barrier, action, hysteresis, adaptive))
+              for spec in limits]
+    if file_config is not None:
+        wanted += [(c.cgroup, replace(c.limit, adaptive=adaptive)) for c in file_config.cgroups]
+    if not wanted:
+        watches = []
+        for cid, name in sorted(host.cg.walk().items(), key=lambda kv: kv[1]):
+            lim = host.cg.memory_limit(name)
+            watches.append(Watch(name, cid, Limit(lim, None, Action.REPORT, hysteresis, adaptive)
+                                 if lim else None))
+        return watches
+    watches, seen = [], set()
+    for spec, limit in wanted:
+        name = host.cg.resolve(spec)
+        if name in seen:
+            raise ConfigError(f"cgroup {name} is given twice")
+        seen.add(name)
+        cid = host.cg.cgroup_id(name)
+        if limit.action is not Action.REPORT:
+            try:
+                guard(host.cg, name, cid, host.own_cgroup, host.init_cgroup)
+            except ActionRefused as e:
+                raise ConfigError(f"action {limit.action.value} on {name}: {e}") from None
+        watches.append(Watch(name, cid, limit))
+    return watches
+
+
+def all_cgroups(host: Host, cgroups=()) -> list[Watch]:
+    """Watches without limits: the cgroups named (and their descendants), else all of them."""
+    if cgroups:
+        names = [host.cg.resolve(c) for c in cgroups]
+        return [Watch(n, host.cg.cgroup_id(n), None) for n in dict.fromkeys(names)]
+    return [Watch(n, cid, None) for cid, n in sorted(host.cg.walk().items(), key=lambda kv: kv[1])]
+
+
+class TableSink:
+    """Collects snapshot records and redraws the table once per round; logs the rest."""
+
+    def __init__(self, n_accounts, out=sys.stdout):
+        self.n = n_accounts   # a callable: the number of accounts changes on reload
+        self.out = out
+        self.batch: list[dict] = []
+        self.clear = out.isatty()
+
+    def __call__(self, rec: dict) -> None:
+        if rec["event"] != "snapshot":
+            render.message(render.describe(rec))
+            return
+        self.batch.append(rec)
+        if len(self.batch) >= self.n():
+            text = render.table(self.batch)
+            self.batch = []
+            if self.clear:
+                self.out.write("\x1b[H\x1b[2J")
+            self.out.write(text + "\n\n")
+            self.out.flush()
+
+
+def json_sink(rec: dict) -> None:
+    sys.stdout.write(render.json_line(rec) + "\n")
+    sys.stdout.flush()
+
+
+class Signals:
+    """SIGINT and SIGTERM end the session between two polls, so cleanup always runs;
+    SIGHUP asks for a reload. Handlers only set flags."""
+
+    def __init__(self):
+        self.signal = None
+        self.hup = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._stop)
+        signal.signal(signal.SIGHUP, self._hup)
+
+    def _stop(self, signum, _frame):
+        self.signal = signum
+
+    def _hup(self, _signum, _frame):
+        self.hup = True
+
+    def take_hup(self) -> bool:
+        hup, self.hup = self.hup, False
+        return hup
+
+    def __call__(self) -> bool:
+        return self.signal is not None
+
+
+def build_session(host: Host, watches, sink, options: Options = Options()) -> Session:
+    from ..host.actions import Actor
+    from ..host.hooks import HookRunner
+    from ..host.netlink import PeakReader
+    from ..host.state import DEFAULT_STATE_DIR, FrozenLedger
+    from ..kernel.loader import ProbeOptions, Probes
+    o = options
+    holder = {}
+    probes = Probes(lambda ev: holder["s"].on_event(ev),
+                    ProbeOptions(ring_pages=o.ringbuf_pages, vm_hook=o.vm_hook))
+    actor = Actor(host.cg, host.procfs, host.own_cgroup, host.init_cgroup,
+                  use_cgroup_kill=(o.kill_via == "auto"))
+    hooks = (HookRunner(o.on_action, o.on_exceed, o.hook_timeout)
+             if (o.on_action or o.on_exceed) else None)
+    session = Session(watches, host.cg, host.procfs, probes, actor, sink, interval=o.interval,
+                      keep_frozen=o.keep_frozen, taskstats=PeakReader(),
+                      ledger=FrozenLedger(o.state_dir or DEFAULT_STATE_DIR), hooks=hooks)
+    holder["s"] = session
+    return session
+
+
+def run_watch(host: Host, watches, options: Options, reload=None) -> int:
+    """`watch`: the session until a signal or the duration; reload() gives fresh watches
+    on SIGHUP (None: there is no config to reload). Returns the exit code."""
+    from ..host.selfguard import protect_self
+    holder = {}
+    sink = json_sink if options.as_json else TableSink(lambda: len(holder["s"].accounts))
+    journal = None
+    if options.journal:
+        from ..output.journal import JournalSink
+        journal, to_output = JournalSink(), sink
+
+        def sink(rec):
+            to_output(rec)
+            journal(rec)
+    signals = Signals()
+    session = build_session(host, watches, sink, options)
+    holder["s"] = session
+
+    def on_hup():
+        if not signals.take_hup():
+            return
+        if reload is None:
+            render.message("SIGHUP: no --config to reload")
+            return
+        try:
+            fresh = reload()
+        except BeanwatchError as e:
+            render.message(f"reload refused, keeping the running config: {e}")
+            sink({"event": "reload", "ts": time.time(), "cgroup": None, "ok": False,
+                  "detail": str(e)})
+            return
+        session.apply_watches(fresh)
+        render.message(f"reloaded: watching {len(fresh)} cgroup(s)")
+        sink({"event": "reload", "ts": time.time(), "cgroup": None, "ok": True,
+              "detail": f"{len(fresh)} cgroup(s)"})
+
+    server = None
+    try:
+        session.start()
+        if options.metrics_addr is not None:
+            from ..output.metrics import serve
+            server = serve(session, options.metrics_addr)
+            render.message(f"metrics on http://{options.metrics_addr}/metrics")
+        for note in protect_self():
+            render.message(note)
+        if not session.probes.has_fault_tracepoint:
+            render.message("exceptions:page_fault_user is missing (not x86?): slow mode relies "
+                           "on periodic exact checks every --interval")
+        render.message(f"watching {len(session.accounts)} cgroup(s) "
+                       f"(address space via {session.probes.vm_hook}); Ctrl-C to stop")
+        session.run(options.duration, signals, on_loop=on_hup)
+    except BeanwatchError as e:
+        render.message(str(e))
+        return 1
+    finally:
+        if server is not None:
+            server.shutdown()
+        for name in session.stop():
+            render.message(f"thawed {name}")
+    if session.loop_errors:
+        render.message(f"{session.loop_errors} internal error(s) were logged during the session")
+    if journal is not None and journal.dropped:
+        render.message(f"{journal.dropped} record(s) could not be sent to the systemd journal")
+    return 0
+
+
+def run_top(host: Host, watches, interval: float) -> int:
+    from ..output.top import run_top as top
+    signals = Signals()
+    return top(lambda sink: build_session(host, watches, sink, Options(interval=interval)),
+               signals)
+
+
+def run_verify(host: Host, watches, duration: float, interval: float, as_json: bool) -> int:
+    """`verify`: the live accounting checked against /proc; 1 on any violation."""
+    from .verify import Verifier
+
+    def sink(rec):
+        if as_json:
+            json_sink(rec)
+        elif rec["event"] == "violation":
+            render.message(render.describe_violation(rec))
+
+    stop = Signals()
+    session = build_session(host, watches, lambda rec: None, Options(interval=interval))
+    verifier = Verifier(session, sink)
+    try:
+        session.start()
+        render.message(f"verifying {len(watches)} cgroup(s) for {duration:g}s")
+        session.run(duration, stop, on_tick=verifier)
+    except BeanwatchError as e:
+        render.message(str(e))
+        return 1
+    finally:
+        session.stop()
+    if not as_json:
+        print(render.verify_table(verifier.tallies))
+    return 1 if verifier.violations else 0
+
+
+def status_records(host: Host, watches) -> list[dict]:
+    """`status`: one-shot accounting from /proc, no BPF."""
+    records = []
+    now = time.time()
+    for w in watches:
+        vm, rss_by_pid = measure(host.cg, host.procfs, w.name)
+        rss = sum(rss_by_pid.values())
+        acc = Account.measured_once(w.name, w.cgroup_id, w.limit, vm, rss)
+        # one-shot: both are measured, so held is the exact figure
+        records.append(account_record("status", acc, now, held_bytes=rss, maxheld_bytes=rss))
+    return records
+
+
+def run_check(as_json: bool) -> int:
+    """`check`: what this host supports; 1 with the reason where beanwatch cannot run."""
+    from .hostcheck import run_checks, summary
+    results = run_checks()
+    facts = summary(results)
+    for r in results:
+        if as_json:
+            print(render.json_line({"event": "check", "name": r.name, "ok": r.ok,
+                                    "required": r.required, "detail": r.detail}))
+        else:
+            mark = "ok" if r.ok else ("MISSING" if r.required else "no")
+            print(f"{mark:>8}  {r.name}: {r.detail}")
+    if as_json:
+        print(render.json_line({"event": "check_summary", "ts": round(time.time(), 6),
+                                "cgroup": None, **facts}))
+    else:
+        for gap in facts["not_covered"]:
+            print(f"{'gap':>8}  not covered on this kernel: {gap}")
+    failed = [r.name for r in results if r.required and not r.ok]
+    if failed:
+        render.message("cannot run here: " + ", ".join(failed))
+        return 1
+    return 0

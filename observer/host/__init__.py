@@ -1,0 +1,1 @@
+"""Host boundaries: /proc, cgroupfs, netlink, actions on cgroups, hooks, self-protection, state, the config file."""

@@ -1,0 +1,1 @@
+"""Outputs: the stdout renderer, the systemd journal, Prometheus metrics, the top screen."""

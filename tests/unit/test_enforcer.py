@@ -1,0 +1,109 @@
+"""The enforcer: policy, then the action table, then the record; with a recording actor."""
+
+from __future__ import annotations
+
+import pytest
+
+from observer.app.enforcer import ACTIONS, ActionEntry, Enforcer
+from observer.core.config import Action, Limit
+from observer.core.model import Account
+from observer.core.policy import Decision, decide
+from observer.host.actions import ActionResult
+
+
+@pytest.mark.parametrize("action, hook, expected", [
+    (Action.REPORT, False, Decision(Action.REPORT, False, False)),
+    (Action.REPORT, True, Decision(Action.REPORT, True, False)),    # report never freezes
+    (Action.FREEZE, True, Decision(Action.FREEZE, True, True)),
+    (Action.KILL, True, Decision(Action.KILL, True, True)),
+    (Action.KILL, False, Decision(Action.KILL, False, False)),
+])
+def test_decide(action, hook, expected):
+    assert decide(Limit(100, None, action), hook) == expected
+
+
+class Actor:
+    def __init__(self, fail=None):
+        self.log, self.fail = [], fail
+
+    def _do(self, what, name):
+        self.log.append((what, name))
+        if what == self.fail:
+            raise OSError(f"{what} failed")
+        return ActionResult(what, name, [7, 8], True, what + " done")
+
+    def report(self, name):
+        return self._do("report", name)
+
+    def freeze(self, name, cid):
+        return self._do("freeze", name)
+
+    def thaw(self, name, cid):
+        return self._do("thaw", name)
+
+    def kill(self, name, cid):
+        return self._do("kill", name)
+
+
+class Ledger:
+    def __init__(self):
+        self.saved = []
+
+    def save(self, frozen):
+        self.saved.append(set(frozen))
+
+
+def over(action, name="/job"):
+    acc = Account(name, 5, Limit(100, None, action))
+    acc.on_estimate(200)
+    acc.on_exact(150, 1.0)
+    return acc
+
+
+def enforcer(actor, **kw):
+    records = []
+    return Enforcer(actor, records.append, lambda: 2.0, **kw), records
+
+
+@pytest.mark.parametrize("action", list(Action))
+def test_each_action_is_taken_once_and_recorded(action):
+    actor = Actor()
+    e, records = enforcer(actor, taskstats=lambda pid: {"hiwater_rss_bytes": pid})
+    e.enforce(over(action), {8: 4096, 7: 8192})
+    assert actor.log == [(action.value, "/job")]
+    (rec,) = records
+    assert (rec["event"], rec["action"], rec["ok"], rec["pids"]) == ("action", action.value, True, [7, 8])
+    assert rec["rss_bytes"] == {"7": 8192, "8": 4096}
+    assert rec["detail"] == action.value + " done" and rec["exact_bytes"] == 150
+    # killed processes have no taskstats left; the others tell their peaks
+    assert ("peak" in rec) == (action is not Action.KILL)
+
+
+def test_a_freeze_is_remembered_and_saved_to_the_ledger():
+    ledger = Ledger()
+    e, _ = enforcer(Actor(), ledger=ledger)
+    e.enforce(over(Action.FREEZE), {})
+    assert e.frozen == {("/job", 5)} and ledger.saved == [{("/job", 5)}]
+
+
+def test_a_failing_action_is_a_failed_record_never_an_exception():
+    e, records = enforcer(Actor(fail="kill"))
+    e.enforce(over(Action.KILL), {1: 1})
+    (rec,) = records
+    assert not rec["ok"] and rec["pids"] == [] and rec["detail"] == "kill failed"
+
+
+def test_a_new_action_is_a_new_table_entry():
+    class Notify(ActionEntry):
+        def __init__(self):
+            self.seen = []
+
+        def run(self, enforcer, acc):
+            self.seen.append(acc.name)
+            return ActionResult("report", acc.name, [], True, "notified")
+
+    notify = Notify()
+    e, records = enforcer(Actor(), table={**ACTIONS, Action.REPORT: notify})
+    e.enforce(over(Action.REPORT), {})
+    assert notify.seen == ["/job"] and records[0]["detail"] == "notified"
+    assert set(ACTIONS) == set(Action), "every action has its entry"

@@ -1,0 +1,98 @@
+"""verify: the estimate against /proc, with a fake /proc tree and a stand-in session."""
+
+from __future__ import annotations
+
+import pytest
+
+from observer.app.verify import Tally, Verifier, below
+from observer.core.model import Account
+from observer.core.sizes import PAGE_SIZE
+from observer.host.procfs import ProcFS
+
+MiB = 1 << 20
+
+
+@pytest.mark.parametrize("estimate, before, after, violation", [
+    (100, 50, 60, False),
+    (100, 100, 100, False),      # equal is sound
+    (99, 100, 100, True),
+    (80, 100, 50, False),        # RSS fell between the two reads: not provably unsound
+    (80, 50, 100, False),
+    (40, 50, 60, True),
+])
+def test_below(estimate, before, after, violation):
+    assert below(estimate, before, after) is violation
+
+
+def status(pid, name, vm_kib, rss_kib):
+    return (f"Name:\t{name}\nState:\tS (sleeping)\nTgid:\t{pid}\nPid:\t{pid}\nPPid:\t1\n"
+            f"Threads:\t1\nVmSize:\t{vm_kib} kB\nVmRSS:\t{rss_kib} kB\n")
+
+
+class Session:
+    """What Verifier reads of a session: accounts, cgroup members, /proc, the probes' view."""
+
+    def __init__(self, proc_root, members, tracked, estimates):
+        self.procfs = ProcFS(str(proc_root))
+        self.accounts = [Account(name, i, None) for i, name in enumerate(members, 1)]
+        self.members, self.tracked, self.estimates = members, tracked, estimates
+        self.cg = self
+        self.probes = self
+
+    def clock(self):
+        return 5.0
+
+    def subtree_procs(self, name):
+        return self.members[name]
+
+    def processes(self):
+        return self.tracked
+
+    def read_counters(self):
+        return {}
+
+    def estimate(self, acc, counters):
+        return self.estimates[acc.name]
+
+
+@pytest.fixture
+def proc(tmp_path):
+    def add(pid, name, vm, rss):
+        d = tmp_path / str(pid)
+        d.mkdir(exist_ok=True)
+        (d / "status").write_text(status(pid, name, vm // 1024, rss // 1024))
+    add.root = tmp_path
+    return add
+
+
+def test_a_sound_estimate_is_tallied_without_violations(proc):
+    proc(10, "a", 100 * MiB, 30 * MiB)
+    proc(11, "b", 50 * MiB, 20 * MiB)
+    s = Session(proc.root, {"/job": [10, 11]},
+                {10: (100 * MiB // PAGE_SIZE, 1), 11: (50 * MiB // PAGE_SIZE, 1)},
+                {"/job": 160 * MiB})
+    records = []
+    v = Verifier(s, records.append)
+    v()
+    v()
+    assert v.violations == 0
+    t = v.tallies["/job"]
+    assert (t.samples, t.violations, t.max_drift) == (2, 0, 10 * MiB)
+    assert t.max_ratio == pytest.approx(160 / 50)
+    rec = records[-1]
+    assert (rec["event"], rec["processes"], rec["exact_bytes"], rec["drift_bytes"]) == \
+        ("verify", 2, 50 * MiB, 10 * MiB)
+
+
+def test_an_untracked_process_and_a_low_total_are_violations(proc):
+    proc(10, "hog", 100 * MiB, 30 * MiB)
+    proc(12, "kthread", 0, 0)      # no address space: not checked
+    s = Session(proc.root, {"/job": [10, 12, 99]}, {}, {"/job": 10 * MiB})   # 99: gone
+    records = []
+    v = Verifier(s, records.append)
+    v()
+    violations = [r for r in records if r["event"] == "violation"]
+    assert [(r["pid"], r.get("tracked")) for r in violations] == [(10, False), (None, None)]
+    assert violations[0]["comm"] == "hog" and violations[0]["estimate_bytes"] == 0
+    assert violations[1]["estimate_bytes"] == 10 * MiB and violations[1]["rss_bytes"] == 30 * MiB
+    assert v.violations == 2 and v.tallies["/job"] == Tally(1, 2, 90 * MiB, 10 / 30)
