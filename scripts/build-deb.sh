@@ -7,7 +7,8 @@
 # build-dep, as root); nothing else comes from the network. As root the build itself runs in
 # a network namespace of its own (no interface but lo), which proves it: pybuild builds the
 # wheel with python3-build --no-isolation and installs it with python3-installer, offline.
-# lintian runs on the result when it is installed (LINTIAN=0 skips it).
+# lintian runs on the result when it is installed (LINTIAN=0 skips it). DIST=dir puts the
+# result elsewhere; DEB_VERSION_SUFFIX (below) builds a later version for upgrade tests.
 set -euo pipefail
 
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -41,6 +42,21 @@ mkdir "$tree"
 	done) \
 	| (cd "$src" && tar --null -T - -cf -) | tar -xf - -C "$tree"
 find "$tree" -name __pycache__ -prune -exec rm -rf {} +
+
+# DEB_VERSION_SUFFIX=+rebuild1 builds VERSION+rebuild1, a later version of the same code
+# (for upgrade tests), through a changelog entry in the copy only.
+suffix=${DEB_VERSION_SUFFIX:-}
+if [ -n "$suffix" ]; then
+	[[ $suffix =~ ^[+~][A-Za-z0-9.+~]*$ ]] || die "DEB_VERSION_SUFFIX must start with + or ~: $suffix"
+	maintainer=$(cd "$src" && dpkg-parsechangelog -S Maintainer)
+	{
+		printf 'beanwatch (%s) unstable; urgency=medium\n\n' "$deb_version$suffix"
+		printf '  * Rebuild of %s (DEB_VERSION_SUFFIX).\n\n' "$deb_version"
+		printf ' -- %s  %s\n\n' "$maintainer" "$(date -R)"
+		cat "$src/debian/changelog"
+	} >"$tree/debian/changelog"
+	deb_version=$deb_version$suffix
+fi
 
 if ! (cd "$tree" && dpkg-checkbuilddeps) 2>"$tmp/missing"; then
 	[ "$(id -u)" = 0 ] || die "$(cat "$tmp/missing"); run as root (sudo make deb) to install them"
