@@ -44,3 +44,14 @@ bench-quick: setup
 # Idempotent; keeps an existing config. DESTDIR=/path installs under another root.
 install: setup
 	@DESTDIR="$(DESTDIR)" bash scripts/install.sh
+
+.PHONY: deb
+# The Debian package, dist/beanwatch_VERSION_all.deb, from a clean copy of this checkout;
+# build dependencies come from the Debian archive (as root). scripts/build-deb.sh says how.
+deb:
+	@bash scripts/build-deb.sh
+
+# The package's unit is packaging/beanwatch.service with ExecStart=/usr/bin/beanwatch
+# (tests/unit/test_debian.py checks that they agree).
+debian/beanwatch.service: packaging/beanwatch.service
+	sed 's|^ExecStart=/usr/local/bin/beanwatch |ExecStart=/usr/bin/beanwatch |' $< > $@

@@ -96,17 +96,35 @@ class SessionCollector:
 
 
 def serve(session, address: str):
-    """Starts the exposition server in a daemon thread; returns the server (to shut down)."""
+    """Starts the exposition server in a daemon thread; returns the server (to shut down).
+    Built here rather than by start_http_server, which returns the server only from
+    prometheus_client 0.17 on (Debian 12 ships 0.16)."""
+    import socket
+    import threading
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
     host, port = parse_address(address)
     try:
-        from prometheus_client import start_http_server
+        from prometheus_client import make_wsgi_app
         from prometheus_client.core import CollectorRegistry
     except ImportError:
         raise MetricsError("--metrics needs the prometheus_client package") from None
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SessionCollector(session))
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, *args):   # no line on stderr per scrape
+            pass
+
     try:
-        result = start_http_server(port, addr=host, registry=registry)
+        family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        Server.address_family = family
+        server = make_server(sockaddr[0], port, make_wsgi_app(registry), Server,
+                             handler_class=QuietHandler)
     except OSError as e:
-        raise MetricsError(f"cannot serve metrics on {address}: {e.strerror}") from None
-    return result[0] if isinstance(result, tuple) else result
+        raise MetricsError(f"cannot serve metrics on {address}: {e.strerror or e}") from None
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
