@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 import observer
-from observer.cli import cli
+from observer.app.cli import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEBIAN = os.path.join(ROOT, "debian")
