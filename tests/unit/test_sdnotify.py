@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from observer.sdnotify import Notifier, socket_address, watchdog_usec
+from observer.host.sdnotify import Notifier, socket_address, watchdog_usec
 
 
 def parse(data: bytes) -> dict[str, str]:
