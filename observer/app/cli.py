@@ -143,11 +143,14 @@ def watch(limits, config_path, action, hysteresis, adaptive, interval, duration,
           keep_frozen, on_exceed, on_action, hook_timeout, journal, metrics_addr, ringbuf_pages,
           vm_hook, kill_via, print_bpf):
     """Watch cgroups live and act on limits."""
-    from ..kernel.loader import probe_source
     if print_bpf:
+        from ..kernel.loader import probe_source
         with open(probe_source()) as f:
             click.echo(f.read())
         return
+    # First of all: a SIGHUP (a reload) or SIGTERM that comes while the config is read and
+    # the probes compile (a second or more) is kept for the loop, never the end of the daemon.
+    signals = runtime.Signals()
     from ..host.configfile import load
     action = Action(action)
     if action is not Action.REPORT and not limits:
@@ -172,7 +175,8 @@ def watch(limits, config_path, action, hysteresis, adaptive, interval, duration,
         ringbuf_pages=ringbuf_pages, vm_hook=vm_hook, kill_via=kill_via,
         metrics_addr=metrics_addr, journal=journal, on_exceed=on_exceed, on_action=on_action,
         hook_timeout=hook_timeout)
-    sys.exit(runtime.run_watch(host, watches, options, reload if config_path else None))
+    sys.exit(runtime.run_watch(host, watches, options, reload if config_path else None,
+                               signals=signals))
 
 
 @cli.command()

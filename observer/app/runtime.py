@@ -170,10 +170,35 @@ def build_session(host: Host, watches, sink, options: Options = Options()) -> Se
     return session
 
 
-def run_watch(host: Host, watches, options: Options, reload=None) -> int:
+def status_line(session) -> str:
+    """One short line for `systemctl status` (sd_notify STATUS=)."""
+    accounts = list(session.accounts)
+    slow = sum(1 for a in accounts if a.mode.value == "slow")
+    acted = sum(a.actions for a in accounts)
+    line = f"watching {len(accounts)} cgroup(s), {slow} slow, {acted} action(s)"
+    errors = session.loop_errors + getattr(session.probes, "callback_errors", 0)
+    if errors:
+        line += f", {errors} error(s)"
+    return line
+
+
+STATUS_EVERY = 5.0   # seconds between two STATUS= updates (only when the line changed)
+
+
+def run_watch(host: Host, watches, options: Options, reload=None, signals=None,
+              notify=None) -> int:
     """`watch`: the session until a signal or the duration; reload() gives fresh watches
-    on SIGHUP (None: there is no config to reload). Returns the exit code."""
+    on SIGHUP (None: there is no config to reload). Returns the exit code.
+
+    signals: the handlers the CLI installed first thing (else installed here). notify: the
+    channel to systemd (host/sdnotify; from $NOTIFY_SOCKET by default, a no-op without):
+    READY=1 once the probes are attached and the first reconcile is done, RELOADING=1 then
+    READY=1 around a reload, WATCHDOG=1 from the loop at half $WATCHDOG_USEC, STOPPING=1 at
+    the end, STATUS= with a one-line summary."""
+    from ..host.sdnotify import Notifier
     from ..host.selfguard import protect_self
+    signals = signals or Signals()
+    notify = notify or Notifier.from_environ()
     holder = {}
     sink = json_sink if options.as_json else TableSink(lambda: len(holder["s"].accounts))
     journal = None
@@ -184,9 +209,9 @@ def run_watch(host: Host, watches, options: Options, reload=None) -> int:
         def sink(rec):
             to_output(rec)
             journal(rec)
-    signals = Signals()
     session = build_session(host, watches, sink, options)
     holder["s"] = session
+    last_status = {"at": float("-inf"), "line": ""}
 
     def on_hup():
         if not signals.take_hup():
@@ -194,17 +219,31 @@ def run_watch(host: Host, watches, options: Options, reload=None) -> int:
         if reload is None:
             render.message("SIGHUP: no --config to reload")
             return
+        notify.reloading("reloading the config")
         try:
             fresh = reload()
         except BeanwatchError as e:
             render.message(f"reload refused, keeping the running config: {e}")
             sink({"event": "reload", "ts": time.time(), "cgroup": None, "ok": False,
                   "detail": str(e)})
+            notify.ready("reload refused; " + status_line(session))
             return
         session.apply_watches(fresh)
         render.message(f"reloaded: watching {len(fresh)} cgroup(s)")
         sink({"event": "reload", "ts": time.time(), "cgroup": None, "ok": True,
               "detail": f"{len(fresh)} cgroup(s)"})
+        notify.ready(status_line(session))
+
+    def on_loop():
+        notify.feed()        # WATCHDOG=1: only the loop feeds it, so a stuck loop is seen
+        on_hup()
+        now = time.monotonic()
+        if notify.enabled and now - last_status["at"] >= STATUS_EVERY:
+            line = status_line(session)
+            if line != last_status["line"]:
+                notify.status(line)
+                last_status["line"] = line
+            last_status["at"] = now
 
     server = None
     try:
@@ -220,15 +259,21 @@ def run_watch(host: Host, watches, options: Options, reload=None) -> int:
                            "on periodic exact checks every --interval")
         render.message(f"watching {len(session.accounts)} cgroup(s) "
                        f"(address space via {session.probes.vm_hook}); Ctrl-C to stop")
-        session.run(options.duration, signals, on_loop=on_hup)
+        last_status["line"] = status_line(session)
+        last_status["at"] = time.monotonic()
+        notify.ready(last_status["line"])
+        notify.watchdog()
+        session.run(options.duration, signals, on_loop=on_loop)
     except BeanwatchError as e:
         render.message(str(e))
         return 1
     finally:
+        notify.stopping("stopping: detaching the probes, thawing what was frozen")
         if server is not None:
             server.shutdown()
         for name in session.stop():
             render.message(f"thawed {name}")
+        notify.close()
     if session.loop_errors:
         render.message(f"{session.loop_errors} internal error(s) were logged during the session")
     if journal is not None and journal.dropped:

@@ -168,6 +168,27 @@ def test_unit_grants_exactly_the_documented_capabilities():
         assert re.search(rf"^#\s+{cap}\s+\S", open(UNIT).read(), re.M), f"{cap} is not explained"
 
 
+def seconds(value: str) -> float:
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|min)?", value)
+    assert m, f"not a simple time span: {value}"
+    return float(m.group(1)) * {"ms": 0.001, "s": 1, None: 1, "min": 60}[m.group(2)]
+
+
+def test_unit_is_notify_with_a_watchdog_and_a_stop_timeout_above_the_hooks():
+    """READY=1 marks the probes attached; the loop feeds the watchdog; a stop that lands
+    while an on-action hook runs (for at most the largest --hook-timeout) still ends
+    cleanly; a death by SIGHUP is restarted."""
+    from observer.app.cli import watch
+    s = unit_settings()
+    assert one(s, "Service.Type") == "notify"
+    assert one(s, "Service.NotifyAccess") == "main"
+    hook_max = next(p for p in watch.params if p.name == "hook_timeout").type.max
+    assert seconds(one(s, "Service.TimeoutStopSec")) >= hook_max + 10
+    assert seconds(one(s, "Service.WatchdogSec")) >= 10
+    assert one(s, "Service.Restart") == "on-failure"
+    assert "SIGHUP" in one(s, "Service.RestartForceExitStatus").split()
+
+
 # Every system call seen under `strace -f -c` of `beanwatch check`, `beanwatch status`, a
 # bcc compile with a ctypes ring-buffer callback, a taskstats query, mlockall and a pidfd
 # signal, plus what attaching (bpf, perf_event_open, ioctl) and mounting tracefs take.
