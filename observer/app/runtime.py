@@ -185,6 +185,18 @@ def status_line(session) -> str:
 STATUS_EVERY = 5.0   # seconds between two STATUS= updates (only when the line changed)
 
 
+def output_counters(journal) -> list[tuple[str, str, float]]:
+    """Counters of the outputs, for the metrics: (name, help, value)."""
+    if journal is None:
+        return []
+    return [("beanwatch_journal_dropped",
+             "Records the systemd journal could not take (absent, or behind past the queue).",
+             journal.dropped),
+            ("beanwatch_journal_truncated",
+             "Records sent to the journal with their pid list cut to fit one datagram.",
+             journal.truncated)]
+
+
 def run_watch(host: Host, watches, options: Options, reload=None, signals=None,
               notify=None) -> int:
     """`watch`: the session until a signal or the duration; reload() gives fresh watches
@@ -205,6 +217,8 @@ def run_watch(host: Host, watches, options: Options, reload=None, signals=None,
     if options.journal:
         from ..output.journal import JournalSink
         journal, to_output = JournalSink(), sink
+        if problem := journal.problem():
+            render.message(f"--journal: {problem}; records for it are dropped and counted")
 
         def sink(rec):
             to_output(rec)
@@ -237,6 +251,8 @@ def run_watch(host: Host, watches, options: Options, reload=None, signals=None,
     def on_loop():
         notify.feed()        # WATCHDOG=1: only the loop feeds it, so a stuck loop is seen
         on_hup()
+        if journal is not None:
+            journal.flush()  # what journald could not take at once, never waited for
         now = time.monotonic()
         if notify.enabled and now - last_status["at"] >= STATUS_EVERY:
             line = status_line(session)
@@ -250,7 +266,7 @@ def run_watch(host: Host, watches, options: Options, reload=None, signals=None,
         session.start()
         if options.metrics_addr is not None:
             from ..output.metrics import serve
-            server = serve(session, options.metrics_addr)
+            server = serve(session, options.metrics_addr, extra=lambda: output_counters(journal))
             render.message(f"metrics on http://{options.metrics_addr}/metrics")
         for note in protect_self():
             render.message(note)
@@ -276,8 +292,12 @@ def run_watch(host: Host, watches, options: Options, reload=None, signals=None,
         notify.close()
     if session.loop_errors:
         render.message(f"{session.loop_errors} internal error(s) were logged during the session")
-    if journal is not None and journal.dropped:
-        render.message(f"{journal.dropped} record(s) could not be sent to the systemd journal")
+    if journal is not None:
+        journal.flush()
+        if journal.dropped or journal.queue:
+            render.message(f"{journal.dropped + len(journal.queue)} record(s) could not be sent "
+                           "to the systemd journal")
+        journal.close()
     return 0
 
 

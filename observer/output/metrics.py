@@ -28,8 +28,9 @@ class SessionCollector:
     """Reads the session at scrape time: nothing is kept twice, and a scrape costs the
     session nothing between scrapes. Runs in the HTTP server's thread; it only reads."""
 
-    def __init__(self, session):
+    def __init__(self, session, extra=None):
         self.session = session
+        self.extra = extra   # () -> [(name, help, value)]: counters of the outputs
 
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -93,9 +94,13 @@ class SessionCollector:
                                  labels=["version", "vm_hook"])
         info.add_metric([__version__, str(s.probes.vm_hook)], 1)
         yield info
+        for name, doc, value in (self.extra() if self.extra is not None else ()):
+            family = CounterMetricFamily(name, doc)
+            family.add_metric([], value)
+            yield family
 
 
-def serve(session, address: str):
+def serve(session, address: str, extra=None):
     """Starts the exposition server in a daemon thread; returns the server (to shut down)."""
     host, port = parse_address(address)
     try:
@@ -104,7 +109,7 @@ def serve(session, address: str):
     except ImportError:
         raise MetricsError("--metrics needs the prometheus_client package") from None
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SessionCollector(session))
+    registry.register(SessionCollector(session, extra))
     try:
         result = start_http_server(port, addr=host, registry=registry)
     except OSError as e:

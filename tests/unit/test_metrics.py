@@ -114,3 +114,15 @@ def test_friendly_names_are_a_label():
     s.accounts[0].name = "/system.slice/nginx.service"
     text = scrape_text(s)
     assert 'cgroup="/system.slice/nginx.service",name="nginx.service"' in text
+
+
+def test_journal_drops_are_exported():
+    from observer.app.runtime import output_counters
+    from observer.output.journal import JournalSink
+    journal = JournalSink("/nonexistent/journal.sock")
+    journal({"event": "action", "ts": 1.0, "cgroup": "/a", "pids": [1]})
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(SessionCollector(FakeSession(), lambda: output_counters(journal)))
+    got = samples(generate_latest(reg).decode())
+    assert got[("beanwatch_journal_dropped_total", ())] == 1
+    assert got[("beanwatch_journal_truncated_total", ())] == 0
