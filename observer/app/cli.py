@@ -131,8 +131,10 @@ def cli():
 @click.option("--journal", is_flag=True,
               help="Also send every record but snapshots to the systemd journal as structured "
                    "fields (BEANWATCH_*), with a syslog priority per event.")
-@click.option("--metrics", "metrics_addr", metavar="ADDR:PORT", default=None,
-              callback=_metrics_callback, help="Serve Prometheus metrics, e.g. 127.0.0.1:9638.")
+@click.option("--metrics", "metrics_addr", metavar="[ADDR:]PORT", default=None,
+              callback=_metrics_callback,
+              help="Serve Prometheus metrics on /metrics, e.g. 127.0.0.1:9638; a port alone "
+                   "binds loopback. At most 8 scrapes at once, 5 s per read or write.")
 @click.option("--ringbuf-pages", type=click.IntRange(1, 65536), default=64, hidden=True)
 @click.option("--vm-hook", type=click.Choice(["auto", "mmap-lock", "syscalls"]), default="auto",
               hidden=True, help="How address-space changes are followed (for benchmarks).")

@@ -267,7 +267,7 @@ def run_watch(host: Host, watches, options: Options, reload=None, signals=None,
         if options.metrics_addr is not None:
             from ..output.metrics import serve
             server = serve(session, options.metrics_addr, extra=lambda: output_counters(journal))
-            render.message(f"metrics on http://{options.metrics_addr}/metrics")
+            render.message(f"metrics on http://{server.address}/metrics")
         for note in protect_self():
             render.message(note)
         if not session.probes.has_fault_tracepoint:
