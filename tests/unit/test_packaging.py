@@ -304,7 +304,8 @@ def installed(tmp_path_factory, lent_deps):
     (fake / "systemctl").chmod(0o755)
     env = clean_env(DESTDIR=str(root), PYTHON=BASE_PYTHON, PIP_NO_INDEX="1", PIP_NO_DEPS="1",
                     PYTHONPATH=lent_deps, PATH=f"{fake}:{os.environ['PATH']}")
-    first = run(["bash", INSTALL], env=env, cwd="/")
+    # `make install` with DESTDIR: the Makefile's own recipe, which then skips the host set-up
+    first = run(["make", "-s", "-C", ROOT, "install", f"DESTDIR={root}"], env=env, cwd="/")
     assert first.returncode == 0, first.stdout + first.stderr
     config = root / "etc/beanwatch/beanwatch.toml"
     config.write_text(config.read_text() + "# edited by the operator\n")
@@ -364,6 +365,46 @@ def test_installed_command_runs_from_another_directory(installed, tmp_path):
     assert res.stdout.strip() == str(
         root / "opt/beanwatch/venv/lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
         / "site-packages/observer/probes/accounting.c")
+
+
+SETUP = os.path.join(ROOT, "scripts", "setup-host.sh")
+# Tools only the tests, the demo's checks and the benchmarks use: never on a production host.
+TEST_TOOLS = {"stress-ng", "prometheus", "tmux", "strace", "gcc", "gcc-multilib", "bpftool",
+              "make"}
+
+
+def setup_packages(*args) -> list[str]:
+    res = run(["bash", SETUP, *args, "--list"], env=clean_env(), cwd="/")
+    assert res.returncode == 0, res.stderr
+    return res.stdout.split()
+
+
+def test_runtime_setup_installs_no_test_tool():
+    runtime, full = setup_packages("--runtime"), setup_packages()
+    assert {"python3-bpfcc", "libbpfcc", "python3-venv"} <= set(runtime)
+    assert not set(runtime) & TEST_TOOLS, set(runtime) & TEST_TOOLS
+    # the test host gets everything: `make test` and `make demo` work on a fresh host
+    assert set(runtime) < set(full) and TEST_TOOLS <= set(full)
+    res = run(["bash", SETUP, "--bogus"], env=clean_env(), cwd="/")
+    assert res.returncode == 2 and "unknown argument" in res.stderr
+
+
+def make_dry_run(target: str, *args) -> list[str]:
+    res = run(["make", "-n", "-C", ROOT, target, *args], env=clean_env(), cwd="/")
+    assert res.returncode == 0, res.stderr
+    return [line for line in res.stdout.splitlines() if not line.startswith("make")]
+
+
+def test_make_install_sets_up_the_runtime_only():
+    lines = make_dry_run("install")
+    setups = [line for line in lines if "setup-host.sh" in line]
+    assert setups and all("setup-host.sh --runtime" in line for line in setups), lines
+    assert any("scripts/install.sh" in line for line in lines)
+    # and the test and demo targets the whole test set (no --runtime)
+    for target in ("test", "demo"):
+        lines = make_dry_run(target)
+        assert any(re.search(r"setup-host\.sh\s*$", line) for line in lines), (target, lines)
+        assert not any("--runtime" in line for line in lines), (target, lines)
 
 
 def test_install_refuses_a_relative_destdir(tmp_path):
