@@ -127,7 +127,8 @@ def cli():
 @click.option("--on-action", metavar="PATH", callback=_hook_callback,
               help="Run PATH after each action (data in BEANWATCH_* variables).")
 @click.option("--hook-timeout", type=FiniteFloatRange(0.05, 60), default=2.0, show_default=True,
-              help="Seconds a hook may run before it is killed (and ignored).")
+              help="Seconds a hook may run before it is killed, with every process it started "
+                   "(and ignored). Hooks run beside the loop: other cgroups are enforced meanwhile.")
 @click.option("--journal", is_flag=True,
               help="Also send every record but snapshots to the systemd journal as structured "
                    "fields (BEANWATCH_*), with a syslog priority per event.")

@@ -151,7 +151,7 @@ class Signals:
 
 def build_session(host: Host, watches, sink, options: Options = Options()) -> Session:
     from ..host.actions import Actor
-    from ..host.hooks import HookRunner
+    from ..host.hooks import HookRunner, reap_hook_cgroups
     from ..host.netlink import PeakReader
     from ..host.state import DEFAULT_STATE_DIR, FrozenLedger
     from ..kernel.loader import ProbeOptions, Probes
@@ -161,8 +161,13 @@ def build_session(host: Host, watches, sink, options: Options = Options()) -> Se
                     ProbeOptions(ring_pages=o.ringbuf_pages, vm_hook=o.vm_hook))
     actor = Actor(host.cg, host.procfs, host.own_cgroup, host.init_cgroup,
                   use_cgroup_kill=(o.kill_via == "auto"))
-    hooks = (HookRunner(o.on_action, o.on_exceed, o.hook_timeout)
-             if (o.on_action or o.on_exceed) else None)
+    hooks = None
+    if o.on_action or o.on_exceed:
+        # each hook run in a cgroup of its own under the cgroup2 mount, killed whole
+        hooks = HookRunner(o.on_action, o.on_exceed, o.hook_timeout, cgroup_mount=host.cg.root,
+                           on_note=render.message)
+    for path in reap_hook_cgroups(host.cg.root):
+        render.message(f"killed what the hook of a beanwatch that died left in {path}")
     session = Session(watches, host.cg, host.procfs, probes, actor, sink, interval=o.interval,
                       keep_frozen=o.keep_frozen, taskstats=PeakReader(),
                       ledger=FrozenLedger(o.state_dir or DEFAULT_STATE_DIR), hooks=hooks)
