@@ -200,7 +200,7 @@ BEANWATCH_SYSCALLS = (
     "perf_event_open pidfd_open pidfd_send_signal pipe2 pread64 prlimit64 read readlink "
     "recvfrom rseq rt_sigaction rt_sigprocmask sendto set_robust_list set_tid_address "
     "setsockopt socket socketpair statfs sysinfo uname vfork wait4 write clock_nanosleep "
-    "kill").split()
+    "kill setsid mkdir rmdir").split()
 
 
 def expand_syscall_group(tool: str, name: str, seen: set[str]) -> set[str]:
