@@ -175,6 +175,8 @@ class Enforcer:
             self._told(acc, self.hooks.wait(handle) if hasattr(self.hooks, "wait")
                        else handle.kill())
         self.telling = []
+        if hasattr(self.hooks, "close"):
+            self.hooks.close()
         release = set(self.held) | (set() if self.keep_frozen else set(self.frozen))
         for name, cid in sorted(release):
             if self._thaw(name, cid, "stopping"):

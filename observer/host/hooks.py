@@ -384,6 +384,14 @@ class HookRunner:
             self.cgroup_note = e.strerror or str(e)
             return None
 
+    def close(self) -> None:
+        """Removes the hooks' parent cgroup once no hook of any beanwatch is in it."""
+        if self.cgroup_parent is not None:
+            try:
+                os.rmdir(self.cgroup_parent)
+            except OSError:
+                pass   # absent, or another beanwatch's hook runs there
+
     def reap_leftovers(self) -> list[str]:
         """Kills and removes hook cgroups of beanwatch processes that are gone (SIGKILLed
         during a hook), and those of ours that would not empty in time. Returns them."""

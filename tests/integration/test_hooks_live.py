@@ -75,6 +75,8 @@ def test_a_slow_hook_on_one_cgroup_does_not_delay_a_kill_on_another(cgroups, wat
     assert cgroups.events(a)["frozen"] == 0
     assert w.stop() == 0
     assert hook_cgroups_of(w.proc.pid) == []
+    assert not os.path.exists(os.path.join(find_mounts().cgroup2, HOOKS_CGROUP)), \
+        "the hooks' parent cgroup was left behind"
 
 
 def test_a_hook_that_leaves_a_setsid_grandchild_is_killed_whole_at_timeout(cgroups, watcher,
