@@ -42,7 +42,9 @@ bench-quick: setup
 .PHONY: install
 # The service: /opt/beanwatch/venv, /usr/local/bin/beanwatch, the systemd unit, /etc/beanwatch.
 # Idempotent; keeps an existing config. DESTDIR=/path installs under another root.
-install: setup
+# Only what the service needs (setup-host.sh --runtime): no test tools on a production host.
+install:
+	@if [ -z "$(DESTDIR)" ]; then bash scripts/setup-host.sh --runtime; fi
 	@DESTDIR="$(DESTDIR)" bash scripts/install.sh
 
 .PHONY: deb

@@ -1,8 +1,37 @@
 #!/usr/bin/env bash
 # Prepares a Debian/Ubuntu host for beanwatch, idempotently: distribution packages (bcc comes
 # from the distribution, not PyPI), kernel headers for bcc's compiler, tracefs, and the venv.
+#   setup-host.sh            a development and test host (make setup, test, demo, bench): the
+#                            runtime packages, the test tools, and this checkout's .venv
+#   setup-host.sh --runtime  what the service needs and nothing else (make install): bcc,
+#                            the kernel headers, tracefs; no test tools, no .venv
+#   --list                   print the packages the choice installs (before the kernel
+#                            headers), one per line, and exit; needs no root
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# What `beanwatch watch` needs on a production host.
+runtime_packages=(python3-bpfcc libbpfcc python3-venv python3-pip)
+# What only the tests, the demo's checks and the benchmarks use: compilers for the test
+# programs (gcc, gcc-multilib for the 32-bit ones, make), workloads (stress-ng), inspection
+# (bpftool, strace), the operator tests (tmux, prometheus, systemd-analyze, nsenter).
+test_packages=(gcc gcc-multilib make stress-ng bpftool strace tmux prometheus systemd util-linux)
+
+runtime_only=false
+list_only=false
+for arg in "$@"; do
+	case "$arg" in
+		--runtime) runtime_only=true ;;
+		--list) list_only=true ;;
+		*) echo "setup-host: unknown argument $arg (--runtime, --list)" >&2; exit 2 ;;
+	esac
+done
+packages=("${runtime_packages[@]}")
+$runtime_only || packages+=("${test_packages[@]}")
+if $list_only; then
+	printf '%s\n' "${packages[@]}"
+	exit 0
+fi
 
 if [ "$(id -u)" != 0 ]; then
 	echo "setup-host: run as root (sudo make ...)" >&2
@@ -11,7 +40,6 @@ fi
 
 arch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
 release=$(uname -r)
-packages=(python3-bpfcc libbpfcc python3-venv python3-pip gcc gcc-multilib make stress-ng bpftool strace tmux prometheus systemd util-linux)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -59,6 +87,11 @@ fi
 # bcc finds tracepoints through tracefs
 if [ ! -d /sys/kernel/tracing/events ] && [ ! -d /sys/kernel/debug/tracing/events ]; then
 	mount -t tracefs nodev /sys/kernel/tracing
+fi
+
+if $runtime_only; then
+	echo "setup-host: ready for the service (runtime packages only)"
+	exit 0
 fi
 
 # The venv sees the distribution's bcc through --system-site-packages; the system Python

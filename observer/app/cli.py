@@ -127,12 +127,15 @@ def cli():
 @click.option("--on-action", metavar="PATH", callback=_hook_callback,
               help="Run PATH after each action (data in BEANWATCH_* variables).")
 @click.option("--hook-timeout", type=FiniteFloatRange(0.05, 60), default=2.0, show_default=True,
-              help="Seconds a hook may run before it is killed (and ignored).")
+              help="Seconds a hook may run before it is killed, with every process it started "
+                   "(and ignored). Hooks run beside the loop: other cgroups are enforced meanwhile.")
 @click.option("--journal", is_flag=True,
               help="Also send every record but snapshots to the systemd journal as structured "
                    "fields (BEANWATCH_*), with a syslog priority per event.")
-@click.option("--metrics", "metrics_addr", metavar="ADDR:PORT", default=None,
-              callback=_metrics_callback, help="Serve Prometheus metrics, e.g. 127.0.0.1:9638.")
+@click.option("--metrics", "metrics_addr", metavar="[ADDR:]PORT", default=None,
+              callback=_metrics_callback,
+              help="Serve Prometheus metrics on /metrics, e.g. 127.0.0.1:9638; a port alone "
+                   "binds loopback. At most 8 scrapes at once, 5 s per read or write.")
 @click.option("--ringbuf-pages", type=click.IntRange(1, 65536), default=64, hidden=True)
 @click.option("--vm-hook", type=click.Choice(["auto", "mmap-lock", "syscalls"]), default="auto",
               hidden=True, help="How address-space changes are followed (for benchmarks).")
@@ -143,11 +146,14 @@ def watch(limits, config_path, action, hysteresis, adaptive, interval, duration,
           keep_frozen, on_exceed, on_action, hook_timeout, journal, metrics_addr, ringbuf_pages,
           vm_hook, kill_via, print_bpf):
     """Watch cgroups live and act on limits."""
-    from ..kernel.loader import probe_source
     if print_bpf:
+        from ..kernel.loader import probe_source
         with open(probe_source()) as f:
             click.echo(f.read())
         return
+    # First of all: a SIGHUP (a reload) or SIGTERM that comes while the config is read and
+    # the probes compile (a second or more) is kept for the loop, never the end of the daemon.
+    signals = runtime.Signals()
     from ..host.configfile import load
     action = Action(action)
     if action is not Action.REPORT and not limits:
@@ -172,7 +178,8 @@ def watch(limits, config_path, action, hysteresis, adaptive, interval, duration,
         ringbuf_pages=ringbuf_pages, vm_hook=vm_hook, kill_via=kill_via,
         metrics_addr=metrics_addr, journal=journal, on_exceed=on_exceed, on_action=on_action,
         hook_timeout=hook_timeout)
-    sys.exit(runtime.run_watch(host, watches, options, reload if config_path else None))
+    sys.exit(runtime.run_watch(host, watches, options, reload if config_path else None,
+                               signals=signals))
 
 
 @cli.command()

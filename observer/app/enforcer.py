@@ -1,10 +1,14 @@
 """The enforcer: a decision (policy), then the entry of the action table, then the record.
 
-An attempt runs through stages, each returning CONTINUE or STOP (a veto ends it):
-ask the on-exceed hook, act through the action table, record, tell the on-action hook.
-A new action (or a victim selector, or a refusal) is a new ActionEntry in the table,
-not a new branch here. The stages take and give one Attempt, so that a stage that waits
-(a hook run off the loop) can later keep the attempt and resume it on a later round.
+An attempt runs through stages, each returning CONTINUE, STOP (a veto ends it) or WAIT:
+ask the on-exceed hook, hear its verdict, act through the action table, record, tell the
+on-action hook. A new action (or a victim selector, or a refusal) is a new ActionEntry in
+the table, not a new branch here.
+
+Hooks run beside the loop: ask_hook starts the on-exceed hook and WAITs; the attempt is
+kept, and poll() (every round of the loop) resumes it at the next stage once the hook has
+answered or been killed at its timeout. Meanwhile every other cgroup is enforced as usual.
+The on-action hook is started and its outcome recorded when it ends, waited for by nobody.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from ..core.records import account_record
 class Step(enum.Enum):
     CONTINUE = "continue"
     STOP = "stop"
+    WAIT = "wait"      # kept, and resumed at the next stage by Enforcer.poll()
 
 
 @dataclass
@@ -33,6 +38,8 @@ class Attempt:
     extra: dict = field(default_factory=dict)   # added to the action record
     held: bool = False                          # frozen by us while the hook decided
     record: dict | None = None                  # the action record, once acted
+    hook: object = None                         # the on-exceed hook's handle while it runs
+    verdict: object = None                      # its outcome (hooks.HookOutcome)
 
 
 class ActionEntry:
@@ -60,9 +67,10 @@ class Freeze(ActionEntry):
     def run(self, enforcer, acc):
         res = enforcer.actor.freeze(acc.name, acc.cgroup_id)
         if res.ok:
-            enforcer.frozen.add((acc.name, acc.cgroup_id))
-            if enforcer.ledger is not None and not enforcer.keep_frozen:
-                enforcer.ledger.save(enforcer.frozen)
+            key = (acc.name, acc.cgroup_id)
+            enforcer.frozen.add(key)
+            enforcer.held.discard(key)   # the hook's hold is now the action's freeze
+            enforcer.save_ledger()
         return res
 
 
@@ -80,6 +88,21 @@ class Kill(ActionEntry):
 ACTIONS = {Action.REPORT: Report(), Action.FREEZE: Freeze(), Action.KILL: Kill()}
 
 
+class _SyncHooks:
+    """A runner with only before_action/after_action (tests' fakes): each answers at once."""
+
+    def __init__(self, hooks):
+        from ..host.hooks import Finished
+        self.hooks, self.Finished = hooks, Finished
+        self.on_exceed, self.on_action = hooks.on_exceed, hooks.on_action
+
+    def start_exceed(self, record):
+        return self.Finished(self.hooks.before_action(record))
+
+    def start_action(self, record):
+        return self.Finished(self.hooks.after_action(record))
+
+
 class Enforcer:
     """Acts first and describes after: every millisecond before the action is memory touched."""
 
@@ -88,38 +111,125 @@ class Enforcer:
         self.actor = actor
         self.sink = sink
         self.clock = clock
+        if hooks is not None and not hasattr(hooks, "start_exceed"):
+            hooks = _SyncHooks(hooks)
         self.hooks = hooks              # hooks.HookRunner, or None
         self.taskstats = taskstats      # netlink.PeakReader, or None
         self.ledger = ledger            # state.FrozenLedger, or None
         self.keep_frozen = keep_frozen
         self.table = dict(ACTIONS if table is None else table)
-        self.frozen: set[tuple[str, int]] = set()
-        self.stages = (self.ask_hook, self.act, self.record, self.tell_hook)
+        self.frozen: set[tuple[str, int]] = set()   # by the freeze action
+        self.held: set[tuple[str, int]] = set()     # by us while an on-exceed hook decides
+        self.waiting: dict[str, tuple[Attempt, int]] = {}   # cgroup -> (attempt, next stage)
+        self.telling: list[tuple[Account, object]] = []     # on-action hooks running
+        self.stages = (self.ask_hook, self.hear_hook, self.act, self.record, self.tell_hook)
 
     def enforce(self, acc: Account, rss_by_pid: dict[int, int]) -> None:
+        if acc.name in self.waiting:
+            return   # its hook is deciding: the attempt in flight covers this one
         exceed_hook = self.hooks is not None and bool(self.hooks.on_exceed)
         attempt = Attempt(acc, decide(acc.limit, exceed_hook), rss_by_pid)
-        for stage in self.stages:
-            if stage(attempt) is Step.STOP:
+        self._run(attempt, 0)
+
+    def _run(self, attempt: Attempt, first: int) -> None:
+        for i in range(first, len(self.stages)):
+            step = self.stages[i](attempt)
+            if step is Step.STOP:
                 return
+            if step is Step.WAIT:
+                self.waiting[attempt.acc.name] = (attempt, i + 1)
+                return
+
+    def poll(self) -> None:
+        """Every round of the loop: resumes the attempts whose hook has answered (or was
+        killed at its timeout), and records the on-action hooks that ended."""
+        for name, (attempt, nxt) in list(self.waiting.items()):
+            verdict = attempt.hook.poll()
+            if verdict is not None:
+                del self.waiting[name]
+                attempt.verdict, attempt.hook = verdict, None
+                self._run(attempt, nxt)
+        if self.telling:
+            still = []
+            for acc, handle in self.telling:
+                out = handle.poll()
+                if out is None:
+                    still.append((acc, handle))
+                else:
+                    self._told(acc, out)
+            self.telling = still
+
+    def busy(self) -> bool:
+        return bool(self.waiting or self.telling)
+
+    def close(self) -> list[str]:
+        """At stop: on-exceed hooks killed now (nothing will act on their answer) and their
+        holds thawed; on-action hooks given the rest of their timeout; then, unless
+        --keep-frozen, what the freeze action froze is thawed. A thaw that fails is
+        recorded. Returns the cgroups thawed."""
+        thawed = []
+        for name, (attempt, _) in list(self.waiting.items()):
+            attempt.hook.kill()
+        self.waiting.clear()
+        for acc, handle in self.telling:
+            self._told(acc, self.hooks.wait(handle) if hasattr(self.hooks, "wait")
+                       else handle.kill())
+        self.telling = []
+        if hasattr(self.hooks, "close"):
+            self.hooks.close()
+        release = set(self.held) | (set() if self.keep_frozen else set(self.frozen))
+        for name, cid in sorted(release):
+            if self._thaw(name, cid, "stopping"):
+                thawed.append(name)
+        self.held.clear()
+        if not self.keep_frozen:
+            self.frozen.clear()
+        self.save_ledger()
+        return thawed
+
+    def save_ledger(self) -> None:
+        """What a beanwatch that dies now would leave frozen: the holds, and the freezes
+        unless they are meant to stay (--keep-frozen)."""
+        if self.ledger is None:
+            return
+        remember = set(self.held) | (set() if self.keep_frozen else set(self.frozen))
+        try:
+            self.ledger.save(remember)
+        except OSError as e:
+            self.sink({"event": "error", "ts": self.clock(), "cgroup": None,
+                       "detail": f"frozen-cgroup ledger not written: {e.strerror or e}"})
 
     # -- the stages -----------------------------------------------------------------------
     def ask_hook(self, a: Attempt) -> Step:
-        """The on-exceed hook may take its whole timeout: the cgroup is held still meanwhile."""
+        """Starts the on-exceed hook; the cgroup is held still meanwhile (in the ledger, so
+        that a beanwatch killed now leaves it to the next one to thaw)."""
         if not a.decision.ask_hook:
             return Step.CONTINUE
         acc, action = a.acc, a.decision.action.value
         if a.decision.hold:
             a.held = self._try(lambda: self.actor.freeze(acc.name, acc.cgroup_id).ok)
-        verdict = self.hooks.before_action(account_record(
+            if a.held:
+                self.held.add((acc.name, acc.cgroup_id))
+                self.save_ledger()
+        a.hook = self.hooks.start_exceed(account_record(
             "exceed", acc, self.clock(), action=action, pids=sorted(a.rss_by_pid)))
-        a.extra["hook"] = verdict.detail
-        if not verdict.vetoed:
+        a.verdict = a.hook.poll()
+        if a.verdict is None:
+            return Step.WAIT
+        a.hook = None
+        return Step.CONTINUE
+
+    def hear_hook(self, a: Attempt) -> Step:
+        if a.verdict is None:
+            return Step.CONTINUE
+        acc, action = a.acc, a.decision.action.value
+        a.extra["hook"] = a.verdict.detail
+        if not a.verdict.vetoed:
             return Step.CONTINUE
         if a.held:
-            self._try(lambda: self.actor.thaw(acc.name, acc.cgroup_id))
+            self._release(acc)
         self.sink(account_record("action", acc, self.clock(), action=action, pids=[], ok=False,
-                                 vetoed=True, detail=verdict.detail))
+                                 vetoed=True, detail=a.verdict.detail))
         return Step.STOP
 
     def act(self, a: Attempt) -> Step:
@@ -134,7 +244,9 @@ class Enforcer:
                                       pids=[], ok=False, detail=str(e), **a.extra)
         finally:
             if a.held and entry.release_hold:
-                self._try(lambda: self.actor.thaw(acc.name, acc.cgroup_id))
+                self._release(acc)
+            elif a.held and (acc.name, acc.cgroup_id) in self.held:
+                self._release(acc)   # the entry kept no freeze of its own (it failed)
         return Step.CONTINUE
 
     def record(self, a: Attempt) -> Step:
@@ -149,15 +261,42 @@ class Enforcer:
 
     def tell_hook(self, a: Attempt) -> Step:
         if self.hooks is not None and self.hooks.on_action:
-            out = self.hooks.after_action(a.record)
-            self.sink(account_record("hook", a.acc, self.clock(), hook="on-action",
-                                     returncode=out.returncode, timed_out=out.timed_out,
-                                     detail=out.detail))
+            handle = self.hooks.start_action(a.record)
+            out = handle.poll()
+            if out is None:
+                self.telling.append((a.acc, handle))
+            else:
+                self._told(a.acc, out)
         return Step.CONTINUE
+
+    def _told(self, acc: Account, out) -> None:
+        self.sink(account_record("hook", acc, self.clock(), hook="on-action",
+                                 returncode=out.returncode, timed_out=out.timed_out,
+                                 detail=out.detail))
+
+    # -- holds ----------------------------------------------------------------------------
+    def _release(self, acc: Account) -> None:
+        self._thaw(acc.name, acc.cgroup_id, "hold released")
+        self.held.discard((acc.name, acc.cgroup_id))
+        self.save_ledger()
+
+    def _thaw(self, name: str, cid: int, why: str) -> bool:
+        """Thaws; a failure is recorded (the cgroup may stay frozen: an operator must know)."""
+        try:
+            res = self.actor.thaw(name, cid)
+            ok, detail = res.ok, res.detail
+        except Exception as e:  # noqa: BLE001 - reported
+            ok, detail = False, str(e)
+        if not ok and str(detail).endswith("gone"):
+            return True   # removed meanwhile: nothing is left frozen
+        if not ok:
+            self.sink({"event": "thaw", "ts": self.clock(), "cgroup": name, "ok": False,
+                       "detail": f"{why}: thaw failed: {detail}"})
+        return ok
 
     @staticmethod
     def _try(fn):
         try:
             return fn()
-        except Exception:  # noqa: BLE001 - a hold or release that fails changes no decision
+        except Exception:  # noqa: BLE001 - a hold that fails changes no decision
             return False

@@ -151,7 +151,7 @@ class Signals:
 
 def build_session(host: Host, watches, sink, options: Options = Options()) -> Session:
     from ..host.actions import Actor
-    from ..host.hooks import HookRunner
+    from ..host.hooks import HookRunner, reap_hook_cgroups
     from ..host.netlink import PeakReader
     from ..host.state import DEFAULT_STATE_DIR, FrozenLedger
     from ..kernel.loader import ProbeOptions, Probes
@@ -161,8 +161,13 @@ def build_session(host: Host, watches, sink, options: Options = Options()) -> Se
                     ProbeOptions(ring_pages=o.ringbuf_pages, vm_hook=o.vm_hook))
     actor = Actor(host.cg, host.procfs, host.own_cgroup, host.init_cgroup,
                   use_cgroup_kill=(o.kill_via == "auto"))
-    hooks = (HookRunner(o.on_action, o.on_exceed, o.hook_timeout)
-             if (o.on_action or o.on_exceed) else None)
+    hooks = None
+    if o.on_action or o.on_exceed:
+        # each hook run in a cgroup of its own under the cgroup2 mount, killed whole
+        hooks = HookRunner(o.on_action, o.on_exceed, o.hook_timeout, cgroup_mount=host.cg.root,
+                           on_note=render.message)
+    for path in reap_hook_cgroups(host.cg.root):
+        render.message(f"killed what the hook of a beanwatch that died left in {path}")
     session = Session(watches, host.cg, host.procfs, probes, actor, sink, interval=o.interval,
                       keep_frozen=o.keep_frozen, taskstats=PeakReader(),
                       ledger=FrozenLedger(o.state_dir or DEFAULT_STATE_DIR), hooks=hooks)
@@ -170,23 +175,62 @@ def build_session(host: Host, watches, sink, options: Options = Options()) -> Se
     return session
 
 
-def run_watch(host: Host, watches, options: Options, reload=None) -> int:
+def status_line(session) -> str:
+    """One short line for `systemctl status` (sd_notify STATUS=)."""
+    accounts = list(session.accounts)
+    slow = sum(1 for a in accounts if a.mode.value == "slow")
+    acted = sum(a.actions for a in accounts)
+    line = f"watching {len(accounts)} cgroup(s), {slow} slow, {acted} action(s)"
+    errors = session.loop_errors + getattr(session.probes, "callback_errors", 0)
+    if errors:
+        line += f", {errors} error(s)"
+    return line
+
+
+STATUS_EVERY = 5.0   # seconds between two STATUS= updates (only when the line changed)
+
+
+def output_counters(journal) -> list[tuple[str, str, float]]:
+    """Counters of the outputs, for the metrics: (name, help, value)."""
+    if journal is None:
+        return []
+    return [("beanwatch_journal_dropped",
+             "Records the systemd journal could not take (absent, or behind past the queue).",
+             journal.dropped),
+            ("beanwatch_journal_truncated",
+             "Records sent to the journal with their pid list cut to fit one datagram.",
+             journal.truncated)]
+
+
+def run_watch(host: Host, watches, options: Options, reload=None, signals=None,
+              notify=None) -> int:
     """`watch`: the session until a signal or the duration; reload() gives fresh watches
-    on SIGHUP (None: there is no config to reload). Returns the exit code."""
+    on SIGHUP (None: there is no config to reload). Returns the exit code.
+
+    signals: the handlers the CLI installed first thing (else installed here). notify: the
+    channel to systemd (host/sdnotify; from $NOTIFY_SOCKET by default, a no-op without):
+    READY=1 once the probes are attached and the first reconcile is done, RELOADING=1 then
+    READY=1 around a reload, WATCHDOG=1 from the loop at half $WATCHDOG_USEC, STOPPING=1 at
+    the end, STATUS= with a one-line summary."""
+    from ..host.sdnotify import Notifier
     from ..host.selfguard import protect_self
+    signals = signals or Signals()
+    notify = notify or Notifier.from_environ()
     holder = {}
     sink = json_sink if options.as_json else TableSink(lambda: len(holder["s"].accounts))
     journal = None
     if options.journal:
         from ..output.journal import JournalSink
         journal, to_output = JournalSink(), sink
+        if problem := journal.problem():
+            render.message(f"--journal: {problem}; records for it are dropped and counted")
 
         def sink(rec):
             to_output(rec)
             journal(rec)
-    signals = Signals()
     session = build_session(host, watches, sink, options)
     holder["s"] = session
+    last_status = {"at": float("-inf"), "line": ""}
 
     def on_hup():
         if not signals.take_hup():
@@ -194,25 +238,41 @@ def run_watch(host: Host, watches, options: Options, reload=None) -> int:
         if reload is None:
             render.message("SIGHUP: no --config to reload")
             return
+        notify.reloading("reloading the config")
         try:
             fresh = reload()
         except BeanwatchError as e:
             render.message(f"reload refused, keeping the running config: {e}")
             sink({"event": "reload", "ts": time.time(), "cgroup": None, "ok": False,
                   "detail": str(e)})
+            notify.ready("reload refused; " + status_line(session))
             return
         session.apply_watches(fresh)
         render.message(f"reloaded: watching {len(fresh)} cgroup(s)")
         sink({"event": "reload", "ts": time.time(), "cgroup": None, "ok": True,
               "detail": f"{len(fresh)} cgroup(s)"})
+        notify.ready(status_line(session))
+
+    def on_loop():
+        notify.feed()        # WATCHDOG=1: only the loop feeds it, so a stuck loop is seen
+        on_hup()
+        if journal is not None:
+            journal.flush()  # what journald could not take at once, never waited for
+        now = time.monotonic()
+        if notify.enabled and now - last_status["at"] >= STATUS_EVERY:
+            line = status_line(session)
+            if line != last_status["line"]:
+                notify.status(line)
+                last_status["line"] = line
+            last_status["at"] = now
 
     server = None
     try:
         session.start()
         if options.metrics_addr is not None:
             from ..output.metrics import serve
-            server = serve(session, options.metrics_addr)
-            render.message(f"metrics on http://{options.metrics_addr}/metrics")
+            server = serve(session, options.metrics_addr, extra=lambda: output_counters(journal))
+            render.message(f"metrics on http://{server.address}/metrics")
         for note in protect_self():
             render.message(note)
         if not session.probes.has_fault_tracepoint:
@@ -220,19 +280,29 @@ def run_watch(host: Host, watches, options: Options, reload=None) -> int:
                            "on periodic exact checks every --interval")
         render.message(f"watching {len(session.accounts)} cgroup(s) "
                        f"(address space via {session.probes.vm_hook}); Ctrl-C to stop")
-        session.run(options.duration, signals, on_loop=on_hup)
+        last_status["line"] = status_line(session)
+        last_status["at"] = time.monotonic()
+        notify.ready(last_status["line"])
+        notify.watchdog()
+        session.run(options.duration, signals, on_loop=on_loop)
     except BeanwatchError as e:
         render.message(str(e))
         return 1
     finally:
+        notify.stopping("stopping: detaching the probes, thawing what was frozen")
         if server is not None:
             server.shutdown()
         for name in session.stop():
             render.message(f"thawed {name}")
+        notify.close()
     if session.loop_errors:
         render.message(f"{session.loop_errors} internal error(s) were logged during the session")
-    if journal is not None and journal.dropped:
-        render.message(f"{journal.dropped} record(s) could not be sent to the systemd journal")
+    if journal is not None:
+        journal.flush()
+        if journal.dropped or journal.queue:
+            render.message(f"{journal.dropped + len(journal.queue)} record(s) could not be sent "
+                           "to the systemd journal")
+        journal.close()
     return 0
 
 

@@ -289,6 +289,7 @@ class Session:
             try:
                 self.probes.poll(int(wait * 1000))
                 self.handle_pending()
+                self.enforcer.poll()   # hooks run beside the loop: resume what they decided
                 if on_loop is not None:
                     on_loop()
                 periodic = self.clock() >= next_tick
@@ -346,15 +347,8 @@ class Session:
             if self.taskstats is not None and hasattr(self.taskstats, "close"):
                 self.taskstats.close()
         finally:
-            if not self.keep_frozen:
-                for name, cid in sorted(self.enforcer.frozen):
-                    try:
-                        self.actor.thaw(name, cid)
-                        thawed.append(name)
-                    except Exception:
-                        pass
-                if self.ledger is not None:
-                    self.ledger.clear()
+            # hooks ended, holds and (unless --keep-frozen) freezes thawed, failures recorded
+            thawed = self.enforcer.close()
         return thawed
 
     def thaw_orphans(self) -> None:

@@ -149,6 +149,7 @@ class Actor:
         seen: set[int] = set()
         signalled = done = 0
         settled = False
+        failed: list[str] = []
         try:
             while done < rounds and not settled:
                 done += 1
@@ -156,7 +157,13 @@ class Actor:
                 # member within these milliseconds, that member survives: the safe direction.
                 new = [p for p in self.cg.subtree_procs(name) if p not in seen]
                 seen.update(new)
-                signalled += sum(self._kill_one(pid, name) for pid in new)
+                for pid in new:
+                    # One PID that cannot be read or signalled (EACCES, EIO, a pidfd error)
+                    # must not spare the others: note it and go on.
+                    try:
+                        signalled += self._kill_one(pid, name)
+                    except Exception as e:  # noqa: BLE001 - reported in the result
+                        failed.append(f"{pid}: {e}")
                 settled = not new
                 if new:
                     time.sleep(self.ROUND_PAUSE)
@@ -167,7 +174,9 @@ class Actor:
         detail = f"SIGKILL via pidfd to {signalled} processes in {done} rounds"
         if not settled:
             detail += f"; new processes still appearing after {rounds} rounds"
-        return ActionResult("kill", name, pids, settled, detail)
+        if failed:
+            detail += f"; {len(failed)} could not be signalled (first {failed[0]})"
+        return ActionResult("kill", name, pids, settled and not failed, detail)
 
     def _kill_one(self, pid: int, name: str) -> bool:
         if pid in (1, os.getpid()):

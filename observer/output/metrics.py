@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 from .. import __version__
 from ..kernel import wire
 from ..core.errors import BeanwatchError
@@ -12,24 +16,39 @@ class MetricsError(BeanwatchError):
     """The metrics address is invalid or cannot be bound."""
 
 
+DEFAULT_HOST = "127.0.0.1"   # metrics name every cgroup of the host: loopback unless asked
+
+
 def parse_address(text: str) -> tuple[str, int]:
-    """'127.0.0.1:9638', ':9638' (all addresses), '[::1]:9638' -> (host, port); port 0
-    takes any free port (the server tells which)."""
+    """'127.0.0.1:9638', '[::1]:9638', '0.0.0.0:9638' (every address, said explicitly),
+    '9638' or ':9638' (loopback) -> (host, port); port 0 takes any free port (the server
+    tells which)."""
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise MetricsError(f"bad metrics address {text!r}: expected HOST:PORT")
-    host = host.strip("[]") or "0.0.0.0"
-    if "\n" in host or "\0" in host:
+    if not sep:
+        host, port = "", text
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise MetricsError(f"bad metrics address {text!r}: expected [HOST:]PORT")
+    if host.startswith("[") != host.endswith("]"):
+        raise MetricsError(f"bad metrics address {text!r}")
+    host = host.strip("[]") or DEFAULT_HOST
+    if any(c in host for c in "\n\0/ "):
         raise MetricsError(f"bad metrics address {text!r}")
     return host, int(port)
+
+
+def label(value: str) -> str:
+    """A label value Prometheus can carry: bytes that are not UTF-8 (a cgroup name may hold
+    any) written as \\xNN, so that one odd name never fails the whole scrape."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 class SessionCollector:
     """Reads the session at scrape time: nothing is kept twice, and a scrape costs the
     session nothing between scrapes. Runs in the HTTP server's thread; it only reads."""
 
-    def __init__(self, session):
+    def __init__(self, session, extra=None):
         self.session = session
+        self.extra = extra   # () -> [(name, help, value)]: counters of the outputs
 
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -55,7 +74,7 @@ class SessionCollector:
         actions = CounterMetricFamily("beanwatch_cgroup_actions", "Actions taken.",
                                       labels=["cgroup", "name", "action"])
         for acc in accounts:
-            lv = [acc.name, display_name(acc.name)]
+            lv = [label(acc.name), label(display_name(acc.name))]
             est.add_metric(lv, acc.estimate)
             held.add_metric(lv, acc.held)
             if acc.exact is not None:
@@ -93,38 +112,97 @@ class SessionCollector:
                                  labels=["version", "vm_hook"])
         info.add_metric([__version__, str(s.probes.vm_hook)], 1)
         yield info
+        for name, doc, value in (self.extra() if self.extra is not None else ()):
+            family = CounterMetricFamily(name, doc)
+            family.add_metric([], value)
+            yield family
 
 
-def serve(session, address: str):
-    """Starts the exposition server in a daemon thread; returns the server (to shut down).
-    Built here rather than by start_http_server, which returns the server only from
-    prometheus_client 0.17 on (Debian 12 ships 0.16)."""
-    import socket
-    import threading
-    from socketserver import ThreadingMixIn
-    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+MAX_CONNECTIONS = 8      # scrapes served at once; more are closed at once, not queued
+REQUEST_TIMEOUT = 5.0    # seconds a connection may idle in a read or a write
+
+
+class MetricsServer(ThreadingHTTPServer):
+    """GET /metrics and nothing else (404), at most MAX_CONNECTIONS at once, each socket
+    operation bounded by REQUEST_TIMEOUT: a client that connects and stays silent, or many
+    of them, cost a bounded number of threads for a bounded time."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 16
+
+    def __init__(self, address, registry, max_connections=MAX_CONNECTIONS,
+                 timeout=REQUEST_TIMEOUT):
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.registry = registry
+        self.slots = threading.BoundedSemaphore(max_connections)
+        self.rejected = 0
+        handler = type("Handler", (MetricsHandler,), {"timeout": timeout})
+        super().__init__(address, handler)
+        self.thread = threading.Thread(target=self.serve_forever, name="metrics", daemon=True)
+
+    @property
+    def address(self) -> str:
+        host, port = self.server_address[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def process_request(self, request, client_address):
+        if not self.slots.acquire(blocking=False):
+            self.rejected += 1
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except Exception:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def shutdown(self):
+        super().shutdown()
+        self.server_close()
+
+
+class MetricsHandler(BaseHTTPRequestHandler):
+    server_version = "beanwatch"
+
+    def do_GET(self):
+        if self.path.split("?", 1)[0] != "/metrics":
+            self.send_error(404, "only /metrics is served here")
+            return
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+        try:
+            body = generate_latest(self.server.registry)
+        except Exception as e:  # noqa: BLE001 - a scrape error is the scraper's 500
+            self.send_error(500, f"{type(e).__name__}")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):   # no line on stderr per scrape
+        pass
+
+
+def serve(session, address: str, extra=None, **limits) -> MetricsServer:
+    """Starts the exposition server in a daemon thread; returns the server (to shut down)."""
     host, port = parse_address(address)
     try:
-        from prometheus_client import make_wsgi_app
         from prometheus_client.core import CollectorRegistry
     except ImportError:
         raise MetricsError("--metrics needs the prometheus_client package") from None
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SessionCollector(session))
-
-    class Server(ThreadingMixIn, WSGIServer):
-        daemon_threads = True
-
-    class QuietHandler(WSGIRequestHandler):
-        def log_message(self, *args):   # no line on stderr per scrape
-            pass
-
+    registry.register(SessionCollector(session, extra))
     try:
-        family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        Server.address_family = family
-        server = make_server(sockaddr[0], port, make_wsgi_app(registry), Server,
-                             handler_class=QuietHandler)
+        server = MetricsServer((host, port), registry, **limits)
     except OSError as e:
-        raise MetricsError(f"cannot serve metrics on {address}: {e.strerror or e}") from None
-    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+        raise MetricsError(f"cannot serve metrics on {address}: {e.strerror}") from None
+    server.thread.start()
     return server

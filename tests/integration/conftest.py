@@ -111,7 +111,11 @@ class Watcher:
             self.records.append(json.loads(line))
 
     def _read_err(self):
-        self.stderr = self.proc.stderr.read()
+        for line in self.proc.stderr:
+            self.stderr += line
+
+    def stderr_so_far(self) -> str:
+        return self.stderr
 
     def wait_for(self, pred, timeout=20.0, what="record"):
         deadline = time.time() + timeout

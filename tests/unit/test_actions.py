@@ -333,8 +333,9 @@ def test_fallback_thaws_when_signalling_fails(tree, proc):
         def send(self, pidfd, sig):
             raise BeanwatchError("pidfd_send_signal(9): Operation not permitted")
 
-    with pytest.raises(BeanwatchError, match="not permitted"):
-        actor(cg, proc, Broken()).kill(TARGET, cg.cgroup_id(TARGET))
+    result = actor(cg, proc, Broken()).kill(TARGET, cg.cgroup_id(TARGET))
+    assert not result.ok and "2 could not be signalled" in result.detail
+    assert "not permitted" in result.detail
     assert cg.freezes == [True, False]
     assert (tree / "work/job/cgroup.freeze").read_text() == "0"
 
@@ -368,3 +369,41 @@ def test_pidfd_signaller_kills_own_child():
         s.close(fd)
         if child.poll() is None:
             child.kill()
+
+
+class FailingProcFS(ProcFS):
+    """/proc/PID/cgroup of some pids fails with an unexpected error (EACCES, EIO)."""
+
+    def __init__(self, root, errors):
+        super().__init__(root)
+        self.errors = errors
+
+    def _read(self, pid, name):
+        if pid in self.errors and name == "cgroup":
+            raise OSError(self.errors[pid], os.strerror(self.errors[pid]), f"/proc/{pid}/cgroup")
+        return super()._read(pid, name)
+
+
+def test_fallback_goes_on_past_a_pid_that_proc_refuses(tree, proc):
+    """EACCES on 101 and EIO on 103: every other member is still killed, each pidfd
+    closed, the cgroup thawed, and the result says what failed."""
+    cg = fallback_tree(tree, [[100, 101, 102, 103, 104]])
+    sig = FakeSignaller()
+    procfs = FailingProcFS(proc.root, {101: errno.EACCES, 103: errno.EIO})
+    result = actor(cg, procfs, sig).kill(TARGET, cg.cgroup_id(TARGET))
+    assert sorted(sig.killed) == [100, 102, 104]
+    assert sorted(sig.closed) == sorted(sig.opened) == [100, 101, 102, 103, 104]
+    assert not result.ok and "2 could not be signalled" in result.detail
+    assert "101" in result.detail
+    assert cg.freezes == [True, False]
+
+
+def test_fallback_goes_on_past_a_pidfd_error(tree, proc):
+    class Broken(FakeSignaller):
+        def pidfd_open(self, pid):
+            if pid == 100:
+                raise BeanwatchError("pidfd_open(100): Operation not permitted")
+            return super().pidfd_open(pid)
+    cg, sig = fallback_tree(tree, [[100, 101]]), Broken()
+    result = actor(cg, proc, sig).kill(TARGET, cg.cgroup_id(TARGET))
+    assert sig.killed == [101] and not result.ok

@@ -92,7 +92,7 @@ def test_every_document_validates_strictly(docs, version):
     """Strict: a field the schema does not know (a typo such as hostPid) is an error."""
     utils = kubernetes_validate()
     version = latest_kubernetes() if version == "latest" else version
-    assert set(docs) == {"ServiceAccount", "ConfigMap", "DaemonSet"}
+    assert set(docs) == {"ServiceAccount", "ConfigMap", "DaemonSet", "NetworkPolicy"}
     for kind, doc in docs.items():
         try:
             utils.validate(doc, version, strict=True)
@@ -212,6 +212,31 @@ def test_metrics_port_agrees_everywhere(pod, container):
     assert probe["port"] == "metrics" and probe["path"] == annotations["prometheus.io/path"]
 
 
+def test_metrics_on_every_address_only_behind_a_network_policy(docs, pod, container):
+    """0.0.0.0 in the pod's namespace means any pod of the cluster could read what every
+    cgroup of the node holds: only with a NetworkPolicy that selects these pods and lets in
+    nothing but a named scraper on the metrics port (and no egress)."""
+    host = option(container["args"], "--metrics").rpartition(":")[0]
+    assert not pod["spec"].get("hostNetwork", False)
+    if host in ("127.0.0.1", "::1", "[::1]"):
+        return
+    policy = docs["NetworkPolicy"]
+    spec = policy["spec"]
+    assert spec["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert set(spec["policyTypes"]) == {"Ingress", "Egress"}
+    assert spec.get("egress", []) == []
+    (rule,) = spec["ingress"]
+    assert rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert rule["from"], "an empty 'from' lets everyone in"
+    for peer in rule["from"]:
+        assert "ipBlock" not in peer
+        assert peer.get("namespaceSelector", {}).get("matchLabels")
+        assert peer.get("podSelector", {}).get("matchLabels")
+    # the reason is written next to the binding
+    text = open(MANIFEST).read()
+    assert "NetworkPolicy beanwatch-metrics" in text
+
+
 # --- the image build file --------------------------------------------------------------------
 
 def instructions(path: str = CONTAINERFILE) -> list[tuple[str, str]]:
@@ -276,11 +301,12 @@ def test_image_runs_beanwatch_in_the_nodes_cgroup_namespace(container):
     entry, cmd = exec_form(steps, "ENTRYPOINT"), exec_form(steps, "CMD")
     assert entry == ["nsenter", "--cgroup=/proc/1/ns/cgroup", "--", "beanwatch"]
     assert cmd == ["watch", "--config", "/etc/beanwatch/beanwatch.toml", "--json",
-                   "--metrics", "0.0.0.0:9638"]
-    # The DaemonSet's args are the image's CMD with the port as a parameter.
+                   "--metrics", "127.0.0.1:9638"]   # by hand: loopback
+    # The DaemonSet's args are the image's CMD with the port as a parameter, on the pod's
+    # address (behind its NetworkPolicy).
     env = {e["name"]: e["value"] for e in container["env"]}
     args = [a.replace("$(METRICS_PORT)", env["METRICS_PORT"]) for a in container["args"]]
-    assert args == cmd
+    assert args == [a.replace("127.0.0.1:", "0.0.0.0:") for a in cmd]
     assert "command" not in container   # the entrypoint (nsenter) stays
 
 
@@ -299,7 +325,7 @@ def test_beanwatch_accepts_the_image_and_daemonset_command_lines(container):
         params = cli_params(args)
         assert params["config_path"] == "/etc/beanwatch/beanwatch.toml"
         assert params["as_json"] is True
-        assert params["metrics_addr"] == f"0.0.0.0:{env['METRICS_PORT']}"
+        assert params["metrics_addr"].endswith(f":{env['METRICS_PORT']}")
 
 
 def test_nsenter_knows_the_cgroup_option():

@@ -107,3 +107,72 @@ def test_a_new_action_is_a_new_table_entry():
     e.enforce(over(Action.REPORT), {})
     assert notify.seen == ["/job"] and records[0]["detail"] == "notified"
     assert set(ACTIONS) == set(Action), "every action has its entry"
+
+
+# --- hooks beside the loop ----------------------------------------------------------------
+
+class Pending:
+    """A hook handle that answers when told to."""
+
+    def __init__(self):
+        self.outcome, self.killed = None, False
+
+    def poll(self):
+        return self.outcome
+
+    def kill(self):
+        from observer.host.hooks import HookOutcome
+        self.killed = True
+        self.outcome = HookOutcome(True, False, None, True, "killed")
+        return self.outcome
+
+
+class SlowHooks:
+    on_exceed, on_action = "/x/exceed", None
+
+    def __init__(self):
+        self.handles = {}
+
+    def start_exceed(self, record):
+        self.handles[record["cgroup"]] = h = Pending()
+        return h
+
+
+def test_a_waiting_hook_holds_one_cgroup_and_delays_no_other():
+    from observer.host.hooks import HookOutcome
+    actor, ledger, hooks = Actor(), Ledger(), SlowHooks()
+    e, records = enforcer(actor, hooks=hooks, ledger=ledger)
+    e.enforce(over(Action.KILL, "/a"), {1: 1})
+    assert actor.log == [("freeze", "/a")] and "/a" in e.waiting
+    assert ledger.saved[-1] == {("/a", 5)}          # the hold is in the ledger
+    e.enforce(over(Action.KILL, "/a"), {1: 1})      # a retry while it decides: nothing new
+    e.poll()
+    assert actor.log == [("freeze", "/a")] and records == []
+    hooks.on_exceed = None                          # /b has no hook to wait for
+    e.enforce(over(Action.KILL, "/b"), {2: 1})
+    assert actor.log[-1] == ("kill", "/b") and records[-1]["cgroup"] == "/b"
+    hooks.handles["/a"].outcome = HookOutcome(True, False, 0, False, "exit 0")
+    e.poll()
+    assert actor.log[-2:] == [("kill", "/a"), ("thaw", "/a")]
+    assert records[-1]["cgroup"] == "/a" and records[-1]["hook"] == "exit 0"
+    assert not e.waiting and ledger.saved[-1] == set()
+
+
+def test_stop_kills_a_waiting_hook_and_thaws_its_hold():
+    hooks = SlowHooks()
+    e, records = enforcer(Actor(), hooks=hooks, ledger=Ledger())
+    e.enforce(over(Action.KILL, "/a"), {1: 1})
+    assert e.close() == ["/a"]
+    assert hooks.handles["/a"].killed and not e.waiting and not e.held
+
+
+def test_a_thaw_that_fails_is_recorded():
+    from observer.host.hooks import HookOutcome
+    hooks = SlowHooks()
+    e, records = enforcer(Actor(fail="thaw"), hooks=hooks)
+    e.enforce(over(Action.KILL, "/a"), {1: 1})
+    hooks.handles["/a"].outcome = HookOutcome(True, True, 1, False, "vetoed")
+    e.poll()
+    thaw = [r for r in records if r["event"] == "thaw"]
+    assert len(thaw) == 1 and not thaw[0]["ok"] and "thaw failed" in thaw[0]["detail"]
+    assert records[-1]["vetoed"]

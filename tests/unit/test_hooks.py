@@ -192,30 +192,75 @@ def test_a_background_process_holding_the_output_does_not_hold_up_beanwatch(tmp_
                 pass
 
 
-def test_run_is_called_like_execv_without_a_shell(tmp_path):
+class FakeProc:
+    def __init__(self, code):
+        self.pid, self.returncode = 2**22 + 7, code   # above pid_max: killpg finds no group
+
+    def poll(self):
+        return self.returncode
+
+    def wait(self):
+        return self.returncode
+
+
+def test_popen_is_called_like_execv_without_a_shell_in_a_session_of_its_own(tmp_path):
     calls = []
 
-    def fake_run(argv, **kw):
+    def fake_popen(argv, **kw):
         calls.append((argv, kw))
-        return subprocess.CompletedProcess(argv, 1)
+        return FakeProc(1)
 
     path = hook(tmp_path, "exit 0")
-    out = runner(path, timeout=0.5, run=fake_run).before_action(RECORD)
+    out = runner(path, timeout=0.5, popen=fake_popen).before_action(RECORD)
     assert out.vetoed
     [(argv, kw)] = calls
     assert argv == [path]
     assert kw["shell"] is False and kw["close_fds"] is True and kw["stdin"] is subprocess.DEVNULL
-    assert kw["timeout"] == 0.5 and set(kw["env"]) == set(ENV_KEYS)
+    assert kw["start_new_session"] is True      # its own process group, killed as one
+    assert set(kw["env"]) == set(ENV_KEYS)
 
 
 @pytest.mark.parametrize("error", [RuntimeError("boom"), subprocess.SubprocessError(), ValueError("x\ny")])
-def test_any_failure_of_run_proceeds(tmp_path, error):
-    def failing_run(argv, **kw):
+def test_any_failure_to_start_proceeds(tmp_path, error):
+    def failing_popen(argv, **kw):
         raise error
 
-    out = runner(hook(tmp_path, "exit 1"), run=failing_run).before_action(RECORD)
+    out = runner(hook(tmp_path, "exit 1"), popen=failing_popen).before_action(RECORD)
     assert not out.ran and not out.vetoed and "\n" not in out.detail
     assert out.detail.endswith("proceeding with kill")
+
+
+def test_start_returns_at_once_and_the_timeout_kills_the_whole_group(tmp_path):
+    """A hook that sleeps, with a child that also sleeps in its process group: start() does
+    not wait; at the deadline both are killed."""
+    pids = tmp_path / "pids"
+    path = hook(tmp_path, f"sleep 30 & echo $$ $! > {pids}; wait")
+    r = runner(path, timeout=0.5)
+    t0 = time.monotonic()
+    handle = r.start_exceed(RECORD)
+    assert time.monotonic() - t0 < 0.3 and handle.poll() is None
+    while (out := handle.poll()) is None:
+        time.sleep(0.02)
+    assert 0.4 < time.monotonic() - t0 < 3
+    assert out.timed_out and not out.vetoed
+    for pid in map(int, pids.read_text().split()):
+        assert not running(pid), pid
+
+
+def running(pid: int, wait: float = 2.0) -> bool:
+    """Alive and not a zombie (an orphan waits for init to reap it), after up to `wait` s."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+        if state == "Z":
+            return False
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(0.02)
 
 
 # --- start-up checks ------------------------------------------------------------------------

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
+import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -84,7 +89,8 @@ def test_hostile_cgroup_names_are_escaped():
     assert got[("beanwatch_cgroup_estimate_bytes", (("cgroup", '/a"b\nc\\d'),))] == 1024 * MiB
 
 
-@pytest.mark.parametrize("text", ["9638", "host:", "host:99999", "host:-1", "a:b", ""])
+@pytest.mark.parametrize("text", ["host:", "host:99999", "host:-1", "a:b", "", "[::1:9638",
+                                  "a b:9638", "x\n:9638"])
 def test_bad_addresses(text):
     with pytest.raises(MetricsError):
         parse_address(text)
@@ -92,7 +98,10 @@ def test_bad_addresses(text):
 
 def test_addresses():
     assert parse_address("127.0.0.1:9638") == ("127.0.0.1", 9638)
-    assert parse_address(":9638") == ("0.0.0.0", 9638)
+    # only a port: loopback; every address only when said
+    assert parse_address(":9638") == ("127.0.0.1", 9638)
+    assert parse_address("9638") == ("127.0.0.1", 9638)
+    assert parse_address("0.0.0.0:9638") == ("0.0.0.0", 9638)
     assert parse_address("[::1]:9638") == ("::1", 9638)
 
 
@@ -114,3 +123,89 @@ def test_friendly_names_are_a_label():
     s.accounts[0].name = "/system.slice/nginx.service"
     text = scrape_text(s)
     assert 'cgroup="/system.slice/nginx.service",name="nginx.service"' in text
+
+
+def test_journal_drops_are_exported():
+    from observer.app.runtime import output_counters
+    from observer.output.journal import JournalSink
+    journal = JournalSink("/nonexistent/journal.sock")
+    journal({"event": "action", "ts": 1.0, "cgroup": "/a", "pids": [1]})
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(SessionCollector(FakeSession(), lambda: output_counters(journal)))
+    got = samples(generate_latest(reg).decode())
+    assert got[("beanwatch_journal_dropped_total", ())] == 1
+    assert got[("beanwatch_journal_truncated_total", ())] == 0
+
+
+def get(server, path="/metrics", timeout=5):
+    return urllib.request.urlopen(f"http://{server.address}{path}", timeout=timeout)
+
+
+def test_a_name_that_is_not_utf8_does_not_fail_the_scrape():
+    """A cgroup made with mkdir(b"/job\\xff") reaches Python as a surrogate escape; the
+    exposition is UTF-8: the byte is written \\xff, and every other series still comes."""
+    s = FakeSession()
+    s.accounts[0].name = os.fsdecode(b"/job\xff\xfe")
+    server = serve(s, "127.0.0.1:0")
+    try:
+        with get(server) as r:
+            assert r.status == 200
+            body = r.read().decode()
+    finally:
+        server.shutdown()
+    got = samples(body)
+    assert got[("beanwatch_cgroup_estimate_bytes", (("cgroup", "/job\\xff\\xfe"),))] == 1024 * MiB
+    assert got[("beanwatch_cgroup_estimate_bytes", (("cgroup", "/free"),))] == 5 * MiB
+
+
+def test_only_the_metrics_path_is_served():
+    server = serve(FakeSession(), "127.0.0.1:0")
+    try:
+        for path in ("/", "/favicon.ico", "/metricsx", "/../metrics"):
+            with pytest.raises(urllib.error.HTTPError) as e:
+                get(server, path)
+            assert e.value.code == 404, path
+        with get(server, "/metrics?name[]=x") as r:
+            assert r.status == 200
+    finally:
+        server.shutdown()
+
+
+def test_a_port_alone_binds_loopback():
+    server = serve(FakeSession(), "0")
+    try:
+        assert server.server_address[0] == "127.0.0.1"
+        assert server.address.startswith("127.0.0.1:")
+    finally:
+        server.shutdown()
+
+
+def test_silent_connections_are_limited_and_timed_out():
+    """60 clients connect and say nothing: at most 4 threads serve them at any time, the
+    others are closed at once, the silent ones are dropped after the timeout, every one
+    ends, and a scrape then works."""
+    before = threading.active_count()
+    server = serve(FakeSession(), "127.0.0.1:0", max_connections=4, timeout=0.5)
+    host, port = server.server_address[:2]
+    idle = []
+    try:
+        for _ in range(60):
+            idle.append(socket.create_connection((host, port), timeout=5))
+        deadline = time.time() + 15
+        for c in idle:                # the server ends each one: end of file
+            c.setblocking(False)
+            while True:
+                assert threading.active_count() - before <= 1 + 4
+                try:
+                    assert c.recv(100) == b""
+                    break
+                except BlockingIOError:
+                    assert time.time() < deadline, "a silent client was kept"
+                    time.sleep(0.01)
+        assert server.rejected > 0
+        with get(server, timeout=2) as r:
+            assert r.status == 200
+    finally:
+        for c in idle:
+            c.close()
+        server.shutdown()

@@ -168,6 +168,27 @@ def test_unit_grants_exactly_the_documented_capabilities():
         assert re.search(rf"^#\s+{cap}\s+\S", open(UNIT).read(), re.M), f"{cap} is not explained"
 
 
+def seconds(value: str) -> float:
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|min)?", value)
+    assert m, f"not a simple time span: {value}"
+    return float(m.group(1)) * {"ms": 0.001, "s": 1, None: 1, "min": 60}[m.group(2)]
+
+
+def test_unit_is_notify_with_a_watchdog_and_a_stop_timeout_above_the_hooks():
+    """READY=1 marks the probes attached; the loop feeds the watchdog; a stop that lands
+    while an on-action hook runs (for at most the largest --hook-timeout) still ends
+    cleanly; a death by SIGHUP is restarted."""
+    from observer.app.cli import watch
+    s = unit_settings()
+    assert one(s, "Service.Type") == "notify"
+    assert one(s, "Service.NotifyAccess") == "main"
+    hook_max = next(p for p in watch.params if p.name == "hook_timeout").type.max
+    assert seconds(one(s, "Service.TimeoutStopSec")) >= hook_max + 10
+    assert seconds(one(s, "Service.WatchdogSec")) >= 10
+    assert one(s, "Service.Restart") == "on-failure"
+    assert "SIGHUP" in one(s, "Service.RestartForceExitStatus").split()
+
+
 # Every system call seen under `strace -f -c` of `beanwatch check`, `beanwatch status`, a
 # bcc compile with a ctypes ring-buffer callback, a taskstats query, mlockall and a pidfd
 # signal, plus what attaching (bpf, perf_event_open, ioctl) and mounting tracefs take.
@@ -179,7 +200,7 @@ BEANWATCH_SYSCALLS = (
     "perf_event_open pidfd_open pidfd_send_signal pipe2 pread64 prlimit64 read readlink "
     "recvfrom rseq rt_sigaction rt_sigprocmask sendto set_robust_list set_tid_address "
     "setsockopt socket socketpair statfs sysinfo uname vfork wait4 write clock_nanosleep "
-    "kill").split()
+    "kill setsid mkdir rmdir").split()
 
 
 def expand_syscall_group(tool: str, name: str, seen: set[str]) -> set[str]:
@@ -283,7 +304,8 @@ def installed(tmp_path_factory, lent_deps):
     (fake / "systemctl").chmod(0o755)
     env = clean_env(DESTDIR=str(root), PYTHON=BASE_PYTHON, PIP_NO_INDEX="1", PIP_NO_DEPS="1",
                     PYTHONPATH=lent_deps, PATH=f"{fake}:{os.environ['PATH']}")
-    first = run(["bash", INSTALL], env=env, cwd="/")
+    # `make install` with DESTDIR: the Makefile's own recipe, which then skips the host set-up
+    first = run(["make", "-s", "-C", ROOT, "install", f"DESTDIR={root}"], env=env, cwd="/")
     assert first.returncode == 0, first.stdout + first.stderr
     config = root / "etc/beanwatch/beanwatch.toml"
     config.write_text(config.read_text() + "# edited by the operator\n")
@@ -343,6 +365,46 @@ def test_installed_command_runs_from_another_directory(installed, tmp_path):
     assert res.stdout.strip() == str(
         root / "opt/beanwatch/venv/lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
         / "site-packages/observer/probes/accounting.c")
+
+
+SETUP = os.path.join(ROOT, "scripts", "setup-host.sh")
+# Tools only the tests, the demo's checks and the benchmarks use: never on a production host.
+TEST_TOOLS = {"stress-ng", "prometheus", "tmux", "strace", "gcc", "gcc-multilib", "bpftool",
+              "make"}
+
+
+def setup_packages(*args) -> list[str]:
+    res = run(["bash", SETUP, *args, "--list"], env=clean_env(), cwd="/")
+    assert res.returncode == 0, res.stderr
+    return res.stdout.split()
+
+
+def test_runtime_setup_installs_no_test_tool():
+    runtime, full = setup_packages("--runtime"), setup_packages()
+    assert {"python3-bpfcc", "libbpfcc", "python3-venv"} <= set(runtime)
+    assert not set(runtime) & TEST_TOOLS, set(runtime) & TEST_TOOLS
+    # the test host gets everything: `make test` and `make demo` work on a fresh host
+    assert set(runtime) < set(full) and TEST_TOOLS <= set(full)
+    res = run(["bash", SETUP, "--bogus"], env=clean_env(), cwd="/")
+    assert res.returncode == 2 and "unknown argument" in res.stderr
+
+
+def make_dry_run(target: str, *args) -> list[str]:
+    res = run(["make", "-n", "-C", ROOT, target, *args], env=clean_env(), cwd="/")
+    assert res.returncode == 0, res.stderr
+    return [line for line in res.stdout.splitlines() if not line.startswith("make")]
+
+
+def test_make_install_sets_up_the_runtime_only():
+    lines = make_dry_run("install")
+    setups = [line for line in lines if "setup-host.sh" in line]
+    assert setups and all("setup-host.sh --runtime" in line for line in setups), lines
+    assert any("scripts/install.sh" in line for line in lines)
+    # and the test and demo targets the whole test set (no --runtime)
+    for target in ("test", "demo"):
+        lines = make_dry_run(target)
+        assert any(re.search(r"setup-host\.sh\s*$", line) for line in lines), (target, lines)
+        assert not any("--runtime" in line for line in lines), (target, lines)
 
 
 def test_install_refuses_a_relative_destdir(tmp_path):
