@@ -76,6 +76,8 @@ class Session:
         self.last_slow_at = float("-inf")
         self.event_errors = 0
         self.loop_errors = 0
+        self.skipped: dict[str, str] = {}   # cgroups the last walk could not read
+        self.cgroups_skipped = 0             # how many were ever skipped
 
     # -- start-up -----------------------------------------------------------------------
     def start(self) -> None:
@@ -92,17 +94,20 @@ class Session:
         self.reconcile(force_all=True)
 
     def seed_from_proc(self) -> None:
-        ids = {name: cid for cid, name in self.tree.items()}
+        """Each process found in a cgroup's cgroup.procs (read through directory fds: no
+        path is too long) is seeded with its address space from /proc."""
         seeded = []
-        for pid in self.procfs.pids():
-            statm = self.procfs.statm(pid)
-            path = self.procfs.cgroup2_path(pid)
-            if not statm or not statm[0] or path is None or path not in ids:
+        for cid, pids in self.cg.procs_by_cgroup().items():
+            if cid not in self.tree:
                 continue
-            pages = to_pages(statm[0])
-            if self.probes.seed_process(pid, pages, ids[path]):
-                self.seed[ids[path]] += pages
-                seeded.append((pid, pages, ids[path]))
+            for pid in pids:
+                statm = self.procfs.statm(pid)
+                if not statm or not statm[0]:
+                    continue
+                pages = to_pages(statm[0])
+                if self.probes.seed_process(pid, pages, cid):
+                    self.seed[cid] += pages
+                    seeded.append((pid, pages, cid))
         # A process that exited between our read and the insert would stay counted.
         for pid, pages, cid in seeded:
             if self.procfs.statm(pid) is None and self.probes.forget_process(pid, pages, cid):
@@ -112,11 +117,22 @@ class Session:
         """Which cgroup ids each account covers: the cgroup itself and its descendants.
         Each cgroup is filed under every watched ancestor, O(cgroups x depth)."""
         self.tree = self.cg.walk()
+        self.note_skipped(getattr(self.cg, "skipped", {}))
         self.leaves_of = {acc.name: [] for acc in self.accounts}
         for cid, name in self.tree.items():
             for anc in self.cg.ancestors_or_self(name):
                 if anc in self.leaves_of:
                     self.leaves_of[anc].append(cid)
+
+    def note_skipped(self, skipped: dict[str, str]) -> None:
+        """Cgroups the walk could not read are not accounted: say so once per cgroup (a
+        record), and count them. Never fatal."""
+        for name, reason in skipped.items():
+            if name not in self.skipped:
+                self.cgroups_skipped += 1
+                self.sink({"event": "skipped", "ts": round(self.clock(), 6), "cgroup": name,
+                           "detail": reason, "skipped": self.cgroups_skipped})
+        self.skipped = dict(skipped)
 
     # -- events -------------------------------------------------------------------------
     def on_event(self, ev: wire.Event) -> None:

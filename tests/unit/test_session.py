@@ -446,3 +446,27 @@ def test_a_crossing_while_disarmed_is_caught_by_the_recheck(host):
     assert s.dirty, "the counter past its fresh bound was not noticed"
     s.reconcile()
     assert host.events("mode", "/job")[-1]["mode"] == "slow"
+
+
+def test_a_cgroup_the_walk_cannot_read_is_skipped_reported_once_and_counted(host, monkeypatch):
+    import errno
+    import observer.host.cgroupfs as cgroupfs
+    cid = host.cgroup("/job")
+    host.cgroup("/job/locked/inner")
+    host.process(100, "/job", 300 * MiB, 10 * MiB)
+    real_open = os.open
+    locked = os.stat(host.cgroot / "job" / "locked").st_ino
+
+    def open_(path, flags, *a, dir_fd=None, **kw):
+        if path == "inner" and dir_fd is not None and os.fstat(dir_fd).st_ino == locked:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_open(path, flags, *a, dir_fd=dir_fd, **kw)
+    monkeypatch.setattr(cgroupfs.os, "open", open_)
+    s = host.session([Watch("/job", cid, Limit(1024 * MiB))])
+    s.start()
+    s.refresh_tree()
+    skipped = host.events("skipped")
+    assert [r["cgroup"] for r in skipped] == ["/job/locked/inner"]
+    assert skipped[0]["detail"] == "Too many open files" and s.cgroups_skipped == 1
+    s.snapshot()
+    assert host.events("snapshot", "/job")[-1]["estimate_bytes"] == 300 * MiB
