@@ -102,3 +102,107 @@ def test_a_chain_of_cgroups_deeper_than_path_max_neither_stops_nor_blinds_the_wa
         assert w.stop() == 0
     finally:
         chain.remove()
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_cpu(pid: int, seconds: float = 3.0) -> float:
+    """Share of one core the process used over seconds."""
+    before = cpu_seconds(pid)
+    time.sleep(seconds)
+    return (cpu_seconds(pid) - before) / seconds
+
+
+def move(pid: int, path: str) -> None:
+    with open(os.path.join(path, "cgroup.procs"), "w") as f:
+        f.write(str(pid))
+
+
+def killed_near(cgroups, w, cg, limit_mib, slack_mib=64):
+    p = cgroups.workload(cg, "touch:1G", "hold")
+    assert p.wait(timeout=30) == -signal.SIGKILL, f"toucher in {cg} not killed"
+    act = w.wait_for(lambda r: r["event"] == "action" and p.pid in r.get("pids", ()),
+                     what=f"kill in {cg}")
+    assert act["ok"] and act["exact_bytes"] < (limit_mib + slack_mib) * MiB, act
+    return act
+
+
+def test_a_restarted_service_cgroup_is_enforced_again(cgroups, watcher):
+    cg = cgroups.make("svc")
+    w = watcher("--limit", f"{cg}=256M", "--action", "kill", "--interval", "0.2")
+    w.started()
+    first = cgroups.workload(cg, "touch:16M", "hold")
+    time.sleep(0.5)
+    # what systemctl restart does: the processes go, the cgroup goes, a new one comes
+    first.kill()
+    first.wait()
+    from observer.host.scratch import remove_cgroup
+    remove_cgroup(cgroups.path(cg))
+    os.mkdir(cgroups.path(cg))
+    act = killed_near(cgroups, w, cg, 256)
+    assert act["cgroup"] == cg
+    rec = w.wait_for(lambda r: r["event"] == "recreated" and r["cgroup"] == cg,
+                     what="recreated record")
+    assert rec["cgroup_id"] == act["cgroup_id"] != rec["previous_id"]
+    assert w.stop() == 0
+
+
+def test_a_configured_cgroup_missing_at_start_is_waited_for(cgroups, watcher):
+    cg = cgroups.prefix + "/later"
+    w = watcher("--limit", f"{cg}=128M", "--action", "kill", "--interval", "0.2")
+    w.wait_for(lambda r: r["event"] == "waiting" and r["cgroup"] == cg, what="waiting record")
+    cgroups.make("later")
+    killed_near(cgroups, w, cg, 128)
+    assert w.wait_for(lambda r: r["event"] == "appeared" and r["cgroup"] == cg)
+    assert w.stop() == 0
+
+
+def test_cgroup_churn_neither_fills_the_maps_nor_spins(cgroups, watcher):
+    parent = cgroups.make("churn")
+    home = cgroups.make("churn/home")
+    # maps sized small on purpose: 3000 cgroups made, entered and removed would fill them
+    w = watcher("--limit", f"{parent}=256M", "--action", "kill", "--interval", "0.2",
+                "--max-leaves", "1024")
+    w.started()
+    mover = cgroups.spawn(home, ["sleep", "600"])
+    time.sleep(0.2)
+    for i in range(3000):
+        path = cgroups.path(f"{parent}/c{i}")
+        os.mkdir(path)
+        move(mover.pid, path)
+        move(mover.pid, cgroups.path(home))
+        os.rmdir(path)
+    time.sleep(1.0)
+    cpu = idle_cpu(w.proc.pid)
+    assert cpu < 0.15, f"beanwatch used {cpu:.0%} of a core while idle after the churn"
+    assert not w.of("map_full") and not w.of("error")
+    killed_near(cgroups, w, cgroups.make("churn/after"), 256)
+    assert w.stop() == 0
+
+
+def test_full_maps_are_reported_once_fall_back_to_exact_checks_and_never_spin(
+        cgroups, watcher):
+    parent = cgroups.make("full")
+    home = cgroups.make("full/home")
+    w = watcher("--limit", f"{parent}=256M", "--action", "kill", "--interval", "0.2",
+                "--max-leaves", "64")
+    w.started()
+    mover = cgroups.spawn(home, ["sleep", "600"])
+    time.sleep(0.2)
+    for i in range(150):   # live cgroups, each entered once: more than the maps hold
+        move(mover.pid, cgroups.path(cgroups.make(f"full/c{i}")))
+    move(mover.pid, cgroups.path(home))
+    w.wait_for(lambda r: r["event"] == "map_full", what="map_full record")
+    time.sleep(1.0)
+    cpu = idle_cpu(w.proc.pid)
+    assert cpu < 0.15, f"beanwatch used {cpu:.0%} of a core while idle with full maps"
+    assert len(w.of("map_full")) == 1 and not w.of("error")
+    # a cgroup with no map entry is measured every interval (0.2 s), not followed per
+    # fault: a toucher at ~1 GiB/s passes the limit by up to one interval's growth
+    killed_near(cgroups, w, cgroups.make("full/after"), 256, slack_mib=320)
+    assert len(w.of("map_full")) == 1
+    assert w.stop() == 0
