@@ -111,8 +111,9 @@ class CgroupFS:
         try:
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
-            if missing_ok:
+            if missing_ok and not (spec.startswith("/") and os.path.lexists(spec)):
                 return lexical
+            # an absolute path that exists outside the mount is a mistake, not a cgroup to come
             raise BeanwatchError(f"no cgroup {spec!r} under {self.root}") from None
         except OSError as e:
             if e.errno == errno.ENAMETOOLONG:

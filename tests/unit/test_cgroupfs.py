@@ -324,6 +324,8 @@ def test_a_long_path_through_a_symlink_is_refused(cg, tree):
 
 def test_resolve_missing_ok_gives_the_lexical_name(cg):
     assert cg.resolve("x/./y", missing_ok=True) == "/x/y"
+    with pytest.raises(BeanwatchError, match="no cgroup '/proc'"):
+        cg.resolve("/proc", missing_ok=True)   # exists, outside the mount: a mistake
     with pytest.raises(BeanwatchError, match="no cgroup"):
         cg.resolve("x/y")
     with pytest.raises(BeanwatchError, match=r"\.\."):
