@@ -202,7 +202,8 @@ def test_full_maps_are_reported_once_fall_back_to_exact_checks_and_never_spin(
     assert cpu < 0.15, f"beanwatch used {cpu:.0%} of a core while idle with full maps"
     assert len(w.of("map_full")) == 1 and not w.of("error")
     # a cgroup with no map entry is measured every interval (0.2 s), not followed per
-    # fault: a toucher at ~1 GiB/s passes the limit by up to one interval's growth
-    killed_near(cgroups, w, cgroups.make("full/after"), 256, slack_mib=320)
+    # fault: a toucher at ~1 GiB/s passes the limit by one interval's growth and the time
+    # a measurement takes (up to ~330 MiB here on a loaded host); it must not reach 1 GiB
+    killed_near(cgroups, w, cgroups.make("full/after"), 256, slack_mib=512)
     assert len(w.of("map_full")) == 1
     assert w.stop() == 0
