@@ -12,6 +12,8 @@
 BPF_HASH(procs, u32, struct proc_state, MAX_PROCS);
 BPF_HASH(leaf_ctl, u64, struct leaf_ctl, MAX_LEAVES);
 BPF_HASH(leaf_cnt, u64, struct leaf_cnt, MAX_LEAVES);
+/* ids of cgroup2 cgroups removed lately: no entry is made again for one of them */
+BPF_TABLE("lru_hash", u64, u8, dead_leaves, 4096);
 BPF_PERCPU_ARRAY(stats, u64, STAT_MAX);
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 
@@ -91,6 +93,8 @@ static __always_inline struct leaf_ctl *ctl_of(u64 leaf)
 	struct leaf_ctl *ctl = leaf_ctl.lookup(&leaf);
 	if (ctl)
 		return ctl;
+	if (dead_leaves.lookup(&leaf))
+		return 0;
 	struct leaf_ctl init = {};
 	init.vm_high = S64_MAX;
 	init.vm_low = -S64_MAX;
@@ -110,6 +114,8 @@ static __always_inline struct leaf_cnt *cnt_of(u64 leaf)
 	struct leaf_cnt *cnt = leaf_cnt.lookup(&leaf);
 	if (cnt)
 		return cnt;
+	if (dead_leaves.lookup(&leaf))
+		return 0;
 	struct leaf_cnt zero = {};
 	leaf_cnt.insert(&leaf, &zero);
 	cnt = leaf_cnt.lookup(&leaf);
@@ -335,6 +341,27 @@ RAW_TRACEPOINT_PROBE(cgroup_attach_task)
 	emit(EV_MOVED, key, leaf, mm_total_vm(mm), old_leaf);
 	return 0;
 }
+
+#ifdef HAS_CGROUP_RMDIR
+/* A cgroup was removed: free its entries, so churn (sessions, timers, containers, a tenant's
+ * loop of mkdir and rmdir) cannot fill the maps. Only cgroup2's (hierarchy 0): v1 hierarchies
+ * number their cgroups on their own. No live process is left in a removed cgroup (the exit
+ * program runs before a task leaves its cgroup), and the id is remembered as dead so that a
+ * stale process entry pointing at it cannot make the entries again. */
+TRACEPOINT_PROBE(cgroup, cgroup_rmdir)
+{
+	if (args->root != 0)
+		return 0;
+	u64 id = args->id;
+	u8 one = 1;
+	dead_leaves.update(&id, &one);
+	int freed = leaf_ctl.delete(&id) == 0;
+	freed |= leaf_cnt.delete(&id) == 0;
+	if (freed)
+		stat_inc(STAT_LEAVES_FREED);
+	return 0;
+}
+#endif
 
 /* Slow mode only (attached while some cgroup is slow): follow resident growth per fault.
  * The tracepoint fires before the fault is handled, so the count read here includes every

@@ -17,7 +17,8 @@
 #define STAT_LEAVES_FULL   2 /* leaf maps full: a cgroup is not accounted */
 #define STAT_VM_UPDATES    3 /* address-space changes accounted */
 #define STAT_FAULTS        4 /* page faults followed in slow-mode cgroups */
-#define STAT_MAX           5
+#define STAT_LEAVES_FREED  5 /* per-cgroup entries freed at rmdir */
+#define STAT_MAX           6
 
 struct event {
 	unsigned int kind;

@@ -141,10 +141,12 @@ def cli():
               hidden=True, help="How address-space changes are followed (for benchmarks).")
 @click.option("--kill-via", type=click.Choice(["auto", "signals"]), default="auto", hidden=True,
               help="signals: freeze + SIGKILL through pidfds even where cgroup.kill exists.")
+@click.option("--max-leaves", type=click.IntRange(64, 1 << 22), default=None, hidden=True,
+              help="Entries of the per-cgroup kernel maps (default: from the host; for tests).")
 @click.option("--print-bpf", is_flag=True, hidden=True, help="Print the BPF source and exit.")
 def watch(limits, config_path, action, hysteresis, adaptive, interval, duration, as_json,
           keep_frozen, on_exceed, on_action, hook_timeout, journal, metrics_addr, ringbuf_pages,
-          vm_hook, kill_via, print_bpf):
+          vm_hook, kill_via, max_leaves, print_bpf):
     """Watch cgroups live and act on limits."""
     if print_bpf:
         from ..kernel.loader import probe_source
@@ -155,6 +157,7 @@ def watch(limits, config_path, action, hysteresis, adaptive, interval, duration,
     # the probes compile (a second or more) is kept for the loop, never the end of the daemon.
     signals = runtime.Signals()
     from ..host.configfile import load
+    from .session import memory_max_template
     action = Action(action)
     if action is not Action.REPORT and not limits:
         raise click.UsageError(f"--action {action.value} needs at least one --limit")
@@ -164,20 +167,23 @@ def watch(limits, config_path, action, hysteresis, adaptive, interval, duration,
         fail(str(e), 2)
     require_root()
     host, watches = open_host_or_exit(lambda host: runtime.resolve_watches(
-        host, limits, action, hysteresis, adaptive, file_config))
+        host, limits, action, hysteresis, adaptive, file_config, wait_for_missing=True))
     if interval is None:
         interval = (file_config.interval if file_config and file_config.interval else 1.0)
 
     def reload():
         """SIGHUP: the config file again; a bad one keeps the running config."""
         return runtime.resolve_watches(host, limits, action, hysteresis, adaptive,
-                                       load(config_path))
+                                       load(config_path), wait_for_missing=True)
 
     options = runtime.Options(
         interval=interval, duration=duration, as_json=as_json, keep_frozen=keep_frozen,
         ringbuf_pages=ringbuf_pages, vm_hook=vm_hook, kill_via=kill_via,
         metrics_addr=metrics_addr, journal=journal, on_exceed=on_exceed, on_action=on_action,
-        hook_timeout=hook_timeout)
+        hook_timeout=hook_timeout, max_leaves=max_leaves,
+        # no --limit and no --config: limits from memory.max, followed live
+        memory_max=(None if limits or file_config else
+                    memory_max_template(hysteresis, adaptive)))
     sys.exit(runtime.run_watch(host, watches, options, reload if config_path else None,
                                signals=signals))
 

@@ -53,13 +53,17 @@ class Options:
     on_action: str | None = None
     hook_timeout: float = 2.0
     state_dir: str | None = None      # None: state.DEFAULT_STATE_DIR
+    memory_max: Limit | None = None   # limits from memory.max, followed live (no --limit)
+    max_leaves: int | None = None     # kernel map sizes: None sizes them from the host
+    max_procs: int | None = None
 
 
 def resolve_watches(host: Host, limits, action: Action, hysteresis: float, adaptive=False,
-                    file_config=None):
+                    file_config=None, wait_for_missing=False):
     """--limit specs and --config entries to Watch objects, each checked (freeze and kill
     are refused where they could reach init or beanwatch). With neither, every cgroup
-    with its memory limit, in report mode."""
+    with its memory limit, in report mode. With wait_for_missing, a cgroup that does not
+    exist yet is watched under its name (id 0): the session waits for it."""
     from ..host.actions import ActionRefused, guard
     wanted = [(spec.cgroup, Limit(spec.limit, spec.barrier, action, hysteresis, adaptive))
               for spec in limits]
@@ -74,11 +78,19 @@ def resolve_watches(host: Host, limits, action: Action, hysteresis: float, adapt
         return watches
     watches, seen = [], set()
     for spec, limit in wanted:
-        name = host.cg.resolve(spec)
+        name = host.cg.resolve(spec, missing_ok=wait_for_missing)
         if name in seen:
             raise ConfigError(f"cgroup {name} is given twice")
         seen.add(name)
-        cid = host.cg.cgroup_id(name)
+        try:
+            cid = host.cg.cgroup_id(name)
+        except FileNotFoundError:
+            # Not there yet: it cannot hold init or beanwatch (both are somewhere); the guard
+            # runs again before every action, once the cgroup exists.
+            watches.append(Watch(name, 0, limit))
+            continue
+        except OSError as e:
+            raise ConfigError(f"cannot open cgroup {name}: {e.strerror}") from None
         if limit.action is not Action.REPORT:
             try:
                 guard(host.cg, name, cid, host.own_cgroup, host.init_cgroup)
@@ -149,6 +161,14 @@ class Signals:
         return self.signal is not None
 
 
+def read_pid_max(path: str = "/proc/sys/kernel/pid_max") -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
 def build_session(host: Host, watches, sink, options: Options = Options()) -> Session:
     from ..host.actions import Actor
     from ..host.hooks import HookRunner, reap_hook_cgroups
@@ -157,8 +177,11 @@ def build_session(host: Host, watches, sink, options: Options = Options()) -> Se
     from ..kernel.loader import ProbeOptions, Probes
     o = options
     holder = {}
+    from ..kernel.loader import map_sizes
+    procs, leaves = map_sizes(read_pid_max(), host.cg.count(), o.max_procs, o.max_leaves)
     probes = Probes(lambda ev: holder["s"].on_event(ev),
-                    ProbeOptions(ring_pages=o.ringbuf_pages, vm_hook=o.vm_hook))
+                    ProbeOptions(ring_pages=o.ringbuf_pages, vm_hook=o.vm_hook,
+                                 max_procs=procs, max_leaves=leaves))
     actor = Actor(host.cg, host.procfs, host.own_cgroup, host.init_cgroup,
                   use_cgroup_kill=(o.kill_via == "auto"))
     hooks = None
@@ -170,7 +193,8 @@ def build_session(host: Host, watches, sink, options: Options = Options()) -> Se
         render.message(f"killed what the hook of a beanwatch that died left in {path}")
     session = Session(watches, host.cg, host.procfs, probes, actor, sink, interval=o.interval,
                       keep_frozen=o.keep_frozen, taskstats=PeakReader(),
-                      ledger=FrozenLedger(o.state_dir or DEFAULT_STATE_DIR), hooks=hooks)
+                      ledger=FrozenLedger(o.state_dir or DEFAULT_STATE_DIR), hooks=hooks,
+                      memory_max=o.memory_max)
     holder["s"] = session
     return session
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..kernel import wire
+from ..core.config import Action, Limit
 from ..core.errors import BeanwatchError
+from ..core.ratelimit import Buckets
 from ..core.model import Account, Effect, LeafBounds, LeafCounters, Mode, leaf_bounds
 from ..core.records import account_record
 from ..core.sizes import PAGE_SIZE, to_bytes, to_pages
@@ -41,6 +43,23 @@ def measure(cg, procfs, name: str) -> tuple[int, dict[int, int]]:
 # left slow mode, so a cgroup flapping across its limit does not stall the loop each time.
 FAULT_PROBE_GRACE = 10.0
 
+# Events handled per second per cgroup (the source), and the burst allowed: past that, one
+# tenant's events (a process moved between two of its cgroups in a loop) are counted and
+# the cgroup is resynchronised at the next tick instead, so others are still served.
+EVENT_RATE = 200.0
+EVENT_BURST = 100.0
+
+# The tree (and memory.max, when limits come from it) is walked again at least this often,
+# and on news of an unknown cgroup no sooner than TREE_GAP_FACTOR times the last walk's
+# duration after it: a tenant making cgroups in a loop cannot keep the loop walking.
+TREE_EVERY = 2.0
+TREE_GAP_FACTOR = 10.0
+
+
+def memory_max_template(hysteresis: float, adaptive: bool) -> Limit:
+    """What a limit read from memory.max becomes: report only (its size filled in)."""
+    return Limit(1, None, Action.REPORT, hysteresis, adaptive)
+
 
 class Session:
     """Keeps the model in step with the kernel counters and acts on decisions.
@@ -50,7 +69,10 @@ class Session:
     """
 
     def __init__(self, watches, cg, procfs, probes, actor, sink, *, interval=1.0,
-                 keep_frozen=False, clock=time.time, taskstats=None, ledger=None, hooks=None):
+                 keep_frozen=False, clock=time.time, taskstats=None, ledger=None, hooks=None,
+                 memory_max: Limit | None = None, tree_every: float = TREE_EVERY,
+                 tree_gap: float | None = None, event_rate: float = EVENT_RATE,
+                 event_burst: float = EVENT_BURST):
         self.cg, self.procfs, self.probes, self.actor = cg, procfs, probes, actor
         self.sink = sink
         self.interval = interval
@@ -76,6 +98,26 @@ class Session:
         self.last_slow_at = float("-inf")
         self.event_errors = 0
         self.loop_errors = 0
+        self.skipped: dict[str, str] = {}   # cgroups the last walk could not read
+        self.cgroups_skipped = 0             # how many were ever skipped
+        # limits from memory.max, followed live (no --limit): the template, else None
+        self.memory_max = memory_max
+        self.covered_by: dict[int, list[Account]] = {}   # cgroup id -> accounts covering it
+        self.missing: set[str] = set()       # watched names with no cgroup (yet)
+        self.tree_every = tree_every
+        self.tree_gap = tree_gap             # None: TREE_GAP_FACTOR x the last walk's time
+        self.tree_wanted = False
+        self.walked_at = float("-inf")       # time.monotonic() of the last walk
+        self.walk_took = 0.0
+        # per-source rate limit of events; over it: counted, resynchronised at the tick
+        self.buckets = Buckets(event_rate, event_burst)
+        self.resync: set[int] = set()
+        self.events_seen = 0
+        self.events_throttled = 0
+        # kernel maps full: reported once, then exact checks every interval for the limits
+        self.map_full = 0                    # failures counted (kernel side and our writes)
+        self.map_full_reported = False
+        self.unwritten: set[int] = set()     # bounds that could not be written (map full)
 
     # -- start-up -----------------------------------------------------------------------
     def start(self) -> None:
@@ -92,31 +134,134 @@ class Session:
         self.reconcile(force_all=True)
 
     def seed_from_proc(self) -> None:
-        ids = {name: cid for cid, name in self.tree.items()}
+        """Each process found in a cgroup's cgroup.procs (read through directory fds: no
+        path is too long) is seeded with its address space from /proc."""
         seeded = []
-        for pid in self.procfs.pids():
-            statm = self.procfs.statm(pid)
-            path = self.procfs.cgroup2_path(pid)
-            if not statm or not statm[0] or path is None or path not in ids:
+        for cid, pids in self.cg.procs_by_cgroup().items():
+            if cid not in self.tree:
                 continue
-            pages = to_pages(statm[0])
-            if self.probes.seed_process(pid, pages, ids[path]):
-                self.seed[ids[path]] += pages
-                seeded.append((pid, pages, ids[path]))
+            for pid in pids:
+                statm = self.procfs.statm(pid)
+                if not statm or not statm[0]:
+                    continue
+                pages = to_pages(statm[0])
+                if self.probes.seed_process(pid, pages, cid):
+                    self.seed[cid] += pages
+                    seeded.append((pid, pages, cid))
         # A process that exited between our read and the insert would stay counted.
         for pid, pages, cid in seeded:
             if self.procfs.statm(pid) is None and self.probes.forget_process(pid, pages, cid):
                 self.seed[cid] -= pages
 
     def refresh_tree(self) -> None:
-        """Which cgroup ids each account covers: the cgroup itself and its descendants.
-        Each cgroup is filed under every watched ancestor, O(cgroups x depth)."""
+        """Walks the tree: which cgroup ids each account covers (the cgroup itself and its
+        descendants, O(cgroups x depth)), and the reverse index, so an event costs O(1).
+        Accounts follow their paths (a cgroup removed and made again is re-resolved), limits
+        from memory.max are read again, and state of cgroups gone is dropped."""
+        started = time.monotonic()
         self.tree = self.cg.walk()
-        self.leaves_of = {acc.name: [] for acc in self.accounts}
+        self.walk_took = time.monotonic() - started
+        self.walked_at = time.monotonic()
+        self.tree_wanted = False
+        self.note_skipped(getattr(self.cg, "skipped", {}))
+        if self.memory_max is not None:
+            self.follow_memory_max()
+        self.resolve_accounts()
+        by_name = {acc.name: acc for acc in self.accounts}
+        self.leaves_of = {name: [] for name in by_name}
+        self.covered_by = {}
         for cid, name in self.tree.items():
             for anc in self.cg.ancestors_or_self(name):
-                if anc in self.leaves_of:
+                acc = by_name.get(anc)
+                if acc is not None:
                     self.leaves_of[anc].append(cid)
+                    self.covered_by.setdefault(cid, []).append(acc)
+        self.prune()
+
+    def resolve_accounts(self) -> None:
+        """Each account to the cgroup now at its path. A new id (removed and made again,
+        as a service restart does) is taken with a record; the guard still compares the
+        id before every action, so nothing is done to a cgroup other than the one measured.
+        A path with no cgroup is waited for (one record), not fatal."""
+        ids = {name: cid for cid, name in self.tree.items()}
+        now = round(self.clock(), 6)
+        for acc in self.accounts:
+            cid = ids.get(acc.name)
+            if cid is None:
+                if acc.name not in self.missing:
+                    self.missing.add(acc.name)
+                    self.sink(account_record("waiting", acc, now,
+                                             detail="no such cgroup (yet): waiting for it"))
+                continue
+            if acc.cgroup_id == cid:
+                self.missing.discard(acc.name)
+                continue
+            previous = acc.cgroup_id
+            acc.cgroup_id = cid
+            acc.acted_at = None
+            acc.exact = None
+            if acc.name in self.missing:
+                self.missing.discard(acc.name)
+                self.sink(account_record("appeared", acc, now, detail="cgroup created"))
+            else:
+                self.sink(account_record("recreated", acc, now, previous_id=previous,
+                                         detail=f"removed and made again (id {previous} -> {cid})"))
+
+    def follow_memory_max(self) -> None:
+        """Limits from memory.max (no --limit): every cgroup of the tree, its limit read
+        again at each walk. New cgroups are taken, changed values followed, gone ones dropped."""
+        old = {acc.name: acc for acc in self.accounts}
+        accounts = []
+        for cid, name in sorted(self.tree.items(), key=lambda kv: kv[1]):
+            try:
+                value = self.cg.memory_limit(name)
+            except BeanwatchError:
+                value = None
+            limit = replace(self.memory_max, limit=value) if value else None
+            acc = old.get(name)
+            if acc is None:
+                acc = Account(name, cid, limit)
+            elif acc.limit != limit:
+                before = acc.limit
+                acc.limit = limit
+                if limit is None:
+                    acc.mode = Mode.FAST
+                self.sink(account_record("limit", acc, round(self.clock(), 6),
+                                         previous_limit_bytes=before.limit if before else None,
+                                         detail="memory.max changed"))
+            accounts.append(acc)
+        self.accounts = accounts
+
+    def prune(self) -> None:
+        """Drops what is kept per cgroup id for ids no longer in the tree."""
+        tree = self.tree
+        for d in (self.seed, self.written):
+            for cid in [c for c in d if c not in tree]:
+                del d[cid]
+        self.rearm &= tree.keys()
+        self.unwritten &= tree.keys()
+        self.buckets.keep_only(tree)
+
+    def tree_due_in(self) -> float:
+        """Seconds until a walk asked for by an event may run."""
+        gap = self.tree_gap if self.tree_gap is not None else TREE_GAP_FACTOR * self.walk_took
+        return max(0.0, self.walked_at + gap - time.monotonic())
+
+    def maybe_refresh(self, periodic: bool = False) -> None:
+        if self.tree_wanted and self.tree_due_in() <= 0.0:
+            self.refresh_tree()
+        elif periodic and time.monotonic() - self.walked_at >= self.tree_every:
+            self.refresh_tree()
+
+    def note_skipped(self, skipped: dict[str, str]) -> None:
+        """Cgroups the walk could not read are not accounted: say so once per cgroup (a
+        record), and count them. Never fatal."""
+        for name, reason in skipped.items():
+            if name not in self.skipped:
+                self.cgroups_skipped += 1
+                self.sink({"event": "skipped", "ts": round(self.clock(), 6), "cgroup": name,
+                           "detail": reason, "skipped": self.cgroups_skipped})
+        self.skipped = dict(skipped)
 
     # -- events -------------------------------------------------------------------------
     def on_event(self, ev: wire.Event) -> None:
@@ -124,28 +269,48 @@ class Session:
         self.pending.append(ev)
 
     def handle_pending(self) -> None:
+        """O(1) per event: a set insert or two and a look-up in the reverse index. Events
+        of one cgroup past its rate are counted and left to the resynchronisation at the
+        next tick (counters live in the kernel maps: nothing is lost from the accounting)."""
         events, self.pending = self.pending, []
         if not events:
             return
-        rescan = False
+        take, tree = self.buckets.take, self.tree
         for ev in events:
+            self.events_seen += 1
+            if not take(ev.cgid, ev.ts_ns / 1e9):
+                self.events_throttled += 1
+                self.resync.add(ev.cgid)
+                continue
             self.dirty = True
             self.rearm.add(ev.cgid)
-            if ev.kind == wire.EV_NEW_LEAF and ev.cgid not in self.tree:
-                rescan = True
-            elif ev.kind == wire.EV_MOVED:
+            if ev.cgid not in tree:
+                self.tree_wanted = True
+            if ev.kind == wire.EV_MOVED:
                 self.rearm.add(ev.aux)
-                if ev.cgid not in self.tree:
-                    rescan = True
             if ev.kind in (wire.EV_RSS_HIGH, wire.EV_MOVED):
-                for acc in self.covering(ev.cgid):
+                for acc in self.covered_by.get(ev.cgid, ()):
                     if acc.mode is Mode.SLOW:
                         self.exact_due.add(acc.name)
-        if rescan:
-            self.refresh_tree()
+        self.maybe_refresh()
+
+    def resynchronise(self) -> None:
+        """At a tick: the cgroups whose events were over their rate are re-armed and the
+        slow accounts covering them measured, as if each event had been handled."""
+        if not self.resync:
+            return
+        for cid in self.resync:
+            self.rearm.add(cid)
+            if cid not in self.tree:
+                self.tree_wanted = True
+            for acc in self.covered_by.get(cid, ()):
+                if acc.mode is Mode.SLOW:
+                    self.exact_due.add(acc.name)
+        self.resync = set()
+        self.dirty = True
 
     def covering(self, cgid: int) -> list[Account]:
-        return [a for a in self.accounts if cgid in self.leaves_of.get(a.name, ())]
+        return self.covered_by.get(cgid, [])
 
     # -- the model in step --------------------------------------------------------------
     def read_counters(self) -> dict[int, LeafCounters]:
@@ -203,13 +368,21 @@ class Session:
         bounds = leaf_bounds(self.accounts, self.leaves_of, counters,
                              [c for c in self.written], PAGE_SIZE, self.clock())
         rewritten = []
+        failed = 0
         for cid, b in bounds.items():
             if only is not None and cid not in only:
                 continue
+            if cid in self.unwritten:
+                continue   # retried at the next tick, not on every round
             if self.written.get(cid) != b or cid in self.rearm:
-                self.probes.set_bounds(cid, b)
+                if self.probes.set_bounds(cid, b) is False:
+                    self.unwritten.add(cid)
+                    failed += 1
+                    continue
                 self.written[cid] = b
                 rewritten.append(cid)
+        if failed:
+            self.note_map_full(failed, "bounds could not be written")
         if only is None:
             self.rearm.clear()
         self.check_missed_crossings(rewritten)
@@ -238,6 +411,16 @@ class Session:
         return sum(per_pid.values()), per_pid
 
     def check_exact(self, acc: Account, now: float) -> None:
+        try:
+            found = self.cg.cgroup_id(acc.name)
+        except OSError:
+            found = None
+        if found != acc.cgroup_id:
+            # removed (and perhaps made again) since the last walk: resolve, then measure
+            # the one now there; the guard compares ids again before any action.
+            self.refresh_tree()
+            if found is None or found != acc.cgroup_id:
+                return
         exact, per_pid = self.measure(acc)
         effects = acc.on_exact(exact, now)
         self.sink(account_record("check", acc, now))
@@ -254,13 +437,12 @@ class Session:
         unaccounted = stats[wire.STAT_PROCS_FULL] - self.lost_seen[wire.STAT_PROCS_FULL]
         unaccounted += stats[wire.STAT_LEAVES_FULL] - self.lost_seen[wire.STAT_LEAVES_FULL]
         errors = self.probes.callback_errors - self.event_errors
-        if lost or unaccounted or errors:
-            self.lost_seen = stats
-            self.event_errors = self.probes.callback_errors
+        self.lost_seen = stats
+        self.event_errors = self.probes.callback_errors
+        if unaccounted:
+            self.note_map_full(unaccounted, "a process or a cgroup could not be accounted")
+        if lost or errors:
             now = self.clock()
-            if unaccounted:
-                # The estimate can no longer be trusted to be an upper bound.
-                self.blind = True
             for acc in self.accounts:
                 self.sink(account_record("lost", acc, now, events_lost=lost,
                                          processes_unaccounted=unaccounted,
@@ -268,6 +450,19 @@ class Session:
                 self.rearm.update(self.leaves_of.get(acc.name, ()))
                 if acc.mode is Mode.SLOW:
                     self.exact_due.add(acc.name)
+
+    def note_map_full(self, count: int, why: str) -> None:
+        """A kernel map is full. The estimate is no longer an upper bound: every limited
+        cgroup goes to slow mode, measured exactly at every tick. Reported once (a record),
+        counted always; nothing is retried in a loop (no spinning on failing writes)."""
+        self.map_full += count
+        self.blind = True
+        if self.map_full_reported:
+            return
+        self.map_full_reported = True
+        self.sink({"event": "map_full", "ts": round(self.clock(), 6), "cgroup": None,
+                   "detail": f"{why}: kernel map full; every limited cgroup is now measured "
+                             f"exactly every interval", "map_full": self.map_full})
 
     def snapshot(self) -> None:
         now = self.clock()
@@ -286,6 +481,8 @@ class Session:
             if duration is not None and now - start >= duration:
                 break
             wait = 0.0 if self.dirty else max(0.0, min(next_tick - now, 0.2))
+            if self.tree_wanted:
+                wait = min(wait, self.tree_due_in())
             try:
                 self.probes.poll(int(wait * 1000))
                 self.handle_pending()
@@ -293,6 +490,10 @@ class Session:
                 if on_loop is not None:
                     on_loop()
                 periodic = self.clock() >= next_tick
+                if periodic:
+                    self.unwritten.clear()   # retried once a tick
+                    self.resynchronise()
+                self.maybe_refresh(periodic)
                 if self.dirty or periodic:
                     self.dirty = False
                     self.reconcile(periodic=periodic)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -64,20 +65,34 @@ def _inside(path: str, top: str) -> bool:
     return top == "/" or path == top or path.startswith(top + "/")
 
 
+# Directories are opened with these; a walk never follows a symlink.
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+# A path longer than this (bytes) is opened one component at a time (openat), so that cgroups
+# deeper than PATH_MAX (4096) can still be read and acted on. Shorter ones in one call.
+_SHORT_PATH = 2048
+
+
 class CgroupFS:
-    """One cgroup2 hierarchy mounted at root, plus the v1 memory hierarchy if there is one."""
+    """One cgroup2 hierarchy mounted at root, plus the v1 memory hierarchy if there is one.
+
+    Every read and write goes through a directory file descriptor (openat), so a cgroup
+    whose absolute path is longer than PATH_MAX is handled like any other. A cgroup that a
+    walk cannot open or list (other than because it was removed) is skipped and noted in
+    `skipped` (name -> reason), never fatal."""
 
     def __init__(self, root: str, memory_v1: str | None = None):
         self.root = os.path.abspath(root)
         self.memory_v1 = memory_v1
         self._real = os.path.realpath(self.root)
+        self.skipped: dict[str, str] = {}   # from the last walk()
         try:
             self._dev = os.stat(self.root).st_dev
         except OSError as e:
             raise BeanwatchError(f"cannot use cgroup mount {root}: {e.strerror}") from None
 
-    def resolve(self, spec: str) -> str:
-        """The canonical name of a cgroup given relative to the mount or as an absolute path."""
+    def resolve(self, spec: str, missing_ok: bool = False) -> str:
+        """The canonical name of a cgroup given relative to the mount or as an absolute path.
+        With missing_ok, a cgroup that does not exist (yet) gives its lexical name."""
         if not spec:
             raise BeanwatchError("empty cgroup path")
         if "\0" in spec or "\n" in spec:
@@ -91,12 +106,18 @@ class CgroupFS:
         if ".." in parts:
             # Refused outright, as systemd does: a lexical check cannot judge ".." after symlinks.
             raise BeanwatchError(f"cgroup path {spec!r} contains '..'")
-        path = self.path("/" + "/".join(parts))
+        lexical = "/" + "/".join(parts)
+        path = self.path(lexical)
         try:
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
+            if missing_ok and not (spec.startswith("/") and os.path.lexists(spec)):
+                return lexical
+            # an absolute path that exists outside the mount is a mistake, not a cgroup to come
             raise BeanwatchError(f"no cgroup {spec!r} under {self.root}") from None
         except OSError as e:
+            if e.errno == errno.ENAMETOOLONG:
+                return self._resolve_long(spec, lexical, missing_ok)
             raise BeanwatchError(f"cannot stat {path}: {e.strerror}") from None
         if not stat.S_ISDIR(st.st_mode):
             raise BeanwatchError(f"cgroup path {spec!r} is not a directory")
@@ -108,62 +129,174 @@ class CgroupFS:
         rel = os.path.relpath(real, self._real)
         return "/" if rel == "." else "/" + rel
 
+    def _resolve_long(self, spec: str, lexical: str, missing_ok: bool) -> str:
+        """A path past PATH_MAX: opened one component at a time from the mount, following no
+        symlink at all, so the name found is already canonical."""
+        try:
+            fd = self._open_in(self._real, lexical, whole=False)
+        except FileNotFoundError:
+            if missing_ok:
+                return lexical
+            raise BeanwatchError(f"no cgroup {spec!r} under {self.root}") from None
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise BeanwatchError(f"cgroup path {spec!r} goes through a symlink or a "
+                                     "file") from None
+            raise BeanwatchError(f"cannot open cgroup {spec!r}: {e.strerror}") from None
+        try:
+            if os.fstat(fd).st_dev != self._dev:
+                raise BeanwatchError(
+                    f"cgroup path {spec!r} is on another filesystem than {self.root}")
+        finally:
+            os.close(fd)
+        return lexical
+
     def path(self, name: str) -> str:
         return self.root if name == "/" else self.root.rstrip("/") + name
+
+    # -- directory file descriptors ---------------------------------------------------------
+    @staticmethod
+    def _open_in(root: str, name: str, whole: bool = True) -> int:
+        """A directory fd of cgroup name under root. A long path (or whole=False) is opened
+        one component at a time with openat, none of them followed if a symlink."""
+        path = root if name == "/" else root.rstrip("/") + name
+        if whole and len(os.fsencode(path)) < _SHORT_PATH:
+            return os.open(path, _DIR)
+        fd = os.open(root, _DIR)
+        try:
+            for part in name.strip("/").split("/"):
+                if part:
+                    child = os.open(part, _DIR | os.O_NOFOLLOW, dir_fd=fd)
+                    os.close(fd)
+                    fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    @contextlib.contextmanager
+    def _dir(self, name: str, root: str | None = None):
+        fd = self._open_in(root or self.root, name)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
 
     def cgroup_id(self, name: str) -> int:
         # On cgroup2 the directory's inode number is the kernel's cgroup id (kernfs node id),
         # the value bpf_get_current_cgroup_id() returns. A recreated cgroup gets a new one.
-        return os.stat(self.path(name)).st_ino
+        with self._dir(name) as fd:
+            return os.fstat(fd).st_ino
 
-    def walk(self, top: str = "/") -> dict[int, str]:
-        """id -> name for top and every cgroup below it; ones removed meanwhile are skipped."""
+    def _visit(self, top: str, fn, skipped: dict[str, str] | None = None) -> bool:
+        """Depth first through top and its descendants by directory fd: fn(fd, name) for
+        each. Only the directories on the current path are open (one fd per level). One
+        removed meanwhile is passed over; one that cannot be opened or listed for another
+        reason (EMFILE, EACCES, ...) is passed over and noted in skipped. False if top is gone."""
         try:
-            out = {self.cgroup_id(top): top}
+            fd = self._open_in(self.root, top)
         except OSError as e:
             self._gone_or_raise(e, top)
-            return {}
-        stack = [top]
-        while stack:
-            name = stack.pop()
-            try:
-                with os.scandir(self.path(name)) as it:
-                    entries = [e for e in it if e.is_dir(follow_symlinks=False)]
-            except OSError as e:
-                self._gone_or_raise(e, name)
-                continue
-            for entry in entries:
-                child = name.rstrip("/") + "/" + entry.name
-                try:
-                    out[entry.stat(follow_symlinks=False).st_ino] = child
-                except OSError as e:
-                    self._gone_or_raise(e, child)
+            return False
+        stack: list = [(fd, top, None)]
+        try:
+            while stack:
+                fd, name, children = stack[-1]
+                if children is None:
+                    fn(fd, name)
+                    children = iter(self._subdirs(fd, name, skipped))
+                    stack[-1] = (fd, name, children)
+                child = next(children, None)
+                if child is None:
+                    stack.pop()
+                    os.close(fd)
                     continue
-                stack.append(child)
+                child_name = name.rstrip("/") + "/" + child
+                try:
+                    stack.append((os.open(child, _DIR | os.O_NOFOLLOW, dir_fd=fd),
+                                  child_name, None))
+                except OSError as e:
+                    self._note(e, child_name, skipped)
+        finally:
+            for fd, _, _ in stack:
+                os.close(fd)
+        return True
+
+    def _subdirs(self, fd: int, name: str, skipped) -> list[str]:
+        try:
+            with os.scandir(fd) as it:
+                return [e.name for e in it if e.is_dir(follow_symlinks=False)]
+        except OSError as e:
+            self._note(e, name, skipped)
+            return []
+
+    @staticmethod
+    def _note(e: OSError, name: str, skipped) -> None:
+        if e.errno not in _GONE and skipped is not None:
+            skipped[name] = e.strerror or str(e)
+
+    def walk(self, top: str = "/") -> dict[int, str]:
+        """id -> name for top and every cgroup below it; ones removed meanwhile are passed
+        over, ones that cannot be read are passed over and listed in self.skipped."""
+        out: dict[int, str] = {}
+        skipped: dict[str, str] = {}
+        self._visit(top, lambda fd, name: out.__setitem__(os.fstat(fd).st_ino, name), skipped)
+        self.skipped = skipped
         return out
+
+    def procs_by_cgroup(self, top: str = "/") -> dict[int, list[int]]:
+        """id -> the PIDs in cgroup.procs, for top and every cgroup below it."""
+        out: dict[int, list[int]] = {}
+
+        def visit(fd, name):
+            pids = self._procs_at(fd, name)
+            if pids:
+                out[os.fstat(fd).st_ino] = pids
+        self._visit(top, visit)
+        return out
+
+    def count(self) -> int:
+        """How many cgroups there are (dying ones included): cgroup.stat of the root, else a walk."""
+        text = self._read("/", "cgroup.stat") or ""
+        fields = dict(line.split(None, 1) for line in text.splitlines() if " " in line)
+        try:
+            return 1 + int(fields["nr_descendants"]) + int(fields.get("nr_dying_descendants", 0))
+        except (KeyError, ValueError):
+            return len(self.walk())
 
     def _gone_or_raise(self, e: OSError, name: str) -> None:
         if e.errno not in _GONE:
             raise BeanwatchError(f"cannot read cgroup {name}: {e.strerror}") from None
 
-    def _read(self, name: str, file: str) -> str | None:
+    def _read_at(self, fd: int, file: str, name: str) -> str | None:
         try:
-            with open(os.path.join(self.path(name), file)) as f:
+            with open(file, opener=lambda f, flags: os.open(f, flags | os.O_CLOEXEC, dir_fd=fd)) as f:
                 return f.read()
         except OSError as e:
             self._gone_or_raise(e, name)
             return None
 
-    def procs(self, name: str) -> list[int]:
+    def _read(self, name: str, file: str, root: str | None = None) -> str | None:
+        try:
+            with self._dir(name, root) as fd:
+                return self._read_at(fd, file, name)
+        except OSError as e:
+            self._gone_or_raise(e, name)
+            return None
+
+    def _procs_at(self, fd: int, name: str) -> list[int]:
         # cgroup.procs is unsorted and may list a PID twice (a process moved out and back,
         # or a PID recycled, during the read): keep the first of each.
+        text = self._read_at(fd, "cgroup.procs", name) or ""
+        return list(dict.fromkeys(int(line) for line in text.split()))
+
+    def procs(self, name: str) -> list[int]:
         text = self._read(name, "cgroup.procs") or ""
         return list(dict.fromkeys(int(line) for line in text.split()))
 
     def subtree_procs(self, name: str) -> list[int]:
         pids: dict[int, None] = {}
-        for child in self.walk(name).values():
-            pids.update(dict.fromkeys(self.procs(child)))
+        self._visit(name, lambda fd, n: pids.update(dict.fromkeys(self._procs_at(fd, n))))
         return list(pids)
 
     def memory_limit(self, name: str) -> int | None:
@@ -171,12 +304,7 @@ class CgroupFS:
         the cgroup2 paths as systemd arranges. None when unlimited or unknown."""
         text = self._read(name, "memory.max")
         if text is None and self.memory_v1:
-            try:
-                v1 = os.path.join(self.memory_v1, name.lstrip("/"), "memory.limit_in_bytes")
-                with open(v1) as f:
-                    text = f.read()
-            except OSError as e:
-                self._gone_or_raise(e, name)
+            text = self._read(name, "memory.limit_in_bytes", self.memory_v1)
         if text is None or text.strip() == "max":
             return None
         try:
@@ -189,30 +317,50 @@ class CgroupFS:
         text = self._read(name, "cgroup.events") or ""
         return {k: int(v) for k, v in (line.split() for line in text.splitlines() if line.strip())}
 
+    def _has(self, name: str, file: str) -> bool:
+        try:
+            with self._dir(name) as fd:
+                return stat.S_ISREG(os.stat(file, dir_fd=fd, follow_symlinks=False).st_mode)
+        except OSError:
+            return False
+
     def has_kill(self, name: str) -> bool:
         # cgroup.kill (Linux 5.14) and cgroup.freeze (5.2) exist in non-root cgroups only.
-        return os.path.isfile(os.path.join(self.path(name), "cgroup.kill"))
+        return self._has(name, "cgroup.kill")
 
     def has_freeze(self, name: str) -> bool:
-        return os.path.isfile(os.path.join(self.path(name), "cgroup.freeze"))
+        return self._has(name, "cgroup.freeze")
 
     def _write(self, name: str, file: str, value: str) -> bool:
-        path = os.path.join(self.path(name), file)
+        where = os.path.join(self.path(name), file)
+        try:
+            dfd = self._open_in(self.root, name)
+        except OSError as e:
+            if e.errno in _GONE or e.errno == errno.ENOTDIR:
+                return False
+            raise BeanwatchError(f"cannot write {value!r} to {where}: {e.strerror}") from None
         try:
             # No O_CREAT: on a missing file this must fail, never create a regular file.
-            fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+            fd = os.open(file, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC, dir_fd=dfd)
             try:
                 os.write(fd, value.encode())
             finally:
                 os.close(fd)
         except OSError as e:
             # ENODEV: the cgroup was removed while the file was open. ENOENT with the
-            # directory still present means this kernel lacks the file: that is an error.
-            gone = e.errno == errno.ENOENT and not os.path.isdir(self.path(name))
-            if gone or e.errno == errno.ENODEV:
+            # directory still there (same id) means this kernel lacks the file: an error.
+            if e.errno == errno.ENODEV or (e.errno == errno.ENOENT and self._removed(dfd, name)):
                 return False
-            raise BeanwatchError(f"cannot write {value!r} to {path}: {e.strerror}") from None
+            raise BeanwatchError(f"cannot write {value!r} to {where}: {e.strerror}") from None
+        finally:
+            os.close(dfd)
         return True
+
+    def _removed(self, dfd: int, name: str) -> bool:
+        try:
+            return self.cgroup_id(name) != os.fstat(dfd).st_ino
+        except OSError:
+            return True
 
     def freeze(self, name: str, frozen: bool) -> bool:
         """Write cgroup.freeze; False if the cgroup is gone. Freezing completes asynchronously:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 from dataclasses import dataclass
@@ -111,7 +112,15 @@ class ProcFS:
         # cgroup2's line ("0::/path") is printed last, after any v1 hierarchies' lines, and its
         # path is printed raw: a cgroup name may contain newlines. So the path is everything
         # from the first "0::" line to the end. A dead cgroup shows as "/path (deleted)".
-        text = "\n" + self._read(pid, "cgroup").decode(errors="surrogateescape")
+        # The file is read whole, however long (past 4096 bytes with deep cgroups). Some
+        # kernels refuse a path longer than PATH_MAX with ENAMETOOLONG: unknown, not fatal.
+        try:
+            raw = self._read(pid, "cgroup")
+        except OSError as e:
+            if e.errno == errno.ENAMETOOLONG:
+                return None
+            raise
+        text = "\n" + raw.decode(errors="surrogateescape")
         start = text.find("\n0::")
         if start < 0:
             return None

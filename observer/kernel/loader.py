@@ -28,6 +28,8 @@ KERNEL_FAULT_TRACEPOINT = ("exceptions", "page_fault_kernel")
 MMAP_LOCK_TRACEPOINT = ("mmap_lock", "mmap_lock_released")
 # Where mmap_lock tracepoints are missing, resident-count changes re-read total_vm.
 RSS_STAT_TRACEPOINT = ("kmem", "rss_stat")
+# Frees a removed cgroup's map entries (cgroup2 ids only, from its hierarchy field).
+RMDIR_TRACEPOINT = ("cgroup", "cgroup_rmdir")
 VM_HOOKS = ("auto", "mmap-lock", "syscalls")
 
 BPF_NOEXIST = 1
@@ -134,6 +136,23 @@ def kernel_offsets(btf: BTF) -> dict[str, int]:
     }
 
 
+# Kernel map sizes (entries; the hash maps are preallocated, ~100 bytes an entry).
+PROCS_FLOOR, PROCS_CAP = 32768, 1 << 19
+LEAVES_FLOOR, LEAVES_PER_CGROUP, LEAVES_CAP = 16384, 8, 1 << 20
+
+
+def map_sizes(pid_max: int | None, n_cgroups: int, procs: int | None = None,
+              leaves: int | None = None) -> tuple[int, int]:
+    """(procs entries, per-cgroup entries) for this host, unless given: one entry per
+    possible PID up to a cap, and a generous multiple of the cgroups there are now (the
+    entries of removed cgroups are freed at rmdir)."""
+    if procs is None:
+        procs = min(max(pid_max or PROCS_FLOOR, PROCS_FLOOR), PROCS_CAP)
+    if leaves is None:
+        leaves = min(max(LEAVES_PER_CGROUP * n_cgroups, LEAVES_FLOOR), LEAVES_CAP)
+    return procs, leaves
+
+
 @dataclass(frozen=True)
 class ProbeOptions:
     ring_pages: int = 64          # ring buffer size in pages (a power of two)
@@ -167,6 +186,8 @@ class Probes:
             defs["EXIT_HAS_GROUP_DEAD"] = 1
         if self.vm_hook == "syscalls" and self.has_rss_stat:
             defs["HAS_RSS_STAT_TP"] = 1
+        if self.tracefs and {"root", "id"} <= tracepoint_fields(self.tracefs, *RMDIR_TRACEPOINT):
+            defs["HAS_CGROUP_RMDIR"] = 1
         probes_dir = os.path.dirname(probe_source())
         return [f"-D{k}={v}" for k, v in defs.items()] + [f"-I{probes_dir}", "-Wno-macro-redefined"]
 
@@ -279,14 +300,18 @@ class Probes:
         return {k.value: (v.vm_pages, v.rss_growth)
                 for k, v in self.bpf["leaf_cnt"].items()}
 
-    def set_bounds(self, cgid: int, b: LeafBounds) -> None:
-        """Programs a cgroup's bounds and re-arms its wake-ups."""
+    def set_bounds(self, cgid: int, b: LeafBounds) -> bool:
+        """Programs a cgroup's bounds and re-arms its wake-ups; False if the map is full."""
         table = self.bpf["leaf_ctl"]
         leaf = table.Leaf()
         leaf.vm_high, leaf.vm_low, leaf.rss_high = b.vm_high, b.vm_low, b.rss_high
         leaf.slow, leaf.gen = int(b.slow), b.gen
         leaf.vm_fired = leaf.rss_fired = 0
-        table[table.Key(cgid)] = leaf
+        try:
+            table[table.Key(cgid)] = leaf
+        except Exception:  # bcc raises a bare Exception when the update fails (E2BIG)
+            return False
+        return True
 
     def seed_process(self, tgid: int, vm_pages: int, cgid: int) -> bool:
         """Adds a process found in /proc unless the kernel side already counts it."""

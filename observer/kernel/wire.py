@@ -19,7 +19,8 @@ STAT_PROCS_FULL = 1
 STAT_LEAVES_FULL = 2
 STAT_VM_UPDATES = 3
 STAT_FAULTS = 4
-STAT_MAX = 5
+STAT_LEAVES_FREED = 5
+STAT_MAX = 6
 
 KIND_NAMES = {EV_NEW_LEAF: "new_leaf", EV_VM_HIGH: "vm_high", EV_VM_LOW: "vm_low",
               EV_RSS_HIGH: "rss_high", EV_MOVED: "moved"}

@@ -84,7 +84,8 @@ def describe(record: dict) -> str:
     if ev == "lost":
         return (f"{cg}: events lost {record.get('events_lost')}, processes unaccounted "
                 f"{record.get('processes_unaccounted')}; resynchronising")
-    return f"{cg}: {ev}"
+    detail = record.get("detail")
+    return f"{cg}: {ev}" + (f": {detail}" if detail else "")
 
 
 def describe_violation(record: dict) -> str:

@@ -32,7 +32,7 @@ def run(*args, timeout=60, **kw):
     (["--limit", "/=1G", "--action", "freeze"], "root cgroup"),
     (["--limit", "../../etc=1G"], ".."),
     (["--limit", "/sys/fs/cgroup/../../etc=1G"], ""),
-    (["--limit", "no-such-cgroup-here=1G"], "no-such-cgroup-here"),
+    # (a cgroup that does not exist yet is waited for: test_tenants.py)
     (["--limit", "/proc=1G"], ""),
 ])
 def test_bad_targets_exit_2_with_nothing_attached(args, fragment):

@@ -59,9 +59,10 @@ class ScriptedCgroupFS(CgroupFS):
         super().__init__(root)
         self.script, self.reads, self.freezes = script, 0, []
 
-    def procs(self, name):
+    def _procs_at(self, fd, name):
+        # the one place cgroup.procs is read during a walk (subtree_procs)
         if name != TARGET:
-            return super().procs(name)
+            return super()._procs_at(fd, name)
         pids = self.script[min(self.reads, len(self.script) - 1)]
         self.reads += 1
         return pids

@@ -232,26 +232,110 @@ def test_walk_missing_top(cg):
     assert cg.walk("/gone") == {}
 
 
+def failing_scandir(monkeypatch, tree, rel, err):
+    """os.scandir fails with err on the directory tree/rel (listed through its fd)."""
+    real_scandir = os.scandir
+    target = os.stat(tree / rel).st_ino
+
+    def scandir(fd):
+        if os.fstat(fd).st_ino == target:
+            raise OSError(err, os.strerror(err))
+        return real_scandir(fd)
+
+    monkeypatch.setattr(cgroupfs.os, "scandir", scandir)
+
+
 @pytest.mark.parametrize("err", [errno.ENOENT, errno.ENODEV])
 def test_walk_skips_directories_vanishing_midway(cg, tree, monkeypatch, err):
-    real_scandir = os.scandir
-
-    def scandir(path):
-        if path.endswith("/a/b"):
-            raise OSError(err, os.strerror(err), path)
-        return real_scandir(path)
-
-    monkeypatch.setattr(cgroupfs.os, "scandir", scandir)
+    failing_scandir(monkeypatch, tree, "a/b", err)
     assert sorted(cg.walk().values()) == ["/", "/a", "/a/b", "/d"]
+    assert cg.skipped == {}
 
 
-def test_walk_other_errors_are_our_error(cg, monkeypatch):
-    def scandir(path):
-        raise PermissionError(errno.EACCES, "Permission denied", path)
+@pytest.mark.parametrize("err", [errno.EACCES, errno.EMFILE, errno.ENAMETOOLONG])
+def test_walk_passes_over_what_it_cannot_read_and_notes_it(cg, tree, monkeypatch, err):
+    failing_scandir(monkeypatch, tree, "a", err)
+    assert sorted(cg.walk().values()) == ["/", "/a", "/d"]
+    assert cg.skipped == {"/a": os.strerror(err)}
+    monkeypatch.undo()
+    cg.walk()
+    assert cg.skipped == {}
 
-    monkeypatch.setattr(cgroupfs.os, "scandir", scandir)
-    with pytest.raises(BeanwatchError, match="cannot read cgroup /: Permission denied"):
+
+def test_walk_of_an_unreadable_mount_is_our_error(tmp_path):
+    cg = CgroupFS(str(tmp_path))
+    (tmp_path / "x").write_text("")
+    cg.root = str(tmp_path / "x")   # not a directory: ENOTDIR
+    with pytest.raises(BeanwatchError, match="cannot read cgroup /"):
         cg.walk()
+
+
+NAME = "n" * 250
+
+
+def deep_chain(root, depth=20, name=NAME):
+    """depth nested directories of long names under root, made through dir fds (the whole
+    path is longer than PATH_MAX); returns the canonical name of the deepest."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for i in range(depth):
+            part = f"{i:02d}{name[2:]}"
+            os.mkdir(part, dir_fd=fd)
+            child = os.open(part, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            for f, text in (("cgroup.procs", f"{1000 + i}\n"), ("cgroup.kill", ""),
+                            ("cgroup.freeze", "0\n"), ("memory.max", f"{(i + 1) << 20}\n")):
+                w = os.open(f, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=child)
+                os.write(w, text.encode())
+                os.close(w)
+            os.close(fd)
+            fd = child
+    finally:
+        os.close(fd)
+    return "/" + "/".join(f"{i:02d}{name[2:]}" for i in range(depth))
+
+
+def test_a_chain_deeper_than_path_max_is_walked_read_and_acted_on(cg, tree):
+    deep = "/d" + deep_chain(tree / "d")
+    assert len(cg.path(deep)) > 4096
+    names = cg.walk().values()
+    assert deep in names and cg.skipped == {}
+    assert sum(n.startswith("/d/") for n in names) == 20
+    assert cg.procs(deep) == [1019]
+    assert sorted(cg.subtree_procs("/d")) == [30] + list(range(1000, 1020))
+    assert cg.memory_limit(deep) == 20 << 20
+    assert cg.resolve(deep) == deep
+    assert cg.resolve(cg.path(deep)) == deep
+    cid = cg.cgroup_id(deep)
+    assert cid in cg.walk() and cg.walk()[cid] == deep
+    assert cg.has_kill(deep) and cg.has_freeze(deep)
+    assert cg.kill(deep) and cg.freeze(deep, True)
+    with cg._dir(deep) as fd:
+        assert os.read(os.open("cgroup.kill", os.O_RDONLY, dir_fd=fd), 10) == b"1"
+    assert cg.procs_by_cgroup("/d")[cid] == [1019]
+
+
+def test_a_long_path_through_a_symlink_is_refused(cg, tree):
+    deep = deep_chain(tree / "a")
+    (tree / "link").symlink_to(tree / "a")
+    with pytest.raises(BeanwatchError, match="symlink"):
+        cg.resolve("/link" + deep)
+    assert cg.resolve("/nowhere" + deep, missing_ok=True) == "/nowhere" + deep
+
+
+def test_resolve_missing_ok_gives_the_lexical_name(cg):
+    assert cg.resolve("x/./y", missing_ok=True) == "/x/y"
+    with pytest.raises(BeanwatchError, match="no cgroup '/proc'"):
+        cg.resolve("/proc", missing_ok=True)   # exists, outside the mount: a mistake
+    with pytest.raises(BeanwatchError, match="no cgroup"):
+        cg.resolve("x/y")
+    with pytest.raises(BeanwatchError, match=r"\.\."):
+        cg.resolve("x/../y", missing_ok=True)
+
+
+def test_count_from_cgroup_stat_or_a_walk(cg, tree):
+    assert cg.count() == 5    # no cgroup.stat in the fake: walked
+    (tree / "cgroup.stat").write_text("nr_descendants 41\nnr_dying_descendants 2\n")
+    assert cg.count() == 44
 
 
 def test_procs(cg, tree):
@@ -343,7 +427,7 @@ def test_write_to_missing_file_in_live_cgroup_is_our_error_and_creates_nothing(c
 
 
 def test_write_enodev_returns_false(cg, monkeypatch):
-    def enodev(path, flags):
+    def enodev(path, flags, *args, **kwargs):
         raise OSError(errno.ENODEV, "No such device", path)
 
     monkeypatch.setattr(cgroupfs.os, "open", enodev)

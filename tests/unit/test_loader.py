@@ -110,3 +110,12 @@ def test_gaps_are_said_for_the_syscall_hook(tmp_path):
     p2.check()
     assert not any("stack" in g for g in p2.not_covered())
     assert p2.slow_source == "periodic"   # the fake tracefs has no fault tracepoint
+
+
+def test_map_sizes_come_from_the_host_within_bounds():
+    from observer.kernel.loader import LEAVES_CAP, LEAVES_FLOOR, PROCS_CAP, PROCS_FLOOR, map_sizes
+    assert map_sizes(32768, 100) == (32768, LEAVES_FLOOR)
+    assert map_sizes(4194304, 10000) == (PROCS_CAP, 80000)
+    assert map_sizes(None, 10**7) == (PROCS_FLOOR, LEAVES_CAP)
+    assert map_sizes(1000, 1) == (PROCS_FLOOR, LEAVES_FLOOR)
+    assert map_sizes(4194304, 10, procs=5000, leaves=64) == (5000, 64)

@@ -181,3 +181,20 @@ def test_real_proc_self_when_available():
     assert stat.ppid == st.ppid == os.getppid()
     assert st.vm_rss > 0 and proc.statm(pid)[1] > 0
     assert pid in proc.pids()
+
+
+def test_cgroup2_path_longer_than_a_page(tmp_path, proc):
+    deep = "/" + "/".join(f"{i:02d}" + "x" * 248 for i in range(20))
+    text = "12:memory:" + deep + "\n1:name=systemd:/x\n0::" + deep + "\n"
+    assert len(text) > 2 * 4096
+    make_tree(tmp_path, {"42/cgroup": text})
+    assert proc.cgroup2_path(42) == deep
+
+
+def test_cgroup2_path_past_path_max_refused_by_the_kernel_is_unknown(proc, monkeypatch):
+    import errno
+
+    def too_long(pid, name):
+        raise OSError(errno.ENAMETOOLONG, "File name too long")
+    monkeypatch.setattr(proc, "_read", too_long)
+    assert proc.cgroup2_path(42) is None

@@ -134,6 +134,7 @@ class Host:
         self.records = []
         self.probes = FakeProbes(self.log)
         self.actor = RecordingActor(self.log)
+        kw.setdefault("tree_gap", 0.0)
         s = Session(watches, self.cg, self.procfs, self.probes, self.actor, self.records.append,
                     clock=lambda: self.now, **kw)
         self.now = 1000.0
@@ -231,8 +232,15 @@ def test_unaccounted_processes_make_every_limited_cgroup_slow(host):
     host.probes.stat[wire.STAT_PROCS_FULL] = 1
     s.reconcile()
     assert host.events("mode", "/job")[-1]["mode"] == "slow"
-    assert host.events("lost", "/job")[-1]["processes_unaccounted"] == 1
+    full = host.events("map_full")
+    assert len(full) == 1 and full[0]["map_full"] == 1 and s.map_full == 1
     assert host.probes.faults_on
+    # more failures: counted, never reported again (no flood)
+    host.probes.stat[wire.STAT_LEAVES_FULL] = 500
+    s.reconcile()
+    s.reconcile()
+    assert len(host.events("map_full")) == 1 and s.map_full == 501
+    assert not host.events("lost")
 
 
 def test_return_to_fast_mode_has_hysteresis(host):
@@ -320,7 +328,8 @@ def test_reload_of_a_recreated_cgroup_starts_afresh(host):
     s.start()
     s.accounts[0].failcnt = 3
     s.apply_watches([Watch("/a", a + 1000, Limit(256 * MiB))])
-    assert s.accounts[0].failcnt == 0 and s.accounts[0].cgroup_id == a + 1000
+    # started afresh, then resolved by path to the cgroup there now
+    assert s.accounts[0].failcnt == 0 and s.accounts[0].cgroup_id == a
 
 
 class Exploding(FakeProbes):
@@ -446,3 +455,116 @@ def test_a_crossing_while_disarmed_is_caught_by_the_recheck(host):
     assert s.dirty, "the counter past its fresh bound was not noticed"
     s.reconcile()
     assert host.events("mode", "/job")[-1]["mode"] == "slow"
+
+
+def test_a_cgroup_the_walk_cannot_read_is_skipped_reported_once_and_counted(host, monkeypatch):
+    import errno
+    import observer.host.cgroupfs as cgroupfs
+    cid = host.cgroup("/job")
+    host.cgroup("/job/locked/inner")
+    host.process(100, "/job", 300 * MiB, 10 * MiB)
+    real_open = os.open
+    locked = os.stat(host.cgroot / "job" / "locked").st_ino
+
+    def open_(path, flags, *a, dir_fd=None, **kw):
+        if path == "inner" and dir_fd is not None and os.fstat(dir_fd).st_ino == locked:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_open(path, flags, *a, dir_fd=dir_fd, **kw)
+    monkeypatch.setattr(cgroupfs.os, "open", open_)
+    s = host.session([Watch("/job", cid, Limit(1024 * MiB))])
+    s.start()
+    s.refresh_tree()
+    skipped = host.events("skipped")
+    assert [r["cgroup"] for r in skipped] == ["/job/locked/inner"]
+    assert skipped[0]["detail"] == "Too many open files" and s.cgroups_skipped == 1
+    s.snapshot()
+    assert host.events("snapshot", "/job")[-1]["estimate_bytes"] == 300 * MiB
+
+
+def test_a_cgroup_removed_and_made_again_is_followed_by_its_path(host):
+    import shutil
+    cid = host.cgroup("/svc")
+    s = host.session([Watch("/svc", cid, Limit(256 * MiB, None, Action.KILL))])
+    s.start()
+    shutil.rmtree(host.cgroot / "svc")
+    host.cgroup("/other")          # so that the new directory cannot take the old inode
+    new = host.cgroup("/svc")
+    assert new != cid
+    s.refresh_tree()
+    rec = host.events("recreated", "/svc")
+    assert len(rec) == 1 and rec[0]["previous_id"] == cid and rec[0]["cgroup_id"] == new
+    assert s.accounts[0].cgroup_id == new and s.covering(new) == [s.accounts[0]]
+    s.refresh_tree()
+    assert len(host.events("recreated")) == 1
+
+
+def test_a_watched_cgroup_missing_at_start_is_waited_for(host):
+    s = host.session([Watch("/later", 0, Limit(256 * MiB))])
+    s.start()
+    assert [r["cgroup"] for r in host.events("waiting")] == ["/later"]
+    s.refresh_tree()
+    assert len(host.events("waiting")) == 1
+    cid = host.cgroup("/later")
+    s.refresh_tree()
+    assert host.events("appeared", "/later") and s.accounts[0].cgroup_id == cid
+
+
+def test_the_id_is_checked_before_measuring(host):
+    import shutil
+    cid = host.cgroup("/svc")
+    host.process(100, "/svc", 2048 * MiB, 300 * MiB)
+    s = host.session([Watch("/svc", cid, Limit(256 * MiB, None, Action.KILL))])
+    s.start()
+    assert [e for e in host.log if e[0] == "kill"]   # killed: measured and acted on /svc
+    shutil.rmtree(host.cgroot / "svc")
+    host.cgroup("/other")
+    new = host.cgroup("/svc")
+    host.process(200, "/svc", 2048 * MiB, 300 * MiB)
+    host.now += 5
+    s.check_exact(s.accounts[0], host.now)
+    # re-resolved before measuring: the record and the action name the new cgroup's id
+    assert s.accounts[0].cgroup_id == new
+    assert host.events("action")[-1]["cgroup_id"] == new
+
+
+def test_limits_from_memory_max_are_followed_live(host):
+    from observer.app.session import memory_max_template
+    a = host.cgroup("/a")
+    (host.cgroot / "a" / "memory.max").write_text(f"{256 * MiB}\n")
+    s = host.session([Watch("/a", a, Limit(256 * MiB))],
+                     memory_max=memory_max_template(0.1, False))
+    s.start()
+    by = lambda: {acc.name: acc for acc in s.accounts}   # noqa: E731
+    assert by()["/a"].limit.limit == 256 * MiB and by()["/a"].limit.action is Action.REPORT
+    # a new cgroup with a limit, and a changed limit, are taken at the next walk
+    host.cgroup("/b")
+    (host.cgroot / "b" / "memory.max").write_text(f"{64 * MiB}\n")
+    (host.cgroot / "a" / "memory.max").write_text(f"{512 * MiB}\n")
+    s.refresh_tree()
+    assert by()["/b"].limit.limit == 64 * MiB and by()["/a"].limit.limit == 512 * MiB
+    assert host.events("limit", "/a")[-1]["previous_limit_bytes"] == 256 * MiB
+    (host.cgroot / "a" / "memory.max").write_text("max\n")
+    import shutil
+    shutil.rmtree(host.cgroot / "b")
+    s.refresh_tree()
+    assert by()["/a"].limit is None and "/b" not in by()
+
+
+def test_an_event_storm_from_one_cgroup_is_rate_limited_and_resynchronised(host):
+    a, b = host.cgroup("/t/a"), host.cgroup("/t/b")
+    other = host.cgroup("/o")
+    s = host.session([Watch("/t", host.cg.cgroup_id("/t"), Limit(256 * MiB)),
+                      Watch("/o", other, Limit(256 * MiB))], event_rate=10, event_burst=5)
+    s.start()
+    t0 = 5 * 10**9
+    for i in range(1000):   # a process moved between /t/a and /t/b in a loop, in 0.1 s
+        src, dst = (a, b) if i % 2 else (b, a)
+        s.on_event(wire.Event(wire.EV_MOVED, 1, dst, 0, src, t0 + i * 100_000))
+    s.on_event(wire.Event(wire.EV_VM_HIGH, 2, other, 0, 0, t0 + 10**8))
+    s.handle_pending()
+    assert s.events_seen == 1001
+    assert s.events_throttled == 1000 - 2 * 5   # a burst of 5 each (0.1 s refills < 1 token)
+    assert other in s.rearm                          # the other tenant is still served
+    assert s.resync == {a, b}
+    s.resynchronise()
+    assert {a, b} <= s.rearm and not s.resync and s.dirty
