@@ -57,3 +57,10 @@ deb:
 # (tests/unit/test_debian.py checks that they agree).
 debian/beanwatch.service: packaging/beanwatch.service
 	sed 's|^ExecStart=/usr/local/bin/beanwatch |ExecStart=/usr/bin/beanwatch |' $< > $@
+
+.PHONY: test-systemd
+# A real systemd host: Debian 12 booted under QEMU (scripts/vm-systemd.sh, image cached under
+# /var/lib/beanwatch-vm/systemd), `make install` inside, then the unit's whole lifecycle
+# (scripts/vm-systemd-test.sh). One guest at a time on the machine: /tmp/bw-vm.lock.
+test-systemd:
+	flock /tmp/bw-vm.lock bash scripts/vm-systemd.sh scripts/vm-systemd-test.sh

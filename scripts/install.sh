@@ -66,15 +66,24 @@ if [ -z "$wheel" ]; then
 	find "$tmp/src" -name __pycache__ -prune -exec rm -rf {} +
 	isolation=()
 	# Offline when the venv already has what the build backend needs (setuptools, wheel).
-	"$vpy" -c 'import setuptools.build_meta, wheel' 2>/dev/null && isolation=(--no-build-isolation)
+	"$vpy" -c 'import setuptools.build_meta, wheel' 2>/dev/null \
+		&& isolation=(--no-build-isolation --no-index)
 	"${pip[@]}" wheel --no-deps "${isolation[@]}" -w "$tmp/dist" "$tmp/src"
 	wheel=$(echo "$tmp"/dist/beanwatch-*.whl)
 fi
 [ -f "$wheel" ] || die "no wheel at $wheel"
 # This tree's files even when the version number did not change, then the dependencies
-# (click, pyroute2) that are missing.
+# (click, pyroute2, prometheus_client) that are missing. Where the distribution's packages
+# provide them all (python3-click, python3-pyroute2, python3-prometheus-client: `make
+# install` installs them), nothing comes from PyPI: pip only checks their versions.
 "${pip[@]}" install --no-deps --force-reinstall "$wheel"
-"${pip[@]}" install "$wheel"
+index=()
+where=""
+if "$vpy" -c 'import click, pyroute2, prometheus_client' 2>/dev/null; then
+	index=(--no-index)
+	where=" (from the distribution's packages)"
+fi
+"${pip[@]}" install "${index[@]}" "$wheel" || die "the dependencies of beanwatch are missing or too old$where"
 version=$("$vdir/bin/beanwatch" --version 2>/dev/null || true)
 say "installed ${version:-beanwatch} in $vdir"
 if ! "$vpy" -c 'import bcc' 2>/dev/null; then

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # What `beanwatch watch` needs on a production host.
-runtime_packages=(python3-bpfcc libbpfcc python3-venv python3-pip)
+runtime_packages=(python3-bpfcc libbpfcc python3-venv python3-pip python3-setuptools python3-wheel python3-click python3-pyroute2 python3-prometheus-client)
 # What only the tests, the demo's checks and the benchmarks use: compilers for the test
 # programs (gcc, gcc-multilib for the 32-bit ones, make), workloads (stress-ng), inspection
 # (bpftool, strace), the operator tests (tmux, prometheus, systemd-analyze, nsenter).
