@@ -44,3 +44,12 @@ bench-quick: setup
 # Idempotent; keeps an existing config. DESTDIR=/path installs under another root.
 install: setup
 	@DESTDIR="$(DESTDIR)" bash scripts/install.sh
+
+.PHONY: test-kernels
+# kernel-sensitive integration tests (pytest -m kernel), `beanwatch check` and `demo` in QEMU
+# guests booted from Debian's kernel packages (scripts/vm.sh; root; TCG, ~1-several min each).
+# KERNELS may also name `host` (this kernel, under /tmp/bw-host.lock) and `sid`.
+KERNELS ?= 5.10 6.1 6.12
+
+test-kernels: setup
+	$(PY) scripts/kernel_matrix.py --kernels "$(KERNELS)"
