@@ -41,6 +41,7 @@ ls -ld "/lib/modules/$kv" "/lib/modules/$kv/build" "/lib/modules/$kv/build/inclu
 # Writable where pytest and Python want to write: PROJECT is an overlay (vm.sh's
 # --overlay-rwdir) and /tmp a tmpfs; nothing written there reaches the host.
 export TMPDIR=/tmp HOME=/root PYTHONDONTWRITEBYTECODE=1
+. "$run/env"
 cd "$project" || exit 1
 set +x
 exec >&3 2>&4 3>&- 4>&-

@@ -16,6 +16,8 @@
 #   VM_HEADERS   package (default): bcc compiles against the kernel's own Debian headers package,
 #                as on a real host of that release; host: against this host's newest
 #                /usr/src/linux-headers-*-amd64 (what `make setup` installs), linked in the guest
+#   BW_TEST_TIME_SCALE  passed into the guest: integration tests stretch their deadlines for
+#                beanwatch by it (default 4 under TCG, 1 with KVM)
 #   VM_KEEP=1    keep the run directory (console, guest setup log, stdout, stderr, status)
 #   BW_VM_CACHE  cache root (default /var/lib/beanwatch-vm): apt lists, .debs, unpacked kernels,
 #                the virtme-ng tool venv, and per-run directories. It must not be under /tmp,
@@ -172,6 +174,11 @@ case ${VM_HEADERS:-package} in
 		printf '%s\n%s\n' "$hdr" "$com" >"$run/headers" ;;
 	*) die "VM_HEADERS must be package or host, not '$VM_HEADERS'" ;;
 esac
+# the guest's environment (it inherits none from here)
+accel=tcg
+[ "${VM_KVM:-0}" != 1 ] || accel=kvm
+scale=${BW_TEST_TIME_SCALE:-$([ $accel = tcg ] && echo 4 || echo 1)}
+printf 'export BW_VM_ACCEL=%q BW_TEST_TIME_SCALE=%q\n' "$accel" "$scale" >"$run/env"
 if [ $# -eq 1 ]; then
 	printf '%s\n' "$1" >"$run/command"
 else
