@@ -31,33 +31,35 @@ set -euo pipefail
 VNG_VERSION=1.42
 HOST_PACKAGES=(qemu-system-x86 busybox-static kmod file)
 
-die() { echo "vm.sh: $*" >&2; exit 125; }
+die() { echo "vm.sh: $*" >&2; exit 125; }     # the runner failed
+usage() { echo "vm.sh: $*" >&2; exit 2; }     # bad arguments or environment
 
 [ $# -ge 2 ] || { sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 kernel=$1; shift
-[ "$(id -u)" = 0 ] || die "run as root (apt-get, dpkg-deb and the cache root need it)"
 
 project=$(cd "$(dirname "$0")/.." && pwd)
 cache=${BW_VM_CACHE:-/var/lib/beanwatch-vm}
 mem=${VM_MEM:-2G}
 cpus=${VM_CPUS:-2}
 timeout=${VM_TIMEOUT:-1800}
-[[ $cpus =~ ^[1-9][0-9]*$ ]] || die "VM_CPUS must be a positive integer, not '$cpus'"
-[[ $timeout =~ ^[1-9][0-9]*$ ]] || die "VM_TIMEOUT must be a positive number of seconds, not '$timeout'"
-[[ $mem =~ ^[1-9][0-9]*[MG]?$ ]] || die "VM_MEM must look like 2G or 1536M, not '$mem'"
+[[ $cpus =~ ^[1-9][0-9]{0,2}$ ]] || usage "VM_CPUS must be a positive integer, not '$cpus'"
+[[ $timeout =~ ^[1-9][0-9]{0,6}$ ]] || usage "VM_TIMEOUT must be a positive number of seconds, not '$timeout'"
+[[ $mem =~ ^[1-9][0-9]{0,6}[MG]$ ]] || usage "VM_MEM must look like 2G or 1536M, not '$mem'"
+case ${VM_HEADERS:-package} in package | host) ;; *) usage "VM_HEADERS must be package or host, not '$VM_HEADERS'" ;; esac
 
 case $kernel in
 	5.10 | bullseye) suite=bullseye ;;
 	6.1 | bookworm) suite=bookworm ;;
 	6.12 | trixie) suite=trixie ;;
 	sid | unstable) suite=sid ;;
-	*) die "unknown kernel '$kernel' (one of 5.10, 6.1, 6.12, sid)" ;;
+	*) usage "unknown kernel '$kernel' (one of 5.10, 6.1, 6.12, sid)" ;;
 esac
 
 case $cache in
 	/tmp | /tmp/* | /var/tmp* | /var/cache* | /var/log* | /var/lib/apt*)
-		die "BW_VM_CACHE=$cache is hidden from the guest (it mounts tmpfs there): choose another" ;;
+		usage "BW_VM_CACHE=$cache is hidden from the guest (it mounts tmpfs there): choose another" ;;
 esac
+[ "$(id -u)" = 0 ] || die "run as root (apt-get, dpkg-deb and the cache root need it)"
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd -P)
 
@@ -172,7 +174,6 @@ case ${VM_HEADERS:-package} in
 		com=${hdr%-amd64}-common
 		[ -d "$com" ] || com=$hdr
 		printf '%s\n%s\n' "$hdr" "$com" >"$run/headers" ;;
-	*) die "VM_HEADERS must be package or host, not '$VM_HEADERS'" ;;
 esac
 # the guest's environment (it inherits none from here)
 accel=tcg
