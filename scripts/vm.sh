@@ -96,8 +96,8 @@ apt_opts=(-o "Dir::State=$apt_dir/state" -o "Dir::Cache=$apt_dir/cache"
 	-o "Dir::Etc::Preferences=/dev/null" -o "Dir::Etc::PreferencesParts=$apt_dir/preferences.d"
 	-o "APT::Architecture=amd64" -o "APT::Architectures::=amd64" -o "Debug::NoLocking=1" -o "APT::Sandbox::User=root")
 
+mkdir -p "$apt_dir/state/lists/partial" "$apt_dir/cache/archives/partial" "$apt_dir/sources.list.d" "$apt_dir/preferences.d"
 apt_update() {
-	mkdir -p "$apt_dir/state/lists/partial" "$apt_dir/cache/archives/partial" "$apt_dir/sources.list.d" "$apt_dir/preferences.d"
 	# The same archive the host uses (deb.debian.org), each release with its security suite.
 	{
 		for s in bullseye bookworm trixie; do
@@ -135,17 +135,22 @@ if [ ! -e "$kdir/kver" ] || [ "${BW_VM_REFRESH:-0}" = 1 ]; then
 		# the image, its headers (arch part and -common), as a real host of that release has them
 		common=$(apt-cache "${apt_opts[@]}" show "$headers" | sed -n 's/^Depends: *//p' | head -n 1 |
 			tr ',' '\n' | sed 's/^ *//; s/ .*//' | grep -E '^linux-headers-.*-common' | head -n 1)
+		# Debian 14 splits the image into linux-binary-KV, linux-modules-KV (and linux-base-KV)
+		parts=$(apt-cache "${apt_opts[@]}" show "$image" | sed -n 's/^Depends: *//p' | head -n 1 |
+			tr ',|' '\n\n' | sed 's/^ *//; s/ .*//' | grep -Fx -e "linux-binary-$kver" -e "linux-modules-$kver" || true)
 		debs=$cache/debs/$suite
 		rm -rf "$debs" && mkdir -p "$debs"
-		echo "vm.sh: downloading $image $headers $common" >&2
-		(cd "$debs" && apt-get "${apt_opts[@]}" download -qq "$image" "$headers" ${common:+"$common"} >&2) ||
+		echo "vm.sh: downloading" $image $parts $headers $common >&2
+		(cd "$debs" && apt-get "${apt_opts[@]}" download -qq "$image" $parts "$headers" ${common:+"$common"} >&2) ||
 			die "apt-get download failed"
 		new=$cache/kernels/.$suite.new
 		rm -rf "$new" && mkdir -p "$new/root"
 		for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$new/root"; done
 		moddir=$new/root/lib/modules/$kver
 		[ -d "$moddir" ] || moddir=$new/root/usr/lib/modules/$kver   # Debian 13: usr-merged
-		[ -d "$moddir" ] && [ -f "$new/root/boot/vmlinuz-$kver" ] || die "unexpected layout in $image"
+		vmlinuz=boot/vmlinuz-$kver
+		[ -f "$new/root/$vmlinuz" ] || vmlinuz=${moddir#"$new/root/"}/vmlinuz   # Debian 14: no /boot
+		[ -d "$moddir" ] && [ -f "$new/root/$vmlinuz" ] || die "unexpected layout in $image"
 		# bcc finds headers through /lib/modules/KV/build and source; virtme links the guest's
 		# /lib/modules/KV to this directory. Links are absolute: the guest sees the host's paths.
 		final=$cache/kernels/$suite/root
@@ -154,12 +159,14 @@ if [ ! -e "$kdir/kver" ] || [ "${BW_VM_REFRESH:-0}" = 1 ]; then
 		ln -sfn "$final/usr/src/$hdr" "$moddir/build"
 		ln -sfn "$final/usr/src/${com:-$hdr}" "$moddir/source"
 		depmod -a -b "$(dirname "$(dirname "$(dirname "$moddir")")")" "$kver" 2>/dev/null || true
+		echo "$vmlinuz" >"$new/vmlinuz"
 		echo "$kver" >"$new/kver"
 		rm -rf "$kdir" && mv "$new" "$kdir"
 		rm -rf "$debs"
 	fi
 fi
 kver=$(cat "$kdir/kver")
+vmlinuz=$kdir/root/$(cat "$kdir/vmlinuz" 2>/dev/null || echo "boot/vmlinuz-$kver")
 flock -u 9
 
 # --- boot ---------------------------------------------------------------------------------------
@@ -187,7 +194,7 @@ else
 	echo >>"$run/command"
 fi
 
-args=(--run "$kdir/root/boot/vmlinuz-$kver" --force-9p --cpus "$cpus" --memory "$mem"
+args=(--run "$vmlinuz" --force-9p --cpus "$cpus" --memory "$mem"
 	--rwdir "$run" --overlay-rwdir "$project" --cwd "$project"
 	--exec "bash $project/scripts/vm-guest.sh $run $project")
 [ "${VM_KVM:-0}" = 1 ] || args+=(--disable-kvm)
