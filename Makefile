@@ -64,3 +64,12 @@ debian/beanwatch.service: packaging/beanwatch.service
 # (scripts/vm-systemd-test.sh). One guest at a time on the machine: /tmp/bw-vm.lock.
 test-systemd:
 	flock /tmp/bw-vm.lock bash scripts/vm-systemd.sh scripts/vm-systemd-test.sh
+
+.PHONY: test-kernels
+# kernel-sensitive integration tests (pytest -m kernel), `beanwatch check` and `demo` in QEMU
+# guests booted from Debian's kernel packages (scripts/vm.sh; root; TCG, ~1-several min each).
+# KERNELS may also name `host` (this kernel, under /tmp/bw-host.lock) and `sid`.
+KERNELS ?= 5.10 6.1 6.12
+
+test-kernels: setup
+	$(PY) scripts/kernel_matrix.py --kernels "$(KERNELS)"

@@ -19,6 +19,7 @@ def snap_with(w, cg, pred, timeout=20.0, what="snapshot"):
                       timeout, what)
 
 
+@pytest.mark.kernel
 def test_estimate_equals_vmsize_of_a_known_mapping(cgroups, watcher):
     cg = cgroups.make("known")
     w = watcher("--limit", f"{cg}=64G", "--interval", "0.2")
@@ -54,6 +55,7 @@ def test_reservation_only_goes_slow_and_is_not_killed(cgroups, watcher):
     assert w.stop() == 0
 
 
+@pytest.mark.kernel
 def test_toucher_past_the_limit_is_killed(cgroups, watcher):
     hog = cgroups.make("hog")
     quiet = cgroups.make("quiet")
