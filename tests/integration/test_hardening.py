@@ -55,7 +55,6 @@ def test_without_root_it_refuses_before_attaching():
     assert no_programs_left()
 
 
-@pytest.mark.kernel
 def test_report_mode_writes_no_cgroup_file_and_sends_no_signal(cgroups, tmp_path):
     """strace the whole session: no write to cgroup.kill/freeze/procs, no kill syscall."""
     if not shutil.which("strace"):
@@ -109,7 +108,6 @@ def test_kill_fallback_ends_a_fork_storm(cgroups, watcher):
     assert w.stop() == 0
 
 
-@pytest.mark.kernel
 def test_sigkilled_beanwatch_leaves_no_program_and_the_next_thaws(cgroups, watcher):
     cg = cgroups.make("frozen")
     w = watcher("--limit", f"{cg}=32M", "--action", "freeze", "--interval", "0.2")
@@ -156,7 +154,6 @@ def test_sighup_reloads_the_config_and_a_bad_one_is_kept_out(cgroups, watcher, t
     assert w.stop() == 0
 
 
-@pytest.mark.kernel
 def test_an_mmap_flood_loses_nothing_and_stays_sound(cgroups, watcher):
     """Nothing is sent per mmap: a one-page ring buffer survives stress-ng --mmap 16."""
     if not shutil.which("stress-ng"):

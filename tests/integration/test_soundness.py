@@ -17,7 +17,6 @@ import pytest
 from conftest import ROOT
 
 MiB = 1 << 20
-pytestmark = pytest.mark.kernel
 PROGRAMS = os.path.join(ROOT, "tests", "programs")
 
 

@@ -15,7 +15,6 @@ from conftest import ROOT
 
 MiB = 1 << 20
 DIR = os.O_RDONLY | os.O_DIRECTORY
-pytestmark = pytest.mark.kernel
 
 
 def workload_argv(*steps):
@@ -75,6 +74,7 @@ class DeepChain:
             os.close(fd)
 
 
+@pytest.mark.kernel
 def test_a_chain_of_cgroups_deeper_than_path_max_neither_stops_nor_blinds_the_watcher(
         cgroups, watcher):
     top = cgroups.make("deep")

@@ -11,7 +11,6 @@ import pytest
 from conftest import no_programs_left, vm_size
 
 MiB = 1 << 20
-pytestmark = pytest.mark.kernel
 
 
 def snap_with(w, cg, pred, timeout=20.0, what="snapshot"):
@@ -19,7 +18,6 @@ def snap_with(w, cg, pred, timeout=20.0, what="snapshot"):
                       timeout, what)
 
 
-@pytest.mark.kernel
 def test_estimate_equals_vmsize_of_a_known_mapping(cgroups, watcher):
     cg = cgroups.make("known")
     w = watcher("--limit", f"{cg}=64G", "--interval", "0.2")
@@ -55,7 +53,6 @@ def test_reservation_only_goes_slow_and_is_not_killed(cgroups, watcher):
     assert w.stop() == 0
 
 
-@pytest.mark.kernel
 def test_toucher_past_the_limit_is_killed(cgroups, watcher):
     hog = cgroups.make("hog")
     quiet = cgroups.make("quiet")
