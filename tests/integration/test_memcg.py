@@ -33,7 +33,7 @@ def memcg_ready(cgroups) -> bool:
 def memcg(cgroups):
     if not memcg_ready(cgroups):
         pytest.skip("no cgroup2 memory controller on this host (hybrid); runs in VM guests")
-    with open(os.path.join(cgroups.mount, cgroups.prefix, "cgroup.subtree_control"), "w") as f:
+    with open(cgroups.mount + cgroups.prefix + "/cgroup.subtree_control", "w") as f:
         f.write("+memory")
     return cgroups
 
