@@ -14,7 +14,7 @@ from ..core.model import Account
 from ..host.cgroupfs import CgroupFS, find_mounts
 from ..host.procfs import ProcFS
 from ..output import render
-from ..core.records import account_record
+from ..core.records import account_record, record
 from .session import Session, Watch, measure
 
 
@@ -267,14 +267,12 @@ def run_watch(host: Host, watches, options: Options, reload=None, signals=None,
             fresh = reload()
         except BeanwatchError as e:
             render.message(f"reload refused, keeping the running config: {e}")
-            sink({"event": "reload", "ts": time.time(), "cgroup": None, "ok": False,
-                  "detail": str(e)})
+            sink(record("reload", time.time(), None, ok=False, detail=str(e)))
             notify.ready("reload refused; " + status_line(session))
             return
         session.apply_watches(fresh)
         render.message(f"reloaded: watching {len(fresh)} cgroup(s)")
-        sink({"event": "reload", "ts": time.time(), "cgroup": None, "ok": True,
-              "detail": f"{len(fresh)} cgroup(s)"})
+        sink(record("reload", time.time(), None, ok=True, detail=f"{len(fresh)} cgroup(s)"))
         notify.ready(status_line(session))
 
     def on_loop():
@@ -384,14 +382,13 @@ def run_check(as_json: bool) -> int:
     facts = summary(results)
     for r in results:
         if as_json:
-            print(render.json_line({"event": "check", "name": r.name, "ok": r.ok,
-                                    "required": r.required, "detail": r.detail}))
+            print(render.json_line(record("host_check", time.time(), None, check=r.name,
+                                          ok=r.ok, required=r.required, detail=r.detail)))
         else:
             mark = "ok" if r.ok else ("MISSING" if r.required else "no")
             print(f"{mark:>8}  {r.name}: {r.detail}")
     if as_json:
-        print(render.json_line({"event": "check_summary", "ts": round(time.time(), 6),
-                                "cgroup": None, **facts}))
+        print(render.json_line(record("host_summary", time.time(), None, **facts)))
     else:
         for gap in facts["not_covered"]:
             print(f"{'gap':>8}  not covered on this kernel: {gap}")

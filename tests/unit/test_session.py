@@ -406,7 +406,7 @@ def test_on_exceed_veto_holds_frozen_then_thaws_and_nothing_is_killed(host):
     acted = [e for e in host.log if e[0] in ("freeze", "kill", "thaw")]
     assert acted == [("freeze", "/job"), ("thaw", "/job")]
     act = host.events("action", "/job")[-1]
-    assert act["vetoed"] and not act["ok"] and act["pids"] == []
+    assert act["vetoed"] and not act["ok"] and act["pids"] == [100]   # what the hook was given
     assert hooks.seen == [("exceed", "kill", [100])]   # no on-action hook without an action
 
 
