@@ -233,10 +233,17 @@ def verify(cgroups, duration, interval, as_json):
 @cli.command()
 @limit_option
 @json_option
-@click.option("--format", "fmt", type=click.Choice(["table", "beancounters"]), default="table",
-              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "beancounters"]), default=None,
+              help="Text layout: table (default) or OpenVZ's /proc/user_beancounters.")
 def status(limits, as_json, fmt):
-    """One-shot accounting from /proc, no BPF: estimate, exact, limit, mode."""
+    """One-shot accounting from /proc, no BPF: estimate, exact, limit, mode.
+
+    Each cgroup is measured once: usage above its barrier or limit counts one failure
+    (failcnt). Exits 3 when any cgroup is above its limit, 2 on a usage error.
+    """
+    if as_json and fmt is not None:
+        raise click.UsageError("--format and --json exclude each other (--json is one JSON "
+                               "object per line)")
     host, watches = open_host_or_exit(lambda host: runtime.resolve_watches(
         host, limits, Action.REPORT, DEFAULT_HYSTERESIS))
     records = runtime.status_records(host, watches)
@@ -246,7 +253,8 @@ def status(limits, as_json, fmt):
     elif fmt == "beancounters":
         click.echo(render.beancounters(records))
     else:
-        click.echo(render.table(records))
+        click.echo(render.table(records, runtime.terminal_width(sys.stdout)))
+    sys.exit(runtime.status_exit_code(records))
 
 
 @cli.command("demo")

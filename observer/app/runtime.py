@@ -108,6 +108,16 @@ def all_cgroups(host: Host, cgroups=()) -> list[Watch]:
     return [Watch(n, cid, None) for cid, n in sorted(host.cg.walk().items(), key=lambda kv: kv[1])]
 
 
+def terminal_width(out) -> int | None:
+    """The terminal's width where out is one (the table is fitted to it), else None (a
+    pipe or a file: nothing is cut)."""
+    import shutil
+    try:
+        return shutil.get_terminal_size().columns if out.isatty() else None
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 class TableSink:
     """Collects snapshot records and redraws the table once per round; logs the rest."""
 
@@ -363,16 +373,22 @@ def run_verify(host: Host, watches, duration: float, interval: float, as_json: b
 
 
 def status_records(host: Host, watches) -> list[dict]:
-    """`status`: one-shot accounting from /proc, no BPF."""
+    """`status`: one-shot accounting from /proc, no BPF (model.Account.measured_once: a
+    cgroup above its barrier or limit counts one failure)."""
     records = []
     now = time.time()
     for w in watches:
         vm, rss_by_pid = measure(host.cg, host.procfs, w.name)
-        rss = sum(rss_by_pid.values())
-        acc = Account.measured_once(w.name, w.cgroup_id, w.limit, vm, rss)
-        # one-shot: both are measured, so held is the exact figure
-        records.append(account_record("status", acc, now, held_bytes=rss, maxheld_bytes=rss))
+        acc = Account.measured_once(w.name, w.cgroup_id, w.limit, vm, sum(rss_by_pid.values()))
+        records.append(account_record("status", acc, now, over_limit=acc.over_limit))
     return records
+
+
+STATUS_OVER_LIMIT = 3   # `status` exit code when a cgroup is above its limit (2: usage errors)
+
+
+def status_exit_code(records: list[dict]) -> int:
+    return STATUS_OVER_LIMIT if any(r.get("over_limit") for r in records) else 0
 
 
 def run_check(as_json: bool) -> int:

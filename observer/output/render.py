@@ -9,6 +9,7 @@ from ..core.names import display_name, printable
 from ..core.sizes import format_size, to_pages
 
 TABLE_COLUMNS = ("held", "maxheld", "barrier", "limit", "failcnt", "mode", "estimate", "switches")
+NAME_MAX = 24   # the name column's widest, when the table must fit a width
 
 
 def json_line(record: dict) -> str:
@@ -22,22 +23,46 @@ def _row(rec: dict) -> list[str]:
             str(rec["switches"])]
 
 
-def fit_rows(header, rows, width: int) -> list[str]:
-    """Header and rows as lines of width columns: the first column (a name) takes what the
-    others leave (at least 8, its start cut to "…" where too long), the others right-aligned."""
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)][1:]
-    name_w = max(8, width - sum(w + 1 for w in widths))
+def path_and_name(cgroup: str) -> tuple[str, str]:
+    """The cgroup column (the path: two cgroups never look alike) and the name column
+    (the friendly name, "-" where it says no more than the path's last part)."""
+    path = printable(cgroup)
+    name = display_name(cgroup)
+    if name == path or path.endswith("/" + name):
+        name = "-"
+    return path, name
+
+
+def _cut(text: str, w: int) -> str:
+    """text in at most w columns, its start cut to "…" (the end of a path tells most)."""
+    return text if len(text) <= w else "…" + text[-(w - 1):] if w > 1 else text[-w:]
+
+
+def fit_rows(header, rows, width: int | None) -> list[str]:
+    """Header and rows as lines: the first two columns (path and name) left-aligned, the
+    others right-aligned. With a width, the path takes what the others leave (at least 8
+    where it can), the name at most NAME_MAX, both cut at their start to "…"; without one
+    (output to a pipe or a file), nothing is cut."""
+    rows = [list(r) for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+    path_w, name_w = widths[0], widths[1]
+    if width is not None:
+        left = width - sum(w + 1 for w in widths[2:]) - 1   # for path and name
+        name_w = min(name_w, NAME_MAX, max(len(header[1]), left - 8))
+        path_w = max(1, left - name_w)
     out = []
-    for row in [header] + list(rows):
-        name = row[0] if len(row[0]) <= name_w else "…" + row[0][-(name_w - 1):]
-        out.append(name.ljust(name_w) + "".join(" " + c.rjust(w) for c, w in zip(row[1:], widths)))
+    for row in [list(header)] + rows:
+        line = (_cut(row[0], path_w).ljust(path_w) + " " + _cut(row[1], name_w).ljust(name_w)
+                + "".join(" " + c.rjust(w) for c, w in zip(row[2:], widths[2:])))
+        out.append(line.rstrip() if width is None else line[:width])
     return out
 
 
-def table(records: list[dict], width: int = 79) -> str:
-    """One row per cgroup, fitted to width: the cgroup column takes what is left."""
-    rows = [(display_name(r["cgroup"]), *_row(r)) for r in records]
-    return "\n".join(fit_rows(("cgroup", *TABLE_COLUMNS), rows, width))
+def table(records: list[dict], width: int | None = None) -> str:
+    """One row per cgroup: its path, its name, then TABLE_COLUMNS. With a width (a
+    terminal's), fitted to it."""
+    rows = [(*path_and_name(r["cgroup"]), *_row(r)) for r in records]
+    return "\n".join(fit_rows(("cgroup", "name", *TABLE_COLUMNS), rows, width))
 
 
 def beancounters(records: list[dict]) -> str:
@@ -47,7 +72,7 @@ def beancounters(records: list[dict]) -> str:
     for rec in records:
         lim = rec["limit_bytes"]
         bar = rec["barrier_bytes"] if rec["barrier_bytes"] is not None else lim
-        vals = [to_pages(rec["held_bytes"]), to_pages(rec["maxheld_bytes"]),
+        vals = [to_pages(rec["held_bytes"] or 0), to_pages(rec["maxheld_bytes"] or 0),
                 to_pages(bar) if bar is not None else "unlimited",
                 to_pages(lim) if lim is not None else "unlimited", rec["failcnt"]]
         out.append(f"{printable(rec['cgroup'])}:")

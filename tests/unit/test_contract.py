@@ -96,3 +96,57 @@ def test_the_on_action_hook_is_told_the_action_record_event(tmp_path):
 def test_readme_lists_exactly_the_hook_variables():
     documented = set(re.findall(r"`(BEANWATCH_[A-Z_]+)`", README.split("Hooks:", 1)[1].split("Metrics:", 1)[0]))
     assert documented == {k for k in hook_env("action", {}) if k.startswith("BEANWATCH_")}
+
+
+# --- held and maxheld; status (items 2, 3) ---------------------------------------------------
+
+def _status_cli(monkeypatch, records):
+    from click.testing import CliRunner
+    import observer.app.cli as cli_module
+    import observer.app.runtime as runtime
+    monkeypatch.setattr(runtime, "open_host", lambda: object())
+    monkeypatch.setattr(runtime, "resolve_watches", lambda *a, **k: [])
+    monkeypatch.setattr(runtime, "status_records", lambda host, watches: records)
+    return lambda *args: CliRunner().invoke(cli_module.cli, ["status", *args],
+                                            prog_name="beanwatch")
+
+
+def _measured(name, limit, estimate, exact, barrier=None):
+    from observer.core.records import account_record
+    acc = Account.measured_once(name, 7, Limit(limit, barrier, Action.REPORT) if limit else None,
+                                estimate, exact)
+    return account_record("status", acc, 1.0, over_limit=acc.over_limit)
+
+
+def test_status_exits_3_when_a_cgroup_is_above_its_limit_and_counts_the_failure(monkeypatch):
+    over = _measured("/a/job.service", 100 << 20, 1 << 30, 150 << 20)
+    fine = _measured("/b/job.service", 100 << 20, 1 << 30, 50 << 20)
+    run = _status_cli(monkeypatch, [over, fine])
+    res = run("--json")
+    assert res.exit_code == 3, res.output
+    import json
+    recs = [json.loads(line) for line in res.output.splitlines()]
+    assert [(r["event"], r["failcnt"], r["held_bytes"], r["maxheld_bytes"]) for r in recs] == [
+        ("status", 1, 150 << 20, 150 << 20), ("status", 0, 50 << 20, 50 << 20)]
+    assert _status_cli(monkeypatch, [fine])("--json").exit_code == 0
+    # the table tells the two job.service cgroups apart: their paths, not only their names
+    table = _status_cli(monkeypatch, [over, fine])().output
+    assert "/a/job.service" in table and "/b/job.service" in table
+
+
+def test_status_refuses_format_with_json(monkeypatch):
+    res = _status_cli(monkeypatch, [])("--format", "beancounters", "--json")
+    assert res.exit_code == 2 and "exclude each other" in res.output
+
+
+def test_the_table_shows_the_path_and_the_name_beside_it():
+    from observer.output import render
+    cid = "3f2a1b9c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8"
+    recs = [_measured(p, 1 << 30, 1, 1) for p in
+            ("/a/job.service", "/b/job.service", f"/system.slice/docker-{cid}.scope")]
+    lines = render.table(recs).splitlines()
+    assert lines[0].split()[:2] == ["cgroup", "name"]
+    assert [l.split()[:2] for l in lines[1:3]] == [["/a/job.service", "-"], ["/b/job.service", "-"]]
+    assert lines[3].startswith(f"/system.slice/docker-{cid}.scope docker {cid[:12]} ")
+    fitted = render.table(recs, 79).splitlines()
+    assert fitted[1].split()[0] != fitted[2].split()[0]
