@@ -10,6 +10,7 @@ from ..core.sizes import format_size, to_pages
 
 TABLE_COLUMNS = ("held", "maxheld", "barrier", "limit", "failcnt", "mode", "estimate", "switches")
 NAME_MAX = 24   # the name column's widest, when the table must fit a width
+PATH_MIN = 16   # the path column's narrowest (the name column gives way first)
 
 
 def json_line(record: dict) -> str:
@@ -34,25 +35,35 @@ def path_and_name(cgroup: str) -> tuple[str, str]:
 
 
 def _cut(text: str, w: int) -> str:
-    """text in at most w columns, its start cut to "…" (the end of a path tells most)."""
+    """text in at most w columns, its start cut to "…"."""
     return text if len(text) <= w else "…" + text[-(w - 1):] if w > 1 else text[-w:]
+
+
+def _cut_path(text: str, w: int) -> str:
+    """A path in at most w columns: its head and its end kept, the middle cut to "…", so
+    that /a/…/job.service and /b/…/job.service stay apart."""
+    if len(text) <= w or w < 8:
+        return _cut(text, w)
+    head = w // 3
+    return text[:head] + "…" + text[-(w - head - 1):]
 
 
 def fit_rows(header, rows, width: int | None) -> list[str]:
     """Header and rows as lines: the first two columns (path and name) left-aligned, the
-    others right-aligned. With a width, the path takes what the others leave (at least 8
-    where it can), the name at most NAME_MAX, both cut at their start to "…"; without one
+    others right-aligned. With a width, the path takes what the others leave (at least
+    PATH_MIN where it can, its middle cut to "…"), the name at most NAME_MAX (its start
+    cut); without one
     (output to a pipe or a file), nothing is cut."""
     rows = [list(r) for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
     path_w, name_w = widths[0], widths[1]
     if width is not None:
         left = width - sum(w + 1 for w in widths[2:]) - 1   # for path and name
-        name_w = min(name_w, NAME_MAX, max(len(header[1]), left - 8))
+        name_w = min(name_w, NAME_MAX, max(len(header[1]), left - PATH_MIN))
         path_w = max(1, left - name_w)
     out = []
     for row in [list(header)] + rows:
-        line = (_cut(row[0], path_w).ljust(path_w) + " " + _cut(row[1], name_w).ljust(name_w)
+        line = (_cut_path(row[0], path_w).ljust(path_w) + " " + _cut(row[1], name_w).ljust(name_w)
                 + "".join(" " + c.rjust(w) for c, w in zip(row[2:], widths[2:])))
         out.append(line.rstrip() if width is None else line[:width])
     return out
