@@ -8,7 +8,8 @@ import os
 from dataclasses import dataclass
 from stat import S_ISBLK, S_ISCHR, S_ISDIR, S_ISFIFO, S_ISLNK, S_ISREG, S_ISSOCK
 
-from ..core.config import DEFAULT_HYSTERESIS, Action, ConfigError, Limit, barrier_fits
+from ..core.config import (DEFAULT_HYSTERESIS, Action, ConfigError, Limit, barrier_fits,
+                           check_minimum)
 from ..core.sizes import MAX_SIZE, SizeError, format_size, parse_size
 
 try:
@@ -173,7 +174,7 @@ class _Table:
         if isinstance(value, str):
             # parse_size's regex is Unicode-aware (KELVIN SIGN, Arabic-Indic digits): keep to ASCII.
             if not value.isascii():
-                raise self.error(f"{key} {_q(value)} is not a size: use ASCII digits and K, M, G or T")
+                raise self.error(f"{key} {_q(value)} is not a size: use ASCII digits and K, M, G, T, P or E")
             try:
                 value = parse_size(value)
             except SizeError as e:
@@ -256,6 +257,11 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> FileConfig:
         if not barrier_fits(limit, barrier):   # above zero already: t.size says so
             raise t.error(f"barrier {format_size(barrier, exact=True)} is above "
                           f"limit {format_size(limit, exact=True)}")
+        for key, value in (("limit", limit), ("barrier", barrier)):
+            try:
+                check_minimum(key, value, table.get(key))
+            except ConfigError as e:
+                raise t.error(str(e)) from None
         own_action, own_hysteresis = t.action(action), t.number("hysteresis", 0.0, 1.0, True, hysteresis)
         try:
             built = Limit(limit, barrier, own_action, own_hysteresis)

@@ -150,3 +150,27 @@ def test_the_table_shows_the_path_and_the_name_beside_it():
     assert lines[3].split()[:3] == [f"/system.slice/docker-{cid}.scope", "docker", cid[:12]]
     fitted = render.table(recs, 79).splitlines()
     assert fitted[1].split()[0] != fitted[2].split()[0]
+
+
+# --- sizes (item 6) --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("written", ["64", "1048575", "512K"])
+def test_limits_under_1m_are_refused_naming_the_unit(written):
+    from observer.core.config import ConfigError, parse_limit_spec
+    from observer.host.configfile import ConfigFileError, parse_config
+    with pytest.raises(ConfigError, match="under the minimum of 1M"):
+        parse_limit_spec(f"x={written}")
+    toml_value = written if written.isdigit() else f'"{written}"'
+    with pytest.raises(ConfigFileError, match="under the minimum of 1M") as e:
+        parse_config(f'[cgroup.a]\nlimit = {toml_value}\n')
+    if written.isdigit():
+        assert "a number without a unit is bytes" in str(e.value)
+
+
+def test_readme_documents_every_size_unit():
+    from observer.core.sizes import _UNITS, parse_size
+    units = [u for u in _UNITS if u]
+    line = next(l for l in README.splitlines() if l.startswith("- **SIZE**"))
+    assert all(u in line for u in units), line
+    for u in units:
+        parse_size(f"1{u}")
