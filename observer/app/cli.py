@@ -107,11 +107,13 @@ def cli():
 @click.option("--config", "config_path", type=click.Path(dir_okay=True), default=None,
               help="TOML file of limits (see README); reloaded on SIGHUP. It must be owned by "
                    "root and not writable by group or others.")
-@click.option("--action", type=click.Choice([a.value for a in Action]), default="report",
-              show_default=True, help="What to do with a cgroup past its limit.")
-@click.option("--hysteresis", type=FiniteFloatRange(0, 1, max_open=True),
-              default=DEFAULT_HYSTERESIS, show_default=True,
-              help="Return to fast mode below limit x (1 - this).")
+@click.option("--action", type=click.Choice([a.value for a in Action]), default=None,
+              help="What to do with a cgroup past its limit [default: report]. A cgroup's "
+                   "own setting in --config comes first, then this, then the config's "
+                   "[defaults].")
+@click.option("--hysteresis", type=FiniteFloatRange(0, 1, max_open=True), default=None,
+              help=f"Return to fast mode below limit x (1 - this) [default: "
+                   f"{DEFAULT_HYSTERESIS:g}]; precedence as --action.")
 @click.option("--adaptive/--fixed-hysteresis", default=True, show_default=True,
               help="Widen the hysteresis while a cgroup flaps between modes (up to 50%).")
 @click.option("--interval", type=FiniteFloatRange(0.05, 3600), default=None,
@@ -158,9 +160,10 @@ def watch(limits, config_path, action, hysteresis, adaptive, interval, duration,
     signals = runtime.Signals()
     from ..host.configfile import load
     from .session import memory_max_template
-    action = Action(action)
-    if action is not Action.REPORT and not limits:
-        raise click.UsageError(f"--action {action.value} needs at least one --limit")
+    action = Action(action) if action is not None else None
+    if action not in (None, Action.REPORT) and not limits and not config_path:
+        raise click.UsageError(f"--action {action.value} needs --limit or --config (limits "
+                               "read from memory.max are only reported)")
     try:
         file_config = load(config_path) if config_path else None
     except BeanwatchError as e:
@@ -183,7 +186,8 @@ def watch(limits, config_path, action, hysteresis, adaptive, interval, duration,
         hook_timeout=hook_timeout, max_leaves=max_leaves,
         # no --limit and no --config: limits from memory.max, followed live
         memory_max=(None if limits or file_config else
-                    memory_max_template(hysteresis, adaptive)))
+                    memory_max_template(DEFAULT_HYSTERESIS if hysteresis is None
+                                        else hysteresis, adaptive)))
     sys.exit(runtime.run_watch(host, watches, options, reload if config_path else None,
                                signals=signals))
 

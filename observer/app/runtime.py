@@ -58,22 +58,32 @@ class Options:
     max_procs: int | None = None
 
 
-def resolve_watches(host: Host, limits, action: Action, hysteresis: float, adaptive=False,
-                    file_config=None, wait_for_missing=False):
+def resolve_watches(host: Host, limits, action: Action | None, hysteresis: float | None,
+                    adaptive=False, file_config=None, wait_for_missing=False):
     """--limit specs and --config entries to Watch objects, each checked (freeze and kill
     are refused where they could reach init or beanwatch). With neither, every cgroup
     with its memory limit, in report mode. With wait_for_missing, a cgroup that does not
-    exist yet is watched under its name (id 0): the session waits for it."""
+    exist yet is watched under its name (id 0): the session waits for it.
+
+    action and hysteresis are the command line's (None: not given there). Each setting
+    comes from, in order: the cgroup's own table in the file, the command line, the file's
+    [defaults], the built-in default (report, DEFAULT_HYSTERESIS)."""
     from ..host.actions import ActionRefused, guard
-    wanted = [(spec.cgroup, Limit(spec.limit, spec.barrier, action, hysteresis, adaptive))
+    from ..host.configfile import first
+    defaults = file_config if file_config is not None else None
+    cli_action = first(action, defaults.default_action if defaults else None, Action.REPORT)
+    cli_hyst = first(hysteresis, defaults.default_hysteresis if defaults else None,
+                     DEFAULT_HYSTERESIS)
+    wanted = [(spec.cgroup, Limit(spec.limit, spec.barrier, cli_action, cli_hyst, adaptive))
               for spec in limits]
     if file_config is not None:
-        wanted += [(c.cgroup, replace(c.limit, adaptive=adaptive)) for c in file_config.cgroups]
+        wanted += [(cg, replace(lim, adaptive=adaptive))
+                   for cg, lim in file_config.limits(action, hysteresis)]
     if not wanted:
         watches = []
         for cid, name in sorted(host.cg.walk().items(), key=lambda kv: kv[1]):
             lim = host.cg.memory_limit(name)
-            watches.append(Watch(name, cid, Limit(lim, None, Action.REPORT, hysteresis, adaptive)
+            watches.append(Watch(name, cid, Limit(lim, None, Action.REPORT, cli_hyst, adaptive)
                                  if lim else None))
         return watches
     watches, seen = [], set()

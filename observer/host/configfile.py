@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from stat import S_ISBLK, S_ISCHR, S_ISDIR, S_ISFIFO, S_ISLNK, S_ISREG, S_ISSOCK
 
 from ..core.config import (DEFAULT_HYSTERESIS, Action, ConfigError, Limit, barrier_fits,
@@ -34,13 +34,35 @@ class ConfigFileError(ConfigError):
 @dataclass(frozen=True)
 class CgroupConfig:
     cgroup: str  # as written in the file; the caller resolves it against the cgroup mount
-    limit: Limit
+    limit: Limit  # with the file alone: its own settings, else [defaults], else built-in
+    # what its table says itself (None: not set there), for the command line's precedence
+    own_action: Action | None = field(default=None, compare=False)
+    own_hysteresis: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
 class FileConfig:
     cgroups: tuple[CgroupConfig, ...]
     interval: float | None
+    default_action: Action | None = field(default=None, compare=False)       # [defaults]
+    default_hysteresis: float | None = field(default=None, compare=False)
+
+    def limits(self, action: Action | None = None, hysteresis: float | None = None):
+        """(cgroup, Limit) per table, each setting taken from, in order: the cgroup's own
+        table, the command line (action, hysteresis: None where not given), the file's
+        [defaults], the built-in default."""
+        out = []
+        for c in self.cgroups:
+            act = first(c.own_action, action, self.default_action, Action.REPORT)
+            hyst = first(c.own_hysteresis, hysteresis, self.default_hysteresis,
+                         DEFAULT_HYSTERESIS)
+            out.append((c.cgroup, replace(c.limit, action=act, hysteresis=hyst)))
+        return out
+
+
+def first(*values):
+    """The first value that is not None (the precedence of settings)."""
+    return next(v for v in values if v is not None)
 
 
 # --- the file ---------------------------------------------------------------------------
@@ -267,8 +289,10 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> FileConfig:
             built = Limit(limit, barrier, own_action, own_hysteresis)
         except ConfigError as e:  # checked above already; kept so Limit stays the final word
             raise t.error(str(e)) from None
-        cgroups.append(CgroupConfig(name, built))
+        cgroups.append(CgroupConfig(name, built, t.action(None), t.number(
+            "hysteresis", 0.0, 1.0, True, None)))
 
     if not cgroups:
         raise ConfigFileError(f'{source}: no [cgroup."NAME"] tables: the config limits nothing')
-    return FileConfig(tuple(cgroups), interval)
+    return FileConfig(tuple(cgroups), interval, defaults.action(None),
+                      defaults.number("hysteresis", 0.0, 1.0, True, None))

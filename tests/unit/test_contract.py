@@ -174,3 +174,89 @@ def test_readme_documents_every_size_unit():
     assert all(u in line for u in units), line
     for u in units:
         parse_size(f"1{u}")
+
+
+# --- --config with the command line (item 1) -------------------------------------------------
+
+PRECEDENCE = """\
+[defaults]
+action = "freeze"
+hysteresis = 0.3
+
+[cgroup."own"]
+limit = "1G"
+action = "report"
+hysteresis = 0.05
+
+[cgroup."inherits"]
+limit = "1G"
+"""
+
+
+class _FakeCg:
+    def resolve(self, spec, missing_ok=False):
+        return "/" + spec.strip("/")
+
+    def cgroup_id(self, name):
+        raise FileNotFoundError(name)   # not there yet: waited for, no guard needed
+
+
+class _FakeHost:
+    cg = _FakeCg()
+
+
+def _settings(watches):
+    return {w.name: (w.limit.action, w.limit.hysteresis) for w in watches}
+
+
+@pytest.mark.parametrize("cli_action, cli_hyst, expected", [
+    # nothing on the command line: the file's own table, then its [defaults]
+    (None, None, {"/own": (Action.REPORT, 0.05), "/inherits": (Action.FREEZE, 0.3),
+                  "/cli": (Action.FREEZE, 0.3)}),
+    # the command line beats [defaults], never a cgroup's own setting
+    (Action.KILL, 0.2, {"/own": (Action.REPORT, 0.05), "/inherits": (Action.KILL, 0.2),
+                        "/cli": (Action.KILL, 0.2)}),
+])
+def test_settings_precedence(cli_action, cli_hyst, expected):
+    from observer.app.runtime import resolve_watches
+    from observer.core.config import parse_limit_spec
+    from observer.host.configfile import parse_config
+    watches = resolve_watches(_FakeHost(), [parse_limit_spec("cli=1G")], cli_action, cli_hyst,
+                              file_config=parse_config(PRECEDENCE), wait_for_missing=True)
+    assert _settings(watches) == expected
+
+
+def test_built_in_defaults_come_last():
+    from observer.app.runtime import resolve_watches
+    from observer.host.configfile import parse_config
+    watches = resolve_watches(_FakeHost(), [], None, None, wait_for_missing=True,
+                              file_config=parse_config('[cgroup."a"]\nlimit = "1G"\n'))
+    assert _settings(watches) == {"/a": (Action.REPORT, 0.1)}
+
+
+def test_watch_config_with_action_kill_is_accepted_and_applied(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+    import observer.app.cli as cli_module
+    import observer.app.runtime as runtime
+    import observer.host.configfile as configfile
+    conf = tmp_path / "bw.toml"
+    conf.write_text(PRECEDENCE)
+    conf.chmod(0o600)
+    monkeypatch.setattr(configfile, "load", lambda path: configfile.parse_config(
+        conf.read_bytes()) if path == str(conf) else None)   # owner check: test_configfile
+    monkeypatch.setattr(cli_module, "require_root", lambda: None)
+    monkeypatch.setattr(runtime, "open_host", lambda: _FakeHost())
+    seen = {}
+
+    def run_watch(host, watches, options, reload=None, signals=None):
+        seen["watches"] = watches
+        return 0
+    monkeypatch.setattr(runtime, "run_watch", run_watch)
+    res = CliRunner().invoke(cli_module.cli, ["watch", "--config", str(conf), "--action", "kill"],
+                             prog_name="beanwatch")
+    assert res.exit_code == 0, res.output
+    assert _settings(seen["watches"]) == {"/own": (Action.REPORT, 0.05),
+                                          "/inherits": (Action.KILL, 0.3)}
+    # without --limit or --config, kill is still refused (memory.max limits are reported)
+    res = CliRunner().invoke(cli_module.cli, ["watch", "--action", "kill"], prog_name="beanwatch")
+    assert res.exit_code == 2 and "--limit or --config" in res.output
