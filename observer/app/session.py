@@ -12,6 +12,7 @@ from ..core.config import Action, Limit
 from ..core.errors import BeanwatchError
 from ..core.ratelimit import Buckets
 from ..core.model import Account, Effect, LeafBounds, LeafCounters, Mode, leaf_bounds
+from ..core.policy import OverNotice
 from ..core.records import account_record, record
 from ..core.sizes import PAGE_SIZE, to_bytes, to_pages
 from .enforcer import Enforcer
@@ -118,6 +119,7 @@ class Session:
         self.map_full = 0                    # failures counted (kernel side and our writes)
         self.map_full_reported = False
         self.unwritten: set[int] = set()     # bounds that could not be written (map full)
+        self.notices: dict[str, OverNotice] = {}   # per account: above barrier/limit told when
 
     # -- start-up -----------------------------------------------------------------------
     def start(self) -> None:
@@ -424,11 +426,13 @@ class Session:
         exact, per_pid = self.measure(acc)
         effects = acc.on_exact(exact, now)
         self.sink(account_record("check", acc, now))
-        for effect in effects:
-            if effect in (Effect.WARN, Effect.EXCEED):
-                self.sink(account_record(effect.value, acc, now))
-            elif effect is Effect.ACT:
-                self.enforcer.enforce(acc, per_pid)
+        # barrier/exceeded: recorded on the way there, then as a reminder (core/policy)
+        level = next((e.value for e in effects if e in (Effect.WARN, Effect.EXCEED)), None)
+        told = self.notices.setdefault(acc.name, OverNotice()).note(level, now)
+        if told is not None:
+            self.sink(account_record(level, acc, now, reminder=told[0], repeats=told[1]))
+        if Effect.ACT in effects:
+            self.enforcer.enforce(acc, per_pid)
 
     def check_losses(self) -> None:
         stats = self.probes.stats()

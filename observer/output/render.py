@@ -6,7 +6,7 @@ import json
 import sys
 
 from ..core.names import display_name, printable
-from ..core.sizes import format_size, to_pages
+from ..core.sizes import format_size, parse_size, to_pages
 
 TABLE_COLUMNS = ("held", "maxheld", "barrier", "limit", "failcnt", "mode", "estimate", "switches")
 NAME_MAX = 24   # the name column's widest, when the table must fit a width
@@ -104,14 +104,22 @@ def describe(record: dict) -> str:
     if ev in ("exceeded", "barrier"):
         what = "limit" if ev == "exceeded" else "barrier"
         level = record["limit_bytes"] if ev == "exceeded" else record["barrier_bytes"]
-        return f"{cg}: {held} is above the {what} {format_size(level)} (failcnt {record['failcnt']})"
+        used, lvl = sizes_apart(record.get("held_bytes"), level)
+        still = (f", still: {record.get('repeats', 0)} check(s) above since the last record"
+                 if record.get("reminder") else "")
+        return f"{cg}: {used} is above the {what} {lvl} (failcnt {record['failcnt']}{still})"
     if ev == "hook":
-        return f"{cg}: {record.get('hook')} hook: {record.get('detail')}"
+        return f"{cg}: {record.get('detail')}"     # "on-action hook exited 0 ..."
     if ev == "action" and record.get("vetoed"):
         return f"{cg}: {record['action']} vetoed: {record.get('detail')}"
+    if ev == "action" and not record.get("ok"):
+        return f"{cg}: {record['action']} FAILED: {record.get('detail')}"
+    if ev == "action" and record.get("action") == "report":
+        return (f"{cg}: over its limit, reported only (nothing frozen or killed); "
+                f"pids {_pids(record.get('pids'))}")
     if ev == "action":
-        status = "done" if record.get("ok") else f"FAILED: {record.get('detail')}"
-        return f"{cg}: {record['action']} pids {record.get('pids')} {status}"
+        done = {"freeze": "frozen", "kill": "killed"}.get(record["action"], record["action"])
+        return f"{cg}: {done}: pids {_pids(record.get('pids'))} ({record.get('detail')})"
     if ev == "start":
         gaps = record.get("not_covered") or []
         return (f"probes attached (address space via {record.get('vm_hook')}, slow mode via "
@@ -122,6 +130,29 @@ def describe(record: dict) -> str:
                 f"{record.get('processes_unaccounted')}; resynchronising")
     detail = record.get("detail")
     return f"{cg}: {ev}" + (f": {detail}" if detail else "")
+
+
+def _pids(pids, shown: int = 16) -> str:
+    pids = list(pids or [])
+    more = f" and {len(pids) - shown} more" if len(pids) > shown else ""
+    return " ".join(map(str, pids[:shown])) + more if pids else "none"
+
+
+def sizes_apart(a: int | None, b: int | None) -> tuple[str, str]:
+    """Two sizes formatted so that different values never read alike ("48.0M is above
+    48M" cannot be): more decimals in the larger's unit until they differ, else bytes."""
+    fa, fb = format_size(a), format_size(b)
+    if a is None or b is None or a == b or parse_size(fa) != parse_size(fb):
+        return fa, fb
+    for unit, power in (("E", 60), ("P", 50), ("T", 40), ("G", 30), ("M", 20), ("K", 10)):
+        scale = 1 << power
+        if max(a, b) >= scale:
+            for digits in range(2, 7):
+                fa, fb = f"{a / scale:.{digits}f}{unit}", f"{b / scale:.{digits}f}{unit}"
+                if fa != fb:
+                    return fa, fb
+            break
+    return f"{a} bytes", f"{b} bytes"
 
 
 def describe_violation(record: dict) -> str:

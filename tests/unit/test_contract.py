@@ -260,3 +260,47 @@ def test_watch_config_with_action_kill_is_accepted_and_applied(tmp_path, monkeyp
     # without --limit or --config, kill is still refused (memory.max limits are reported)
     res = CliRunner().invoke(cli_module.cli, ["watch", "--action", "kill"], prog_name="beanwatch")
     assert res.exit_code == 2 and "--limit or --config" in res.output
+
+
+# --- wording (report mode, hooks, refusals) ---------------------------------------------------
+
+def _acc_record(event, **extra):
+    from observer.core.records import account_record
+    acc = Account("/job", 5, Limit(48 << 20, 48 << 20, Action.REPORT))
+    acc.on_estimate(1 << 30)
+    acc.on_exact((48 << 20) + 4096, 1.0)
+    return account_record(event, acc, 1.0, **extra)
+
+
+def test_report_says_nothing_was_done():
+    from observer.output.render import describe
+    line = describe(_acc_record("action", action="report", pids=[7, 8], ok=True, detail="listed"))
+    assert "done" not in line and "nothing frozen or killed" in line and "7 8" in line
+
+
+def test_above_the_barrier_never_reads_as_equal():
+    from observer.core.sizes import parse_size
+    from observer.output.render import describe
+    line = describe(_acc_record("barrier", reminder=False, repeats=0))
+    used, level = re.match(r"/job: (\S+) is above the barrier (\S+) ", line).groups()
+    assert used != level and parse_size(used.rstrip("M") + "M") > parse_size(level)
+    reminder = describe(_acc_record("exceeded", reminder=True, repeats=41))
+    assert "41 check(s)" in reminder
+
+
+def test_no_message_repeats_itself():
+    from observer.host.actions import ActionRefused, guard
+    from observer.host.hooks import HookOutcome
+    from observer.output.render import describe
+    hook = describe(_acc_record("hook", hook="on-action", returncode=0, timed_out=False,
+                                detail="on-action hook exited 0"))
+    assert hook.count("on-action hook") == 1, hook
+
+    class Cg:
+        def ancestors_or_self(self, name):
+            parts = name.strip("/").split("/")
+            return ["/"] + ["/" + "/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    with pytest.raises(ActionRefused) as e:
+        guard(Cg(), "/system.slice", 1, "/system.slice/beanwatch.service", "/init.scope")
+    failed = describe(_acc_record("action", action="kill", pids=[], ok=False, detail=str(e.value)))
+    assert failed.count("/job") == 1 and "refused: it holds beanwatch" in failed, failed
