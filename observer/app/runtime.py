@@ -129,26 +129,62 @@ def terminal_width(out) -> int | None:
 
 
 class TableSink:
-    """Collects snapshot records and redraws the table once per round; logs the rest."""
+    """Collects snapshot records and redraws the table once per round; logs the rest.
 
-    def __init__(self, n_accounts, out=sys.stdout):
+    On a terminal the screen is redrawn, as `top` does: the table, then an events area
+    with the latest EVENTS_SHOWN event lines (mode switches, checks, barrier and limit,
+    actions), so that they stay in view; they also go to stderr when stderr is not that
+    terminal (2>file). Elsewhere (a pipe, a file) each table is appended and the events go
+    to stderr, one line each."""
+
+    EVENTS_SHOWN = 10
+
+    def __init__(self, n_accounts, out=sys.stdout, err=sys.stderr):
+        import collections
         self.n = n_accounts   # a callable: the number of accounts changes on reload
         self.out = out
+        self.err = err
         self.batch: list[dict] = []
         self.clear = out.isatty()
+        self.width = terminal_width(out)
+        self.events = collections.deque(maxlen=self.EVENTS_SHOWN)
+        self.last_table = ""
 
     def __call__(self, rec: dict) -> None:
         if rec["event"] != "snapshot":
-            render.message(render.describe(rec))
+            if not self.clear:
+                render.message(render.describe(rec))
+                return
+            stamp = time.strftime("%H:%M:%S", time.localtime(rec["ts"]))
+            self.events.append(f"{stamp} {render.describe(rec)}")
+            if not _isatty(self.err):
+                render.message(render.describe(rec))
+            self.draw()
             return
         self.batch.append(rec)
         if len(self.batch) >= self.n():
-            text = render.table(self.batch)
+            self.last_table = render.table(self.batch, self.width)
             self.batch = []
             if self.clear:
-                self.out.write("\x1b[H\x1b[2J")
-            self.out.write(text + "\n\n")
-            self.out.flush()
+                self.draw()
+            else:
+                self.out.write(self.last_table + "\n\n")
+                self.out.flush()
+
+    def draw(self) -> None:
+        """The whole screen: the table, then the events area."""
+        lines = [self.last_table, "", f"recent events ({len(self.events)})"]
+        width = self.width or 79
+        lines += [line[:width] for line in self.events]
+        self.out.write("\x1b[H\x1b[2J" + "\n".join(lines) + "\n")
+        self.out.flush()
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def json_sink(rec: dict) -> None:

@@ -304,3 +304,52 @@ def test_no_message_repeats_itself():
         guard(Cg(), "/system.slice", 1, "/system.slice/beanwatch.service", "/init.scope")
     failed = describe(_acc_record("action", action="kill", pids=[], ok=False, detail=str(e.value)))
     assert failed.count("/job") == 1 and "refused: it holds beanwatch" in failed, failed
+
+
+# --- watch on a terminal: an events area (unfriendly: watch on a terminal) ---------------------
+
+class _Tty:
+    def __init__(self, tty=True):
+        self.text, self.tty = "", tty
+
+    def isatty(self):
+        return self.tty
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+
+def test_watch_on_a_terminal_keeps_an_events_area():
+    from observer.app.runtime import TableSink
+    from observer.core.records import account_record
+    out, err = _Tty(), _Tty()
+    sink = TableSink(lambda: 1, out=out, err=err)
+    acc = Account("/job", 5, Limit(256 << 20, None, Action.REPORT))
+    acc.on_estimate(1 << 30)
+    sink(account_record("mode", acc, 1.0, previous="fast"))
+    acc.on_exact(300 << 20, 1.0)
+    sink(account_record("exceeded", acc, 1.0, reminder=False, repeats=0))
+    for i in range(3):   # rounds after the events: each redraw clears the screen...
+        sink(account_record("snapshot", acc, 2.0 + i))
+    frame = out.text.rsplit("\x1b[2J", 1)[1]
+    # ...and the last frame still shows the table, then the events
+    table, _, events = frame.partition("recent events")
+    assert "/job" in table and "held" in table
+    assert "fast -> slow mode" in events and "is above the limit" in events
+    assert err.text == ""          # stderr is that terminal: not written over the screen
+
+
+def test_watch_to_a_pipe_appends_tables_and_logs_events(capsys):
+    from observer.app.runtime import TableSink
+    from observer.core.records import account_record
+    out = _Tty(tty=False)
+    sink = TableSink(lambda: 1, out=out, err=_Tty(tty=False))
+    acc = Account("/job", 5, Limit(256 << 20, None, Action.REPORT))
+    sink(account_record("snapshot", acc, 1.0))
+    sink(account_record("waiting", acc, 1.0, detail="no such cgroup (yet)"))
+    sink(account_record("snapshot", acc, 2.0))
+    assert out.text.count("cgroup") == 2 and "\x1b" not in out.text
+    assert "waiting" in capsys.readouterr().err
