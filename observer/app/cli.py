@@ -219,7 +219,8 @@ def top(limits, interval):
               help="Verify this cgroup (and its descendants); repeatable. Default: all.")
 @click.option("--duration", type=FiniteFloatRange(0, min_open=True), default=10.0,
               show_default=True, help="Seconds to run.")
-@click.option("--interval", type=FiniteFloatRange(0.05, 3600), default=1.0, show_default=True)
+@click.option("--interval", type=FiniteFloatRange(0.05, 3600), default=1.0, show_default=True,
+              help="Seconds between two comparisons.")
 @json_option
 def verify(cgroups, duration, interval, as_json):
     """Check the estimate against /proc on your own workloads.
@@ -263,7 +264,7 @@ def status(limits, as_json, fmt):
 
 @cli.command("demo")
 @click.option("--limit", "limit_text", default="256M", show_default=True,
-              help="Limit for the scratch cgroup.")
+              help="Limit for the scratch cgroup, from 64M to 768M.")
 @json_option
 def demo_command(limit_text, as_json):
     """Zero-configuration demonstration on a scratch cgroup.
@@ -274,8 +275,8 @@ def demo_command(limit_text, as_json):
     from ..core.sizes import parse_size
     try:
         limit = parse_size(limit_text)
-        if limit < 64 << 20:
-            raise ConfigError("--limit for the demo must be at least 64M")
+        if problem := demo.demo_limit_problem(limit):
+            raise ConfigError(problem)
     except BeanwatchError as e:
         raise click.BadParameter(str(e), param_hint="--limit") from None
     require_root()

@@ -166,8 +166,9 @@ def verify_table(tallies: dict) -> str:
     """`verify`'s closing table: one row per cgroup (tallies: name -> verify.Tally)."""
     out = [f"{'cgroup':<40} {'samples':>7} {'violations':>10} {'max drift':>9} {'est/exact':>9}"]
     for name, t in tallies.items():
+        ratio = f"{t.max_ratio:.2f}" if t.max_ratio else "-"   # "-": nothing resident to compare
         out.append(f"{name[-40:]:<40} {t.samples:>7} {t.violations:>10} "
-                   f"{format_size(t.max_drift):>9} {t.max_ratio:>9.2f}")
+                   f"{format_size(t.max_drift):>9} {ratio:>9}")
     return "\n".join(out)
 
 

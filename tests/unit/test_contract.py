@@ -353,3 +353,41 @@ def test_watch_to_a_pipe_appends_tables_and_logs_events(capsys):
     sink(account_record("snapshot", acc, 2.0))
     assert out.text.count("cgroup") == 2 and "\x1b" not in out.text
     assert "waiting" in capsys.readouterr().err
+
+
+# --- demo, oom_score_adj, verify (unfriendly items) ------------------------------------------
+
+@pytest.mark.parametrize("limit", ["2G", "769M", "32M"])
+def test_demo_refuses_limits_it_cannot_show(limit, monkeypatch):
+    from click.testing import CliRunner
+    import observer.app.cli as cli_module
+    import observer.app.demo as demo
+    monkeypatch.setattr(demo, "run_demo", lambda *a: pytest.fail("ran the demo"))
+    monkeypatch.setattr(cli_module, "require_root", lambda: pytest.fail("went on"))
+    res = CliRunner().invoke(cli_module.cli, ["demo", "--limit", limit], prog_name="beanwatch")
+    assert res.exit_code == 2 and "from 64M to 768M" in res.output
+
+
+def test_demo_tells_a_kill_from_its_own_cleanup(capsys):
+    from observer.app.demo import summarize
+    recs = [{"event": "mode"}, {"event": "check"},
+            {"event": "action", "action": "kill", "held_bytes": 300 << 20}]
+    assert summarize(recs, 256 << 20, None, False) == 1
+    assert "was NOT killed: still running" in capsys.readouterr().out
+    assert summarize(recs, 256 << 20, -9, False) == 0
+    assert "was killed (exit -9)" in capsys.readouterr().out
+
+
+def test_the_oom_score_note_says_what_it_means(tmp_path):
+    from observer.host.selfguard import set_oom_score
+    (tmp_path / "self" / "oom_score_adj").mkdir(parents=True)   # cannot be written
+    note = set_oom_score(str(tmp_path))
+    assert "\n" not in note and "OOM killer may pick beanwatch" in note
+    assert "harmless unless" in note and "CAP_SYS_RESOURCE" in note
+
+
+def test_verify_shows_no_ratio_for_an_empty_cgroup():
+    from observer.app.verify import Tally
+    from observer.output.render import verify_table
+    row = verify_table({"/empty": Tally(samples=3)}).splitlines()[1].split()
+    assert row == ["/empty", "3", "0", "0", "-"]
