@@ -391,3 +391,52 @@ def test_verify_shows_no_ratio_for_an_empty_cgroup():
     from observer.output.render import verify_table
     row = verify_table({"/empty": Tally(samples=3)}).splitlines()[1].split()
     assert row == ["/empty", "3", "0", "0", "-"]
+
+
+# --- the service's logging: unit, docs and the documented pipeline (item 7) --------------------
+
+def _unit_exec_args():
+    unit = (ROOT / "packaging" / "beanwatch.service").read_text()
+    line = next(l for l in unit.splitlines() if l.startswith("ExecStart="))
+    return line.split("=", 1)[1].split()[1:], unit
+
+
+def test_the_docs_say_what_the_unit_runs():
+    args, unit = _unit_exec_args()
+    assert "--journal" in args and "StandardOutput=null" in unit
+    said = re.search(r"runs `beanwatch watch --config (\S+)\s+(--json --journal)`", README)
+    assert said, "README: the unit's command line"
+    assert args == ["watch", "--config", said.group(1), *said.group(2).split()]
+    assert "runs `watch --json --journal`" in DEPLOY
+
+
+def _documented_pipelines():
+    return [l.strip() for l in DEPLOY.splitlines() if l.strip().startswith("journalctl -u beanwatch -o json")]
+
+
+def test_the_documented_journal_pipeline_reads_what_beanwatch_sends(tmp_path):
+    """What journalctl -o json prints for an entry is a JSON object of its fields (text);
+    the documented jq program is run on the fields JournalSink sends."""
+    import json
+    import shlex
+    import shutil
+    import subprocess
+    from observer.output.journal import fields_of
+    (pipeline,) = _documented_pipelines()
+    journalctl, _, jq = pipeline.partition(" | ")
+    argv = shlex.split(journalctl)
+    assert argv[:3] == ["journalctl", "-u", "beanwatch"] and "BEANWATCH_EVENT=action" in argv
+    if shutil.which("jq") is None:
+        pytest.skip("jq is not installed")
+    rec = _acc_record("action", action="kill", pids=[7, 8], ok=True, detail="cgroup.kill written")
+    fields = fields_of(rec)
+    assert fields["BEANWATCH_EVENT"] == "action"   # the match in the pipeline selects it
+    entry = json.dumps({**fields, "_SYSTEMD_UNIT": "beanwatch.service"})
+    out = subprocess.run(shlex.split(jq), input=entry, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == {"cgroup": "/job", "action": "kill", "ok": True, "pids": [7, 8]}
+
+
+def test_the_debian_unit_is_the_packaged_one():
+    deb = (ROOT / "debian" / "beanwatch.service").read_text()
+    ours = (ROOT / "packaging" / "beanwatch.service").read_text()
+    assert deb == ours.replace("ExecStart=/usr/local/bin/beanwatch ", "ExecStart=/usr/bin/beanwatch ")
