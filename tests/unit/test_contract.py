@@ -440,3 +440,30 @@ def test_the_debian_unit_is_the_packaged_one():
     deb = (ROOT / "debian" / "beanwatch.service").read_text()
     ours = (ROOT / "packaging" / "beanwatch.service").read_text()
     assert deb == ours.replace("ExecStart=/usr/local/bin/beanwatch ", "ExecStart=/usr/bin/beanwatch ")
+
+
+# --- example configs (unfriendly: the example configs) ---------------------------------------
+
+def _readme_toml():
+    (block,) = re.findall(r"```toml\n(.*?)```", README, re.S)
+    return block
+
+
+@pytest.mark.parametrize("text", [
+    (ROOT / "packaging" / "beanwatch.toml.example").read_text(), _readme_toml()])
+def test_example_configs_parse_and_start_without_their_cgroups(text):
+    """An installed service starts with its shipped example on any systemd host: the
+    example reports on system.slice only, and a cgroup missing on this host is waited for."""
+    from observer.app.runtime import resolve_watches
+    from observer.host.configfile import parse_config
+    config = parse_config(text)
+    watches = resolve_watches(_FakeHost(), [], None, None, file_config=config,
+                              wait_for_missing=True)
+    assert all(w.cgroup_id == 0 for w in watches)     # none exists here: all waited for
+    assert "/system.slice" in {w.name for w in watches}
+
+
+def test_the_shipped_example_only_reports_on_system_slice():
+    from observer.host.configfile import parse_config
+    config = parse_config((ROOT / "packaging" / "beanwatch.toml.example").read_text())
+    assert [(c.cgroup, c.limit.action) for c in config.cgroups] == [("system.slice", Action.REPORT)]
