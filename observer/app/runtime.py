@@ -452,6 +452,8 @@ def run_check(as_json: bool) -> int:
     if as_json:
         print(render.json_line(record("host_summary", time.time(), None, **facts)))
     else:
+        if facts["vm_hook"]:
+            print(f"{'hook':>8}  watch follows address-space changes via {facts['vm_hook']}")
         for gap in facts["not_covered"]:
             print(f"{'gap':>8}  not covered on this kernel: {gap}")
     failed = [r.name for r in results if r.required and not r.ok]
