@@ -467,3 +467,154 @@ def test_the_shipped_example_only_reports_on_system_slice():
     from observer.host.configfile import parse_config
     config = parse_config((ROOT / "packaging" / "beanwatch.toml.example").read_text())
     assert [(c.cgroup, c.limit.action) for c in config.cgroups] == [("system.slice", Action.REPORT)]
+
+
+# --- the records: every event the code can emit is registered and documented (item 4) ---------
+
+def _emitted_events():
+    """Event names the code passes to record()/account_record() as literals, and the
+    Effect values the session records (barrier, exceeded); and any dict literal with an
+    "event" key outside core/records.py (a record not built by the registry)."""
+    from observer.core.model import Effect
+    names, stray = {Effect.WARN.value, Effect.EXCEED.value}, []
+    for path in (ROOT / "observer").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                fn = node.func
+                called = fn.id if isinstance(fn, ast.Name) else getattr(fn, "attr", None)
+                if called in ("record", "account_record") and node.args:
+                    first = node.args[0]
+                    if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                        names.add(first.value)
+            if isinstance(node, ast.Dict) and path.name != "records.py":
+                if any(isinstance(k, ast.Constant) and k.value == "event" for k in node.keys):
+                    stray.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return names, stray
+
+
+def _readme_events():
+    table = README.split("| event | when |", 1)[1].split("\n\n", 1)[0]
+    names = set()
+    for row in table.splitlines()[2:]:
+        names |= set(re.findall(r"`([a-z_]+)`", row.split("|")[1]))
+    return names
+
+
+def test_every_event_is_registered_built_by_the_registry_and_documented():
+    from observer.core.records import EVENTS
+    emitted, stray = _emitted_events()
+    assert stray == [], "records built outside core/records.record"
+    assert emitted == set(EVENTS), emitted ^ set(EVENTS)
+    assert _readme_events() == set(EVENTS), _readme_events() ^ set(EVENTS)
+
+
+def test_every_record_has_the_common_fields():
+    from observer.core.records import EVENTS, record
+    for event in EVENTS:
+        rec = record(event, 1.5, None)
+        assert list(rec)[:3] == ["event", "ts", "cgroup"]
+    with pytest.raises(ValueError):
+        record("exceed", 1.0, None)
+
+
+def test_check_json_records_have_the_common_fields_and_their_own_names(monkeypatch, capsys):
+    import json
+    from observer.app import hostcheck, runtime
+    monkeypatch.setattr(hostcheck, "run_checks", lambda: [
+        hostcheck.Result("root", True, "running as root"),
+        hostcheck.Result("cgroup.kill", False, "missing", required=False)])
+    monkeypatch.setattr(hostcheck, "PROBE_FACTS", {"vm_hook": "mmap-lock"})
+    assert runtime.run_check(True) == 0
+    recs = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+    assert [r["event"] for r in recs] == ["host_check", "host_check", "host_summary"]
+    assert all({"event", "ts", "cgroup"} <= set(r) for r in recs)
+    assert [r.get("check") for r in recs[:2]] == ["root", "cgroup.kill"]
+    assert "name" not in recs[0] and recs[2]["vm_hook"] == "mmap-lock"
+
+
+# --- the synopsis, the table columns, the examples (items 5, 9; done when) --------------------
+
+def _synopsis():
+    block = README.split("## Commands", 1)[1].split("```", 2)[1]
+    commands, current = {}, None
+    for line in block.splitlines():
+        m = re.match(r"beanwatch (\w+)", line)
+        if m:
+            current = m.group(1)
+            commands.setdefault(current, set())
+        elif not line.startswith(" "):
+            current = None
+        if current:
+            commands[current] |= set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", line))
+    return commands
+
+
+def test_the_synopsis_lists_every_option_of_every_command():
+    from observer.app.cli import cli
+    documented = _synopsis()
+    assert set(documented) == set(cli.commands), set(documented) ^ set(cli.commands)
+    for name, cmd in cli.commands.items():
+        real = {o for p in cmd.params if not getattr(p, "hidden", False)
+                for o in (*p.opts, *p.secondary_opts) if o.startswith("--")} - {"--help"}
+        assert documented[name] == real, (name, documented[name] ^ real)
+
+
+def test_the_readme_names_the_columns_the_tool_prints():
+    from observer.output import render, top
+    text = " ".join(README.split("Without `--json`, `watch` prints a table", 1)[1]
+                    .split("With `--json`", 1)[0].split())
+    watch_cols = re.search(r"one row per cgroup: cgroup \(the path\), name \(.*?\),"
+                           r" ([a-z, ]+)\. held", text).group(1).split(", ")
+    assert watch_cols == list(render.TABLE_COLUMNS)
+    top_cols = re.search(r"`top` shows ([^.]*)\.", text).group(1)
+    top_cols = [c.split(" ")[0] for c in top_cols.split(", ")]
+    assert top_cols == list(top.HEADER)
+
+
+def _examples():
+    """Every concrete `beanwatch ...` command in the READMEs' code blocks and in watch's
+    help: no placeholders ([...], FILE, ...)."""
+    from observer.app.cli import EXAMPLES_WATCH
+    import shlex
+    found = []
+    texts = [README, DEPLOY]
+    blocks = [b for t in texts for b in re.findall(r"```[a-z]*\n(.*?)```", t, re.S)]
+    blocks.append(EXAMPLES_WATCH)
+    # inline: `beanwatch watch --config FILE --action kill`, FILE standing for a path
+    blocks += [c.replace("FILE", "/etc/beanwatch/beanwatch.toml")
+               for t in texts for c in re.findall(r"`((?:sudo )?beanwatch [^`]*)`", t)]
+    for block in blocks:
+        for line in block.splitlines():
+            line = line.split("#", 1)[0].strip()
+            words = shlex.split(line) if line else []
+            if words[:1] == ["sudo"]:
+                words = words[1:]
+            if words[:1] != ["beanwatch"] or len(words) < 2:
+                continue
+            if any(c in line for c in "[]|$") or "..." in line:
+                continue   # the synopsis
+            found.append(words[1:])
+    return found
+
+
+def test_the_examples_are_found():
+    commands = {e[0] for e in _examples()}
+    assert {"watch"} <= commands and len(_examples()) >= 4
+
+
+@pytest.mark.parametrize("args", _examples(), ids=lambda a: " ".join(a))
+def test_every_documented_example_parses(args, tmp_path):
+    """Each documented command line is accepted by the command line parser with its values
+    checked (option callbacks run; nothing is started)."""
+    import click
+    from click.testing import CliRunner
+    from observer.app.cli import cli
+    if args[0].startswith("-"):    # --version
+        res = CliRunner().invoke(cli, list(args), prog_name="beanwatch")
+        assert res.exit_code == 0 and res.output.startswith("beanwatch")
+        return
+    ctx = cli.make_context("beanwatch", list(args), resilient_parsing=False)
+    name, cmd, rest = cli.resolve_command(ctx, list(args))
+    with cmd.make_context(name, rest, parent=ctx) as sub:
+        assert isinstance(sub, click.Context)
