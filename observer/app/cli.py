@@ -107,11 +107,13 @@ def cli():
 @click.option("--config", "config_path", type=click.Path(dir_okay=True), default=None,
               help="TOML file of limits (see README); reloaded on SIGHUP. It must be owned by "
                    "root and not writable by group or others.")
-@click.option("--action", type=click.Choice([a.value for a in Action]), default="report",
-              show_default=True, help="What to do with a cgroup past its limit.")
-@click.option("--hysteresis", type=FiniteFloatRange(0, 1, max_open=True),
-              default=DEFAULT_HYSTERESIS, show_default=True,
-              help="Return to fast mode below limit x (1 - this).")
+@click.option("--action", type=click.Choice([a.value for a in Action]), default=None,
+              help="What to do with a cgroup past its limit [default: report]. A cgroup's "
+                   "own setting in --config comes first, then this, then the config's "
+                   "[defaults].")
+@click.option("--hysteresis", type=FiniteFloatRange(0, 1, max_open=True), default=None,
+              help=f"Return to fast mode below limit x (1 - this) [default: "
+                   f"{DEFAULT_HYSTERESIS:g}]; precedence as --action.")
 @click.option("--adaptive/--fixed-hysteresis", default=True, show_default=True,
               help="Widen the hysteresis while a cgroup flaps between modes (up to 50%).")
 @click.option("--interval", type=FiniteFloatRange(0.05, 3600), default=None,
@@ -158,9 +160,10 @@ def watch(limits, config_path, action, hysteresis, adaptive, interval, duration,
     signals = runtime.Signals()
     from ..host.configfile import load
     from .session import memory_max_template
-    action = Action(action)
-    if action is not Action.REPORT and not limits:
-        raise click.UsageError(f"--action {action.value} needs at least one --limit")
+    action = Action(action) if action is not None else None
+    if action not in (None, Action.REPORT) and not limits and not config_path:
+        raise click.UsageError(f"--action {action.value} needs --limit or --config (limits "
+                               "read from memory.max are only reported)")
     try:
         file_config = load(config_path) if config_path else None
     except BeanwatchError as e:
@@ -183,7 +186,8 @@ def watch(limits, config_path, action, hysteresis, adaptive, interval, duration,
         hook_timeout=hook_timeout, max_leaves=max_leaves,
         # no --limit and no --config: limits from memory.max, followed live
         memory_max=(None if limits or file_config else
-                    memory_max_template(hysteresis, adaptive)))
+                    memory_max_template(DEFAULT_HYSTERESIS if hysteresis is None
+                                        else hysteresis, adaptive)))
     sys.exit(runtime.run_watch(host, watches, options, reload if config_path else None,
                                signals=signals))
 
@@ -215,7 +219,8 @@ def top(limits, interval):
               help="Verify this cgroup (and its descendants); repeatable. Default: all.")
 @click.option("--duration", type=FiniteFloatRange(0, min_open=True), default=10.0,
               show_default=True, help="Seconds to run.")
-@click.option("--interval", type=FiniteFloatRange(0.05, 3600), default=1.0, show_default=True)
+@click.option("--interval", type=FiniteFloatRange(0.05, 3600), default=1.0, show_default=True,
+              help="Seconds between two comparisons.")
 @json_option
 def verify(cgroups, duration, interval, as_json):
     """Check the estimate against /proc on your own workloads.
@@ -233,10 +238,17 @@ def verify(cgroups, duration, interval, as_json):
 @cli.command()
 @limit_option
 @json_option
-@click.option("--format", "fmt", type=click.Choice(["table", "beancounters"]), default="table",
-              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "beancounters"]), default=None,
+              help="Text layout: table (default) or OpenVZ's /proc/user_beancounters.")
 def status(limits, as_json, fmt):
-    """One-shot accounting from /proc, no BPF: estimate, exact, limit, mode."""
+    """One-shot accounting from /proc, no BPF: estimate, exact, limit, mode.
+
+    Each cgroup is measured once: usage above its barrier or limit counts one failure
+    (failcnt). Exits 3 when any cgroup is above its limit, 2 on a usage error.
+    """
+    if as_json and fmt is not None:
+        raise click.UsageError("--format and --json exclude each other (--json is one JSON "
+                               "object per line)")
     host, watches = open_host_or_exit(lambda host: runtime.resolve_watches(
         host, limits, Action.REPORT, DEFAULT_HYSTERESIS))
     records = runtime.status_records(host, watches)
@@ -246,12 +258,13 @@ def status(limits, as_json, fmt):
     elif fmt == "beancounters":
         click.echo(render.beancounters(records))
     else:
-        click.echo(render.table(records))
+        click.echo(render.table(records, runtime.terminal_width(sys.stdout)))
+    sys.exit(runtime.status_exit_code(records))
 
 
 @cli.command("demo")
 @click.option("--limit", "limit_text", default="256M", show_default=True,
-              help="Limit for the scratch cgroup.")
+              help="Limit for the scratch cgroup, from 64M to 768M.")
 @json_option
 def demo_command(limit_text, as_json):
     """Zero-configuration demonstration on a scratch cgroup.
@@ -262,8 +275,8 @@ def demo_command(limit_text, as_json):
     from ..core.sizes import parse_size
     try:
         limit = parse_size(limit_text)
-        if limit < 64 << 20:
-            raise ConfigError("--limit for the demo must be at least 64M")
+        if problem := demo.demo_limit_problem(limit):
+            raise ConfigError(problem)
     except BeanwatchError as e:
         raise click.BadParameter(str(e), param_hint="--limit") from None
     require_root()

@@ -14,6 +14,17 @@ from ..core.sizes import format_size
 from ..host.scratch import remove_cgroup, spawn_in_cgroup
 
 DEMO_STEPS = ["reserve:1G", "touch:16M", "sleep:2", "touch:1G", "hold"]
+# The workload's 1 GiB reservation must pass the limit (fast -> slow) and its touching must
+# pass it too (the kill): limits outside this range could show neither.
+MIN_DEMO_LIMIT, MAX_DEMO_LIMIT = 64 << 20, 768 << 20
+
+
+def demo_limit_problem(limit: int) -> str | None:
+    if MIN_DEMO_LIMIT <= limit <= MAX_DEMO_LIMIT:
+        return None
+    return (f"--limit for the demo must be from {format_size(MIN_DEMO_LIMIT)} to "
+            f"{format_size(MAX_DEMO_LIMIT)}: its workload reserves 1G and touches about 1G, "
+            f"which must pass the limit")
 
 
 def run_demo(host, limit: int, as_json: bool) -> int:
@@ -35,6 +46,7 @@ def run_demo(host, limit: int, as_json: bool) -> int:
     stop = Signals()
     proc = None
     session = None
+    ended = None
     try:
         watch = Watch(name, host.cg.cgroup_id(name), Limit(limit, None, Action.KILL))
         session = build_session(host, [watch], sink, Options(interval=0.5))
@@ -47,6 +59,7 @@ def run_demo(host, limit: int, as_json: bool) -> int:
                                cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
         session.run(30.0, lambda: stop() or proc.poll() is not None)
         session.run(0.6, stop)  # the records that follow the kill
+        ended = proc.poll()     # before our own cleanup kills it: only beanwatch's kill counts
     except BeanwatchError as e:
         render.message(str(e))
         return 1
@@ -58,7 +71,7 @@ def run_demo(host, limit: int, as_json: bool) -> int:
         if proc is not None:
             proc.wait()
         remove_cgroup(path)
-    return summarize(records, limit, proc.returncode if proc else None, as_json)
+    return summarize(records, limit, ended, as_json)
 
 
 def summarize(records, limit, returncode, as_json) -> int:
@@ -75,6 +88,12 @@ def summarize(records, limit, returncode, as_json) -> int:
         over = a["held_bytes"] - limit
         print(f"  {a['action']} at {format_size(a['held_bytes'])} held "
               f"({format_size(over)} past the limit)")
-    print(f"  workload {'was killed' if killed else 'was NOT killed'} (exit {returncode})")
+    if killed:
+        print(f"  workload was killed (exit {returncode})")
+    elif returncode is None:
+        print("  workload was NOT killed: still running when the demo ended (then stopped by "
+              "the demo's cleanup)")
+    else:
+        print(f"  workload was NOT killed: it exited by itself (exit {returncode})")
     print("  result: " + ("the whole cycle ran" if ok else "INCOMPLETE"))
     return 0 if ok else 1

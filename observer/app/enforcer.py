@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from ..core.config import Action
 from ..core.model import Account
 from ..core.policy import Decision, decide
-from ..core.records import account_record
+from ..core.records import account_record, record
 
 
 class Step(enum.Enum):
@@ -196,8 +196,8 @@ class Enforcer:
         try:
             self.ledger.save(remember)
         except OSError as e:
-            self.sink({"event": "error", "ts": self.clock(), "cgroup": None,
-                       "detail": f"frozen-cgroup ledger not written: {e.strerror or e}"})
+            self.sink(record("error", self.clock(), None,
+                             detail=f"frozen-cgroup ledger not written: {e.strerror or e}"))
 
     # -- the stages -----------------------------------------------------------------------
     def ask_hook(self, a: Attempt) -> Step:
@@ -212,7 +212,7 @@ class Enforcer:
                 self.held.add((acc.name, acc.cgroup_id))
                 self.save_ledger()
         a.hook = self.hooks.start_exceed(account_record(
-            "exceed", acc, self.clock(), action=action, pids=sorted(a.rss_by_pid)))
+            "exceeded", acc, self.clock(), action=action, pids=sorted(a.rss_by_pid)))
         a.verdict = a.hook.poll()
         if a.verdict is None:
             return Step.WAIT
@@ -228,8 +228,10 @@ class Enforcer:
             return Step.CONTINUE
         if a.held:
             self._release(acc)
-        self.sink(account_record("action", acc, self.clock(), action=action, pids=[], ok=False,
-                                 vetoed=True, detail=a.verdict.detail))
+        # the pids the hook was given: the record says what the hook decided about
+        self.sink(account_record("action", acc, self.clock(), action=action,
+                                 pids=sorted(a.rss_by_pid), ok=False, vetoed=True,
+                                 detail=a.verdict.detail))
         return Step.STOP
 
     def act(self, a: Attempt) -> Step:
@@ -290,8 +292,8 @@ class Enforcer:
         if not ok and str(detail).endswith("gone"):
             return True   # removed meanwhile: nothing is left frozen
         if not ok:
-            self.sink({"event": "thaw", "ts": self.clock(), "cgroup": name, "ok": False,
-                       "detail": f"{why}: thaw failed: {detail}"})
+            self.sink(record("thaw", self.clock(), name, ok=False,
+                             detail=f"{why}: thaw failed: {detail}"))
         return ok
 
     @staticmethod

@@ -46,8 +46,20 @@ def run_checks() -> list[Result]:
             tracefs = None
     out.append(Result("tracefs", tracefs is not None, tracefs or "not mounted"))
     if tracefs:
-        needed = list(loader.REQUIRED_TRACEPOINTS) + [
-            ("syscalls", f"sys_exit_{s}") for s in loader.REQUIRED_VM_SYSCALLS]
+        # the hook watch will use, as the loader chooses it: mmap_lock tracepoints where the
+        # kernel has them, else the mapping syscalls' exits (only then are those required)
+        has_lock = loader.tracepoint_exists(tracefs, *loader.MMAP_LOCK_TRACEPOINT)
+        hook = "mmap-lock" if has_lock else "syscalls"
+        PROBE_FACTS.setdefault("vm_hook", hook)
+        out.append(Result("address-space hook", True, {
+            "mmap-lock": "watch will follow address-space changes at "
+                         "mmap_lock:mmap_lock_released (mmap-lock)",
+            "syscalls": "watch will follow address-space changes at the mapping syscalls' "
+                        "exits (syscalls): no mmap_lock tracepoints on this kernel"}[hook],
+            required=False))
+        needed = list(loader.REQUIRED_TRACEPOINTS)
+        needed += ([loader.MMAP_LOCK_TRACEPOINT] if has_lock else
+                   [("syscalls", f"sys_exit_{s}") for s in loader.REQUIRED_VM_SYSCALLS])
         for cat, ev in needed:
             ok = loader.tracepoint_exists(tracefs, cat, ev)
             out.append(Result(f"{cat}:{ev}", ok, "present" if ok else "missing"))
@@ -61,13 +73,13 @@ def run_checks() -> list[Result]:
     out.append(Result("cgroup2", mounts.cgroup2 is not None, mounts.cgroup2 or "not mounted"))
     if mounts.cgroup2:
         root = mounts.cgroup2
-        has_kill = _scratch_has(root, "cgroup.kill")
+        has_kill, why = _scratch_has(root, "cgroup.kill")
         if has_kill is None:
             has_kill = _cgroup_kill_known(root)
         out.append(Result("cgroup.kill", bool(has_kill),
                           {True: "kernel kills whole cgroups",
                            False: "missing (before 5.14): kill falls back to freeze + SIGKILL",
-                           None: "no child cgroup to look at; kill uses cgroup.kill where it "
+                           None: f"not probed ({why}); kill uses cgroup.kill where it "
                                  "exists, else freeze + SIGKILL"}[has_kill],
                           required=False))
         out.append(Result("memory limits", True,
@@ -115,19 +127,20 @@ def summary(results: list[Result]) -> dict:
     }
 
 
-def _scratch_has(root: str, name: str) -> bool | None:
-    """Looks for a core file in a scratch cgroup of our own (None: cannot make one)."""
+def _scratch_has(root: str, name: str) -> tuple[bool | None, str]:
+    """Looks for a core file in a scratch cgroup of our own: (found, "") or (None, why
+    no scratch cgroup could be made)."""
     if os.geteuid() != 0:
-        return None
+        return None, "making a scratch cgroup needs root"
     path = os.path.join(root, f"beanwatch-check-{os.getpid()}")
     try:
         os.mkdir(path)
-    except OSError:
-        return None
+    except OSError as e:
+        return None, f"cannot make a scratch cgroup in {root}: {e.strerror}"
     try:
         if not os.path.exists(os.path.join(path, "cgroup.procs")):
-            return None   # not a cgroup filesystem
-        return os.path.exists(os.path.join(path, name))
+            return None, f"{root} is not a cgroup filesystem"
+        return os.path.exists(os.path.join(path, name)), ""
     finally:
         try:
             os.rmdir(path)

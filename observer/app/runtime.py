@@ -14,7 +14,7 @@ from ..core.model import Account
 from ..host.cgroupfs import CgroupFS, find_mounts
 from ..host.procfs import ProcFS
 from ..output import render
-from ..core.records import account_record
+from ..core.records import account_record, record
 from .session import Session, Watch, measure
 
 
@@ -58,22 +58,32 @@ class Options:
     max_procs: int | None = None
 
 
-def resolve_watches(host: Host, limits, action: Action, hysteresis: float, adaptive=False,
-                    file_config=None, wait_for_missing=False):
+def resolve_watches(host: Host, limits, action: Action | None, hysteresis: float | None,
+                    adaptive=False, file_config=None, wait_for_missing=False):
     """--limit specs and --config entries to Watch objects, each checked (freeze and kill
     are refused where they could reach init or beanwatch). With neither, every cgroup
     with its memory limit, in report mode. With wait_for_missing, a cgroup that does not
-    exist yet is watched under its name (id 0): the session waits for it."""
+    exist yet is watched under its name (id 0): the session waits for it.
+
+    action and hysteresis are the command line's (None: not given there). Each setting
+    comes from, in order: the cgroup's own table in the file, the command line, the file's
+    [defaults], the built-in default (report, DEFAULT_HYSTERESIS)."""
     from ..host.actions import ActionRefused, guard
-    wanted = [(spec.cgroup, Limit(spec.limit, spec.barrier, action, hysteresis, adaptive))
+    from ..host.configfile import first
+    defaults = file_config if file_config is not None else None
+    cli_action = first(action, defaults.default_action if defaults else None, Action.REPORT)
+    cli_hyst = first(hysteresis, defaults.default_hysteresis if defaults else None,
+                     DEFAULT_HYSTERESIS)
+    wanted = [(spec.cgroup, Limit(spec.limit, spec.barrier, cli_action, cli_hyst, adaptive))
               for spec in limits]
     if file_config is not None:
-        wanted += [(c.cgroup, replace(c.limit, adaptive=adaptive)) for c in file_config.cgroups]
+        wanted += [(cg, replace(lim, adaptive=adaptive))
+                   for cg, lim in file_config.limits(action, hysteresis)]
     if not wanted:
         watches = []
         for cid, name in sorted(host.cg.walk().items(), key=lambda kv: kv[1]):
             lim = host.cg.memory_limit(name)
-            watches.append(Watch(name, cid, Limit(lim, None, Action.REPORT, hysteresis, adaptive)
+            watches.append(Watch(name, cid, Limit(lim, None, Action.REPORT, cli_hyst, adaptive)
                                  if lim else None))
         return watches
     watches, seen = [], set()
@@ -108,27 +118,73 @@ def all_cgroups(host: Host, cgroups=()) -> list[Watch]:
     return [Watch(n, cid, None) for cid, n in sorted(host.cg.walk().items(), key=lambda kv: kv[1])]
 
 
-class TableSink:
-    """Collects snapshot records and redraws the table once per round; logs the rest."""
+def terminal_width(out) -> int | None:
+    """The terminal's width where out is one (the table is fitted to it), else None (a
+    pipe or a file: nothing is cut)."""
+    import shutil
+    try:
+        return shutil.get_terminal_size().columns if out.isatty() else None
+    except (AttributeError, ValueError, OSError):
+        return None
 
-    def __init__(self, n_accounts, out=sys.stdout):
+
+class TableSink:
+    """Collects snapshot records and redraws the table once per round; logs the rest.
+
+    On a terminal the screen is redrawn, as `top` does: the table, then an events area
+    with the latest EVENTS_SHOWN event lines (mode switches, checks, barrier and limit,
+    actions), so that they stay in view; they also go to stderr when stderr is not that
+    terminal (2>file). Elsewhere (a pipe, a file) each table is appended and the events go
+    to stderr, one line each."""
+
+    EVENTS_SHOWN = 10
+
+    def __init__(self, n_accounts, out=sys.stdout, err=sys.stderr):
+        import collections
         self.n = n_accounts   # a callable: the number of accounts changes on reload
         self.out = out
+        self.err = err
         self.batch: list[dict] = []
         self.clear = out.isatty()
+        self.width = terminal_width(out)
+        self.events = collections.deque(maxlen=self.EVENTS_SHOWN)
+        self.last_table = ""
 
     def __call__(self, rec: dict) -> None:
         if rec["event"] != "snapshot":
-            render.message(render.describe(rec))
+            if not self.clear:
+                render.message(render.describe(rec))
+                return
+            stamp = time.strftime("%H:%M:%S", time.localtime(rec["ts"]))
+            self.events.append(f"{stamp} {render.describe(rec)}")
+            if not _isatty(self.err):
+                render.message(render.describe(rec))
+            self.draw()
             return
         self.batch.append(rec)
         if len(self.batch) >= self.n():
-            text = render.table(self.batch)
+            self.last_table = render.table(self.batch, self.width)
             self.batch = []
             if self.clear:
-                self.out.write("\x1b[H\x1b[2J")
-            self.out.write(text + "\n\n")
-            self.out.flush()
+                self.draw()
+            else:
+                self.out.write(self.last_table + "\n\n")
+                self.out.flush()
+
+    def draw(self) -> None:
+        """The whole screen: the table, then the events area."""
+        lines = [self.last_table, "", f"recent events ({len(self.events)})"]
+        width = self.width or 79
+        lines += [line[:width] for line in self.events]
+        self.out.write("\x1b[H\x1b[2J" + "\n".join(lines) + "\n")
+        self.out.flush()
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def json_sink(rec: dict) -> None:
@@ -267,14 +323,12 @@ def run_watch(host: Host, watches, options: Options, reload=None, signals=None,
             fresh = reload()
         except BeanwatchError as e:
             render.message(f"reload refused, keeping the running config: {e}")
-            sink({"event": "reload", "ts": time.time(), "cgroup": None, "ok": False,
-                  "detail": str(e)})
+            sink(record("reload", time.time(), None, ok=False, detail=str(e)))
             notify.ready("reload refused; " + status_line(session))
             return
         session.apply_watches(fresh)
         render.message(f"reloaded: watching {len(fresh)} cgroup(s)")
-        sink({"event": "reload", "ts": time.time(), "cgroup": None, "ok": True,
-              "detail": f"{len(fresh)} cgroup(s)"})
+        sink(record("reload", time.time(), None, ok=True, detail=f"{len(fresh)} cgroup(s)"))
         notify.ready(status_line(session))
 
     def on_loop():
@@ -365,16 +419,22 @@ def run_verify(host: Host, watches, duration: float, interval: float, as_json: b
 
 
 def status_records(host: Host, watches) -> list[dict]:
-    """`status`: one-shot accounting from /proc, no BPF."""
+    """`status`: one-shot accounting from /proc, no BPF (model.Account.measured_once: a
+    cgroup above its barrier or limit counts one failure)."""
     records = []
     now = time.time()
     for w in watches:
         vm, rss_by_pid = measure(host.cg, host.procfs, w.name)
-        rss = sum(rss_by_pid.values())
-        acc = Account.measured_once(w.name, w.cgroup_id, w.limit, vm, rss)
-        # one-shot: both are measured, so held is the exact figure
-        records.append(account_record("status", acc, now, held_bytes=rss, maxheld_bytes=rss))
+        acc = Account.measured_once(w.name, w.cgroup_id, w.limit, vm, sum(rss_by_pid.values()))
+        records.append(account_record("status", acc, now, over_limit=acc.over_limit))
     return records
+
+
+STATUS_OVER_LIMIT = 3   # `status` exit code when a cgroup is above its limit (2: usage errors)
+
+
+def status_exit_code(records: list[dict]) -> int:
+    return STATUS_OVER_LIMIT if any(r.get("over_limit") for r in records) else 0
 
 
 def run_check(as_json: bool) -> int:
@@ -384,15 +444,16 @@ def run_check(as_json: bool) -> int:
     facts = summary(results)
     for r in results:
         if as_json:
-            print(render.json_line({"event": "check", "name": r.name, "ok": r.ok,
-                                    "required": r.required, "detail": r.detail}))
+            print(render.json_line(record("host_check", time.time(), None, check=r.name,
+                                          ok=r.ok, required=r.required, detail=r.detail)))
         else:
             mark = "ok" if r.ok else ("MISSING" if r.required else "no")
             print(f"{mark:>8}  {r.name}: {r.detail}")
     if as_json:
-        print(render.json_line({"event": "check_summary", "ts": round(time.time(), 6),
-                                "cgroup": None, **facts}))
+        print(render.json_line(record("host_summary", time.time(), None, **facts)))
     else:
+        if facts["vm_hook"]:
+            print(f"{'hook':>8}  watch follows address-space changes via {facts['vm_hook']}")
         for gap in facts["not_covered"]:
             print(f"{'gap':>8}  not covered on this kernel: {gap}")
     failed = [r.name for r in results if r.required and not r.ok]

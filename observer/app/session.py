@@ -12,7 +12,8 @@ from ..core.config import Action, Limit
 from ..core.errors import BeanwatchError
 from ..core.ratelimit import Buckets
 from ..core.model import Account, Effect, LeafBounds, LeafCounters, Mode, leaf_bounds
-from ..core.records import account_record
+from ..core.policy import OverNotice
+from ..core.records import account_record, record
 from ..core.sizes import PAGE_SIZE, to_bytes, to_pages
 from .enforcer import Enforcer
 
@@ -118,6 +119,7 @@ class Session:
         self.map_full = 0                    # failures counted (kernel side and our writes)
         self.map_full_reported = False
         self.unwritten: set[int] = set()     # bounds that could not be written (map full)
+        self.notices: dict[str, OverNotice] = {}   # per account: above barrier/limit told when
 
     # -- start-up -----------------------------------------------------------------------
     def start(self) -> None:
@@ -125,10 +127,10 @@ class Session:
         between is then counted by the kernel side, and the seed for it is skipped."""
         self.thaw_orphans()
         self.probes.start()
-        self.sink({"event": "start", "ts": round(self.clock(), 6), "cgroup": None,
-                   "vm_hook": getattr(self.probes, "vm_hook", None),
-                   "slow_source": getattr(self.probes, "slow_source", None),
-                   "not_covered": list(getattr(self.probes, "not_covered", list)())})
+        self.sink(record("start", self.clock(), None,
+                         vm_hook=getattr(self.probes, "vm_hook", None),
+                         slow_source=getattr(self.probes, "slow_source", None),
+                         not_covered=list(getattr(self.probes, "not_covered", list)())))
         self.refresh_tree()
         self.seed_from_proc()
         self.reconcile(force_all=True)
@@ -259,8 +261,8 @@ class Session:
         for name, reason in skipped.items():
             if name not in self.skipped:
                 self.cgroups_skipped += 1
-                self.sink({"event": "skipped", "ts": round(self.clock(), 6), "cgroup": name,
-                           "detail": reason, "skipped": self.cgroups_skipped})
+                self.sink(record("skipped", self.clock(), name, detail=reason,
+                                 skipped=self.cgroups_skipped))
         self.skipped = dict(skipped)
 
     # -- events -------------------------------------------------------------------------
@@ -424,11 +426,13 @@ class Session:
         exact, per_pid = self.measure(acc)
         effects = acc.on_exact(exact, now)
         self.sink(account_record("check", acc, now))
-        for effect in effects:
-            if effect in (Effect.WARN, Effect.EXCEED):
-                self.sink(account_record(effect.value, acc, now))
-            elif effect is Effect.ACT:
-                self.enforcer.enforce(acc, per_pid)
+        # barrier/exceeded: recorded on the way there, then as a reminder (core/policy)
+        level = next((e.value for e in effects if e in (Effect.WARN, Effect.EXCEED)), None)
+        told = self.notices.setdefault(acc.name, OverNotice()).note(level, now)
+        if told is not None:
+            self.sink(account_record(level, acc, now, reminder=told[0], repeats=told[1]))
+        if Effect.ACT in effects:
+            self.enforcer.enforce(acc, per_pid)
 
     def check_losses(self) -> None:
         stats = self.probes.stats()
@@ -460,9 +464,9 @@ class Session:
         if self.map_full_reported:
             return
         self.map_full_reported = True
-        self.sink({"event": "map_full", "ts": round(self.clock(), 6), "cgroup": None,
-                   "detail": f"{why}: kernel map full; every limited cgroup is now measured "
-                             f"exactly every interval", "map_full": self.map_full})
+        self.sink(record("map_full", self.clock(), None,
+                         detail=f"{why}: kernel map full; every limited cgroup is now measured "
+                                f"exactly every interval", map_full=self.map_full))
 
     def snapshot(self) -> None:
         now = self.clock()
@@ -513,8 +517,8 @@ class Session:
         full resynchronisation next round instead of carrying on blind."""
         self.loop_errors += 1
         if self.loop_errors <= 5 or self.loop_errors % 100 == 0:
-            self.sink({"event": "error", "ts": self.clock(), "cgroup": None,
-                       "detail": f"{type(error).__name__}: {error}", "errors": self.loop_errors})
+            self.sink(record("error", self.clock(), None,
+                             detail=f"{type(error).__name__}: {error}", errors=self.loop_errors))
         self.dirty = True
         for acc in self.accounts:
             self.rearm.update(self.leaves_of.get(acc.name, ()))
@@ -562,11 +566,10 @@ class Session:
             if name:
                 try:
                     res = self.actor.thaw(name, cid)
-                    self.sink({"event": "thaw", "ts": self.clock(), "cgroup": name,
-                               "ok": res.ok, "detail": "frozen by a beanwatch that died"})
+                    self.sink(record("thaw", self.clock(), name, ok=res.ok,
+                                     detail="frozen by a beanwatch that died"))
                 except Exception as e:
-                    self.sink({"event": "thaw", "ts": self.clock(), "cgroup": name,
-                               "ok": False, "detail": str(e)})
+                    self.sink(record("thaw", self.clock(), name, ok=False, detail=str(e)))
             done.add(path)
         for path in done:
             try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..core.records import record
 from ..core.sizes import to_bytes
 
 
@@ -63,21 +64,21 @@ class Verifier:
                 est = to_bytes(entry[0]) if entry else 0
                 if below(est, before[pid].vm_rss, after[pid].vm_rss):
                     tally.violations += 1
-                    self.sink({"event": "violation", "ts": now, "cgroup": acc.name,
-                               "pid": pid, "comm": after[pid].name, "estimate_bytes": est,
-                               "rss_bytes": after[pid].vm_rss, "vmsize_bytes": after[pid].vm_size,
-                               "tracked": entry is not None})
+                    self.sink(record("violation", now, acc.name, pid=pid,
+                                     comm=after[pid].name, estimate_bytes=est,
+                                     rss_bytes=after[pid].vm_rss,
+                                     vmsize_bytes=after[pid].vm_size,
+                                     tracked=entry is not None))
             if below(estimate, rss_before, rss_after):
                 tally.violations += 1
-                self.sink({"event": "violation", "ts": now, "cgroup": acc.name, "pid": None,
-                           "estimate_bytes": estimate, "rss_bytes": rss_after,
-                           "vmsize_bytes": vmsize})
+                self.sink(record("violation", now, acc.name, pid=None,
+                                 estimate_bytes=estimate, rss_bytes=rss_after,
+                                 vmsize_bytes=vmsize))
             drift = estimate - vmsize
             tally.max_drift = max(tally.max_drift, abs(drift))
             exact = min(rss_before, rss_after)
             if exact:
                 tally.max_ratio = max(tally.max_ratio, estimate / exact)
-            self.sink({"event": "verify", "ts": now, "cgroup": acc.name,
-                       "estimate_bytes": estimate, "exact_bytes": exact, "vmsize_bytes": vmsize,
-                       "drift_bytes": drift, "processes": len(mine),
-                       "violations": tally.violations})
+            self.sink(record("verify", now, acc.name, estimate_bytes=estimate,
+                             exact_bytes=exact, vmsize_bytes=vmsize, drift_bytes=drift,
+                             processes=len(mine), violations=tally.violations))

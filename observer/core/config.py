@@ -62,6 +62,21 @@ class Limit:
         return min(self.trigger, int(self.trigger * (1.0 - hysteresis)))
 
 
+MIN_LIMIT = 1 << 20   # a smaller limit or barrier is a unit forgotten, not a wish
+
+
+def check_minimum(what: str, value: int, written=None) -> None:
+    """Refuses a limit or barrier under MIN_LIMIT, naming the unit it was read in: a bare
+    number is bytes (`limit = 64` is 64 bytes, not 64M)."""
+    if value is None or value >= MIN_LIMIT:
+        return
+    bare = isinstance(written, int) or (isinstance(written, str) and written.strip().isdigit())
+    shown = f"{written!r} is {value} bytes" if written is not None else f"is {value} bytes"
+    hint = (f": a number without a unit is bytes (write {value}M for {value} MiB)" if bare
+            else "")
+    raise ConfigError(f"{what} {shown}, under the minimum of 1M{hint}")
+
+
 @dataclass(frozen=True)
 class LimitSpec:
     """One --limit CGROUP=SIZE[:BARRIER] as written; the cgroup is resolved later."""
@@ -82,4 +97,6 @@ def parse_limit_spec(text: str) -> LimitSpec:
         raise ConfigError(f"bad --limit {text!r}: the limit must be above zero")
     if not barrier_fits(limit, barrier):
         raise ConfigError(f"bad --limit {text!r}: the barrier must be above zero and not above the limit")
+    check_minimum(f"bad --limit {text!r}: the limit", limit, size_text)
+    check_minimum(f"bad --limit {text!r}: the barrier", barrier, barrier_text if colon else None)
     return LimitSpec(cgroup, limit, barrier)

@@ -46,7 +46,7 @@ class Account:
     mode: Mode = Mode.FAST
     estimate: int = 0
     exact: int | None = None
-    maxheld: int = 0
+    maxheld: int | None = None      # the highest exact usage measured (never an estimate)
     failcnt: int = 0
     switches: int = 0
     checks: int = 0
@@ -56,11 +56,15 @@ class Account:
     recent_switches: list = field(default_factory=list)   # times, for adaptive hysteresis
 
     @property
-    def held(self) -> int:
-        """Exact usage where it is followed (slow mode), else the upper estimate."""
-        if self.mode is Mode.SLOW and self.exact is not None:
-            return self.exact
-        return self.estimate
+    def held(self) -> int | None:
+        """Usage as beancounters define it: what was measured exactly (the summed RSS at the
+        last check), never the estimate. None where usage is not followed (fast mode) or not
+        measured yet."""
+        return self.exact
+
+    def _measured(self, exact: int) -> None:
+        self.exact = exact
+        self.maxheld = exact if self.maxheld is None else max(self.maxheld, exact)
 
     def hysteresis(self, now: float = 0.0) -> float:
         lim = self.limit
@@ -76,13 +80,13 @@ class Account:
     def on_estimate(self, estimate: int, now: float = 0.0) -> list[Effect]:
         """The summed total_vm changed. Switches mode across the trigger, with hysteresis."""
         self.estimate = estimate
-        self.maxheld = max(self.maxheld, self.held)
         if self.limit is None:
             return []
         if self.mode is Mode.FAST and estimate > self.limit.trigger:
             self.exact = None  # stale from an earlier slow period; measured again now
             return self._switch(Mode.SLOW, now)
         if self.mode is Mode.SLOW and estimate < self.low_water(now):
+            self.exact = None  # no longer followed: held is unknown in fast mode
             return self._switch(Mode.FAST, now)
         return []
 
@@ -106,12 +110,22 @@ class Account:
     def measured_once(cls, name: str, cgroup_id: int, limit: Limit | None, estimate: int,
                       exact: int) -> "Account":
         """A one-shot evaluation (status): both figures read at one moment, the mode the
-        estimate gives, nothing counted (no failure, check or action)."""
+        estimate gives, one check: usage above the barrier or the limit counts one failure
+        (failcnt), as a check of watch would; no switch and no action is counted."""
         acc = cls(name, cgroup_id, limit)
         acc.on_estimate(estimate)
-        acc.exact = exact
-        acc.maxheld = max(acc.maxheld, acc.held)
+        acc.switches = 0
+        acc._measured(exact)
+        acc.checks = 1
+        if limit is not None and exact > min(limit.limit, limit.trigger):
+            acc.failcnt = 1
         return acc
+
+    @property
+    def over_limit(self) -> bool:
+        """The last exact measurement is above the limit."""
+        return (self.limit is not None and self.exact is not None
+                and self.exact > self.limit.limit)
 
     def on_exact(self, exact: int, now: float, retry_after: float = 1.0) -> list[Effect]:
         """An exact measurement. Counts failures and decides whether to act.
@@ -119,9 +133,8 @@ class Account:
         After an action no other is taken until a check finds the cgroup back under its
         limit; a kill that left the cgroup above its limit is retried after retry_after.
         """
-        self.exact = exact
+        self._measured(exact)
         self.checks += 1
-        self.maxheld = max(self.maxheld, self.held)
         lim = self.limit
         if lim is None:
             return []

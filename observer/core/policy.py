@@ -19,3 +19,35 @@ def decide(limit: Limit, has_exceed_hook: bool) -> Decision:
     held still meanwhile unless the action is report (which never writes a cgroup file)."""
     return Decision(limit.action, has_exceed_hook,
                     has_exceed_hook and limit.action is not Action.REPORT)
+
+
+# While a cgroup stays above its barrier or limit, every exact check finds it there again
+# (in slow mode, at every interval and at each step of resident growth): a record per check
+# would flood the log. Its `barrier` or `exceeded` record is emitted when it gets there (or
+# moves between the two), then once every REMIND_EVERY seconds while it stays, counting
+# the checks in between.
+REMIND_EVERY = 60.0
+
+
+@dataclass
+class OverNotice:
+    """When to record that one cgroup is above its barrier or limit."""
+
+    level: str | None = None      # "barrier", "exceeded", or None (under both)
+    told_at: float = 0.0
+    untold: int = 0               # checks above since the last record
+
+    def note(self, level: str | None, now: float, every: float = REMIND_EVERY):
+        """This check's level. Returns None (nothing to record) or (reminder, repeats):
+        whether the record is a reminder, and how many checks above went unrecorded."""
+        if level is None:
+            self.level, self.untold = None, 0
+            return None
+        if level != self.level:
+            self.level, self.told_at, self.untold = level, now, 0
+            return (False, 0)
+        if now - self.told_at >= every:
+            repeats, self.told_at, self.untold = self.untold, now, 0
+            return (True, repeats)
+        self.untold += 1
+        return None

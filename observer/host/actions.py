@@ -31,27 +31,28 @@ def _canonical(name: str) -> bool:
 
 def guard(cg: CgroupFS, name: str, expected_id: int, own_cgroup: str, init_cgroup: str) -> None:
     """Raise ActionRefused unless acting on name can reach neither init, beanwatch nor its
-    session, and name is still the cgroup that was measured (same id)."""
+    session, and name is still the cgroup that was measured (same id). The message says
+    why, not which cgroup: every caller names it already."""
     # Ancestry below is a string comparison: it holds only for canonical names.
     for value in (name, own_cgroup, init_cgroup):
         if not isinstance(value, str) or not _canonical(value):
-            raise ActionRefused(f"refusing to act: {value!r} is not a canonical cgroup name")
+            raise ActionRefused(f"refused: {value!r} is not a canonical cgroup name")
     # On many hosts every process, the operator's own shell included, sits in the root cgroup.
     if name == "/":
-        raise ActionRefused("refusing to act on the root cgroup")
+        raise ActionRefused("refused: it is the root cgroup")
     if name in cg.ancestors_or_self(own_cgroup):
-        raise ActionRefused(f"refusing to act on {name}: it holds beanwatch ({own_cgroup})")
+        raise ActionRefused(f"refused: it holds beanwatch ({own_cgroup})")
     if name in cg.ancestors_or_self(init_cgroup):
-        raise ActionRefused(f"refusing to act on {name}: it holds init ({init_cgroup})")
+        raise ActionRefused(f"refused: it holds init ({init_cgroup})")
     try:
         found = cg.cgroup_id(name)
     except FileNotFoundError:
-        raise ActionRefused(f"refusing to act on {name}: gone") from None
+        raise ActionRefused("refused: gone") from None
     except OSError as e:
-        raise ActionRefused(f"refusing to act on {name}: {e.strerror}") from None
+        raise ActionRefused(f"refused: {e.strerror}") from None
     if found != expected_id:
         raise ActionRefused(
-            f"refusing to act on {name}: removed and recreated (id {expected_id}, now {found})"
+            f"refused: removed and recreated (id {expected_id}, now {found})"
         )
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import errno
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from stat import S_ISBLK, S_ISCHR, S_ISDIR, S_ISFIFO, S_ISLNK, S_ISREG, S_ISSOCK
 
-from ..core.config import DEFAULT_HYSTERESIS, Action, ConfigError, Limit, barrier_fits
+from ..core.config import (DEFAULT_HYSTERESIS, Action, ConfigError, Limit, barrier_fits,
+                           check_minimum)
 from ..core.sizes import MAX_SIZE, SizeError, format_size, parse_size
 
 try:
@@ -33,13 +34,35 @@ class ConfigFileError(ConfigError):
 @dataclass(frozen=True)
 class CgroupConfig:
     cgroup: str  # as written in the file; the caller resolves it against the cgroup mount
-    limit: Limit
+    limit: Limit  # with the file alone: its own settings, else [defaults], else built-in
+    # what its table says itself (None: not set there), for the command line's precedence
+    own_action: Action | None = field(default=None, compare=False)
+    own_hysteresis: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
 class FileConfig:
     cgroups: tuple[CgroupConfig, ...]
     interval: float | None
+    default_action: Action | None = field(default=None, compare=False)       # [defaults]
+    default_hysteresis: float | None = field(default=None, compare=False)
+
+    def limits(self, action: Action | None = None, hysteresis: float | None = None):
+        """(cgroup, Limit) per table, each setting taken from, in order: the cgroup's own
+        table, the command line (action, hysteresis: None where not given), the file's
+        [defaults], the built-in default."""
+        out = []
+        for c in self.cgroups:
+            act = first(c.own_action, action, self.default_action, Action.REPORT)
+            hyst = first(c.own_hysteresis, hysteresis, self.default_hysteresis,
+                         DEFAULT_HYSTERESIS)
+            out.append((c.cgroup, replace(c.limit, action=act, hysteresis=hyst)))
+        return out
+
+
+def first(*values):
+    """The first value that is not None (the precedence of settings)."""
+    return next(v for v in values if v is not None)
 
 
 # --- the file ---------------------------------------------------------------------------
@@ -173,7 +196,7 @@ class _Table:
         if isinstance(value, str):
             # parse_size's regex is Unicode-aware (KELVIN SIGN, Arabic-Indic digits): keep to ASCII.
             if not value.isascii():
-                raise self.error(f"{key} {_q(value)} is not a size: use ASCII digits and K, M, G or T")
+                raise self.error(f"{key} {_q(value)} is not a size: use ASCII digits and K, M, G, T, P or E")
             try:
                 value = parse_size(value)
             except SizeError as e:
@@ -256,13 +279,20 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> FileConfig:
         if not barrier_fits(limit, barrier):   # above zero already: t.size says so
             raise t.error(f"barrier {format_size(barrier, exact=True)} is above "
                           f"limit {format_size(limit, exact=True)}")
+        for key, value in (("limit", limit), ("barrier", barrier)):
+            try:
+                check_minimum(key, value, table.get(key))
+            except ConfigError as e:
+                raise t.error(str(e)) from None
         own_action, own_hysteresis = t.action(action), t.number("hysteresis", 0.0, 1.0, True, hysteresis)
         try:
             built = Limit(limit, barrier, own_action, own_hysteresis)
         except ConfigError as e:  # checked above already; kept so Limit stays the final word
             raise t.error(str(e)) from None
-        cgroups.append(CgroupConfig(name, built))
+        cgroups.append(CgroupConfig(name, built, t.action(None), t.number(
+            "hysteresis", 0.0, 1.0, True, None)))
 
     if not cgroups:
         raise ConfigFileError(f'{source}: no [cgroup."NAME"] tables: the config limits nothing')
-    return FileConfig(tuple(cgroups), interval)
+    return FileConfig(tuple(cgroups), interval, defaults.action(None),
+                      defaults.number("hysteresis", 0.0, 1.0, True, None))

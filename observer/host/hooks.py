@@ -293,7 +293,7 @@ class HookRunner:
     # -- asynchronous ---------------------------------------------------------------------------
     def start_exceed(self, record: dict):
         """The on-exceed hook, started; its handle's outcome is the verdict (vetoed or not)."""
-        return self._start(self.on_exceed, "exceed", record, "on-exceed",
+        return self._start(self.on_exceed, "exceeded", record, "on-exceed",
                            judge=lambda out: self.verdict(out, record))
 
     def start_action(self, record: dict):

@@ -58,17 +58,32 @@ def shed_compiler(smaps_path: str = "/proc/self/smaps") -> int:
     return advised
 
 
+def oom_note(e: OSError) -> str:
+    """One line: what failed, what it means, and whether it matters."""
+    return (f"oom_score_adj stays at its inherited value, not {OOM_SCORE_ADJ} ({e.strerror}: "
+            "lowering it needs CAP_SYS_RESOURCE, or OOMScoreAdjust= in the unit): if the host "
+            "runs out of memory, the kernel's OOM killer may pick beanwatch like any other "
+            "process; harmless unless the host itself runs short of memory")
+
+
+def set_oom_score(proc_root: str = "/proc") -> str | None:
+    """Writes OOM_SCORE_ADJ; the note to show where it could not."""
+    try:
+        with open(os.path.join(proc_root, "self", "oom_score_adj"), "w") as f:
+            f.write(str(OOM_SCORE_ADJ))
+    except OSError as e:
+        return oom_note(e)
+    return None
+
+
 def protect_self(proc_root: str = "/proc") -> list[str]:
     """Applies what it can and returns a note for each thing it could not do. Call it
     after the BPF programs are loaded: the compiler's pages are shed first, then what is
     left is locked."""
     notes = []
     shed_compiler(os.path.join(proc_root, "self", "smaps"))
-    try:
-        with open(os.path.join(proc_root, "self", "oom_score_adj"), "w") as f:
-            f.write(str(OOM_SCORE_ADJ))
-    except OSError as e:
-        notes.append(f"could not set oom_score_adj to {OOM_SCORE_ADJ}: {e.strerror}")
+    if note := set_oom_score(proc_root):
+        notes.append(note)
     # Lock what beanwatch touches, now and later, so that reclaim cannot page out the code
     # and data it needs to act while the host is short of memory. MCL_ONFAULT locks pages
     # as they are touched instead of populating every mapping (the compiler bcc loads is

@@ -67,7 +67,10 @@ class SessionCollector:
         limit = gauge("beanwatch_cgroup_limit_bytes", "Limit on the cgroup and its descendants.")
         barrier = gauge("beanwatch_cgroup_barrier_bytes", "Warning level (barrier).")
         slow = gauge("beanwatch_cgroup_slow_mode", "1 while exact usage is followed (slow mode).")
-        held = gauge("beanwatch_cgroup_held_bytes", "Exact usage in slow mode, else the estimate.")
+        held = gauge("beanwatch_cgroup_held_bytes",
+                     "Usage measured exactly at the last check (absent while not measured: fast mode).")
+        maxheld = gauge("beanwatch_cgroup_maxheld_bytes",
+                        "Highest usage measured exactly (never an estimate).")
         fails = counter("beanwatch_cgroup_failures", "Exact checks above the barrier or limit (failcnt).")
         switches = counter("beanwatch_cgroup_mode_switches", "Switches between fast and slow mode.")
         checks = counter("beanwatch_cgroup_exact_checks", "Exact measurements from /proc.")
@@ -76,7 +79,10 @@ class SessionCollector:
         for acc in accounts:
             lv = [label(acc.name), label(display_name(acc.name))]
             est.add_metric(lv, acc.estimate)
-            held.add_metric(lv, acc.held)
+            if acc.held is not None:
+                held.add_metric(lv, acc.held)
+            if acc.maxheld is not None:
+                maxheld.add_metric(lv, acc.maxheld)
             if acc.exact is not None:
                 exact.add_metric(lv, acc.exact)
             if acc.limit is not None:
@@ -88,7 +94,7 @@ class SessionCollector:
             fails.add_metric(lv, acc.failcnt)
             switches.add_metric(lv, acc.switches)
             checks.add_metric(lv, acc.checks)
-        yield from (est, exact, limit, barrier, slow, held, fails, switches, checks, actions)
+        yield from (est, exact, limit, barrier, slow, held, maxheld, fails, switches, checks, actions)
 
         stats = s.last_stats
         lost = CounterMetricFamily("beanwatch_events_lost", "Wake-ups the kernel could not send (ring buffer full).")

@@ -6,9 +6,11 @@ import json
 import sys
 
 from ..core.names import display_name, printable
-from ..core.sizes import format_size, to_pages
+from ..core.sizes import format_size, parse_size, to_pages
 
 TABLE_COLUMNS = ("held", "maxheld", "barrier", "limit", "failcnt", "mode", "estimate", "switches")
+NAME_MAX = 24   # the name column's widest, when the table must fit a width
+PATH_MIN = 16   # the path column's narrowest (the name column gives way first)
 
 
 def json_line(record: dict) -> str:
@@ -22,22 +24,56 @@ def _row(rec: dict) -> list[str]:
             str(rec["switches"])]
 
 
-def fit_rows(header, rows, width: int) -> list[str]:
-    """Header and rows as lines of width columns: the first column (a name) takes what the
-    others leave (at least 8, its start cut to "…" where too long), the others right-aligned."""
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)][1:]
-    name_w = max(8, width - sum(w + 1 for w in widths))
+def path_and_name(cgroup: str) -> tuple[str, str]:
+    """The cgroup column (the path: two cgroups never look alike) and the name column
+    (the friendly name, "-" where it says no more than the path's last part)."""
+    path = printable(cgroup)
+    name = display_name(cgroup)
+    if name == path or path.endswith("/" + name):
+        name = "-"
+    return path, name
+
+
+def _cut(text: str, w: int) -> str:
+    """text in at most w columns, its start cut to "…"."""
+    return text if len(text) <= w else "…" + text[-(w - 1):] if w > 1 else text[-w:]
+
+
+def _cut_path(text: str, w: int) -> str:
+    """A path in at most w columns: its head and its end kept, the middle cut to "…", so
+    that /a/…/job.service and /b/…/job.service stay apart."""
+    if len(text) <= w or w < 8:
+        return _cut(text, w)
+    head = w // 3
+    return text[:head] + "…" + text[-(w - head - 1):]
+
+
+def fit_rows(header, rows, width: int | None) -> list[str]:
+    """Header and rows as lines: the first two columns (path and name) left-aligned, the
+    others right-aligned. With a width, the path takes what the others leave (at least
+    PATH_MIN where it can, its middle cut to "…"), the name at most NAME_MAX (its start
+    cut); without one
+    (output to a pipe or a file), nothing is cut."""
+    rows = [list(r) for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+    path_w, name_w = widths[0], widths[1]
+    if width is not None:
+        left = width - sum(w + 1 for w in widths[2:]) - 1   # for path and name
+        name_w = min(name_w, NAME_MAX, max(len(header[1]), left - PATH_MIN))
+        path_w = max(1, left - name_w)
     out = []
-    for row in [header] + list(rows):
-        name = row[0] if len(row[0]) <= name_w else "…" + row[0][-(name_w - 1):]
-        out.append(name.ljust(name_w) + "".join(" " + c.rjust(w) for c, w in zip(row[1:], widths)))
+    for row in [list(header)] + rows:
+        line = (_cut_path(row[0], path_w).ljust(path_w) + " " + _cut(row[1], name_w).ljust(name_w)
+                + "".join(" " + c.rjust(w) for c, w in zip(row[2:], widths[2:])))
+        out.append(line.rstrip() if width is None else line[:width])
     return out
 
 
-def table(records: list[dict], width: int = 79) -> str:
-    """One row per cgroup, fitted to width: the cgroup column takes what is left."""
-    rows = [(display_name(r["cgroup"]), *_row(r)) for r in records]
-    return "\n".join(fit_rows(("cgroup", *TABLE_COLUMNS), rows, width))
+def table(records: list[dict], width: int | None = None) -> str:
+    """One row per cgroup: its path, its name, then TABLE_COLUMNS. With a width (a
+    terminal's), fitted to it."""
+    rows = [(*path_and_name(r["cgroup"]), *_row(r)) for r in records]
+    return "\n".join(fit_rows(("cgroup", "name", *TABLE_COLUMNS), rows, width))
 
 
 def beancounters(records: list[dict]) -> str:
@@ -47,7 +83,7 @@ def beancounters(records: list[dict]) -> str:
     for rec in records:
         lim = rec["limit_bytes"]
         bar = rec["barrier_bytes"] if rec["barrier_bytes"] is not None else lim
-        vals = [to_pages(rec["held_bytes"]), to_pages(rec["maxheld_bytes"]),
+        vals = [to_pages(rec["held_bytes"] or 0), to_pages(rec["maxheld_bytes"] or 0),
                 to_pages(bar) if bar is not None else "unlimited",
                 to_pages(lim) if lim is not None else "unlimited", rec["failcnt"]]
         out.append(f"{printable(rec['cgroup'])}:")
@@ -68,14 +104,22 @@ def describe(record: dict) -> str:
     if ev in ("exceeded", "barrier"):
         what = "limit" if ev == "exceeded" else "barrier"
         level = record["limit_bytes"] if ev == "exceeded" else record["barrier_bytes"]
-        return f"{cg}: {held} is above the {what} {format_size(level)} (failcnt {record['failcnt']})"
+        used, lvl = sizes_apart(record.get("held_bytes"), level)
+        still = (f", still: {record.get('repeats', 0)} check(s) above since the last record"
+                 if record.get("reminder") else "")
+        return f"{cg}: {used} is above the {what} {lvl} (failcnt {record['failcnt']}{still})"
     if ev == "hook":
-        return f"{cg}: {record.get('hook')} hook: {record.get('detail')}"
+        return f"{cg}: {record.get('detail')}"     # "on-action hook exited 0 ..."
     if ev == "action" and record.get("vetoed"):
         return f"{cg}: {record['action']} vetoed: {record.get('detail')}"
+    if ev == "action" and not record.get("ok"):
+        return f"{cg}: {record['action']} FAILED: {record.get('detail')}"
+    if ev == "action" and record.get("action") == "report":
+        return (f"{cg}: over its limit, reported only (nothing frozen or killed); "
+                f"pids {_pids(record.get('pids'))}")
     if ev == "action":
-        status = "done" if record.get("ok") else f"FAILED: {record.get('detail')}"
-        return f"{cg}: {record['action']} pids {record.get('pids')} {status}"
+        done = {"freeze": "frozen", "kill": "killed"}.get(record["action"], record["action"])
+        return f"{cg}: {done}: pids {_pids(record.get('pids'))} ({record.get('detail')})"
     if ev == "start":
         gaps = record.get("not_covered") or []
         return (f"probes attached (address space via {record.get('vm_hook')}, slow mode via "
@@ -86,6 +130,29 @@ def describe(record: dict) -> str:
                 f"{record.get('processes_unaccounted')}; resynchronising")
     detail = record.get("detail")
     return f"{cg}: {ev}" + (f": {detail}" if detail else "")
+
+
+def _pids(pids, shown: int = 16) -> str:
+    pids = list(pids or [])
+    more = f" and {len(pids) - shown} more" if len(pids) > shown else ""
+    return " ".join(map(str, pids[:shown])) + more if pids else "none"
+
+
+def sizes_apart(a: int | None, b: int | None) -> tuple[str, str]:
+    """Two sizes formatted so that different values never read alike ("48.0M is above
+    48M" cannot be): more decimals in the larger's unit until they differ, else bytes."""
+    fa, fb = format_size(a), format_size(b)
+    if a is None or b is None or a == b or parse_size(fa) != parse_size(fb):
+        return fa, fb
+    for unit, power in (("E", 60), ("P", 50), ("T", 40), ("G", 30), ("M", 20), ("K", 10)):
+        scale = 1 << power
+        if max(a, b) >= scale:
+            for digits in range(2, 7):
+                fa, fb = f"{a / scale:.{digits}f}{unit}", f"{b / scale:.{digits}f}{unit}"
+                if fa != fb:
+                    return fa, fb
+            break
+    return f"{a} bytes", f"{b} bytes"
 
 
 def describe_violation(record: dict) -> str:
@@ -99,8 +166,9 @@ def verify_table(tallies: dict) -> str:
     """`verify`'s closing table: one row per cgroup (tallies: name -> verify.Tally)."""
     out = [f"{'cgroup':<40} {'samples':>7} {'violations':>10} {'max drift':>9} {'est/exact':>9}"]
     for name, t in tallies.items():
+        ratio = f"{t.max_ratio:.2f}" if t.max_ratio else "-"   # "-": nothing resident to compare
         out.append(f"{name[-40:]:<40} {t.samples:>7} {t.violations:>10} "
-                   f"{format_size(t.max_drift):>9} {t.max_ratio:>9.2f}")
+                   f"{format_size(t.max_drift):>9} {ratio:>9}")
     return "\n".join(out)
 
 

@@ -6,17 +6,19 @@ import collections
 import time
 
 from . import render
-from ..core.names import display_name
 from ..core.sizes import format_size
 
 SORTS = ("closeness", "held", "estimate", "name")
-HEADER = ("cgroup", "mode", "held", "estimate", "exact", "limit", "use%", "fails", "sw")
+COLUMNS = ("mode", "held", "estimate", "limit", "use%", "failcnt", "switches")
+HEADER = ("cgroup", "name", *COLUMNS)
 
 
 def closeness(rec: dict) -> float:
-    """held / limit; cgroups without a limit sort after every limited one."""
+    """held / limit (the estimate, an upper bound, where usage is not measured: fast mode);
+    cgroups without a limit sort after every limited one."""
     lim = rec.get("limit_bytes")
-    return rec["held_bytes"] / lim if lim else -1.0
+    used = rec["held_bytes"] if rec.get("held_bytes") is not None else rec["estimate_bytes"]
+    return used / lim if lim else -1.0
 
 
 def sort_records(records: list[dict], key: str) -> list[dict]:
@@ -25,19 +27,20 @@ def sort_records(records: list[dict], key: str) -> list[dict]:
     if key == "closeness":
         return sorted(records, key=lambda r: (-closeness(r), r["cgroup"]))
     field = {"held": "held_bytes", "estimate": "estimate_bytes"}[key]
-    return sorted(records, key=lambda r: (-r[field], r["cgroup"]))
+    return sorted(records, key=lambda r: (-(r[field] or 0), r["cgroup"]))
 
 
 def table_lines(records: list[dict], key: str, width: int) -> list[str]:
-    """The cgroup rows as text, fitted to width (the name column takes what is left)."""
+    """The cgroup rows as text, fitted to width (the path column takes what is left).
+    use% is held / limit: "-" without a limit or while usage is not measured."""
     rows = []
     for r in sort_records(records, key):
-        use = closeness(r)
-        rows.append((display_name(r["cgroup"]), r["mode"], format_size(r["held_bytes"]),
-                     format_size(r["estimate_bytes"]), format_size(r["exact_bytes"]),
-                     format_size(r["limit_bytes"]), f"{100 * use:.0f}" if use >= 0 else "-",
+        lim, held = r.get("limit_bytes"), r.get("held_bytes")
+        use = f"{100 * held / lim:.0f}" if lim and held is not None else "-"
+        rows.append((*render.path_and_name(r["cgroup"]), r["mode"], format_size(held),
+                     format_size(r["estimate_bytes"]), format_size(lim), use,
                      str(r["failcnt"]), str(r["switches"])))
-    return [line[:width] for line in render.fit_rows(HEADER, rows, width - 1)]
+    return render.fit_rows(HEADER, rows, width - 1)
 
 
 class TopScreen:

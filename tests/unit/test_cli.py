@@ -181,11 +181,12 @@ def test_table_fits_79_columns_with_long_names():
     long_name = "/" + "/".join(f"level{i}-with-a-rather-long-name.slice" for i in range(8))
     records = [record(long_name, 2**62, 2**61, 2**62 + 12345, 3 * 2**60 + 1, 10**6, 10**6),
                record("/short"), record("/x" * 100, 512 << 20, None, 1 << 30, 100 << 20)]
-    lines = render.table(records).splitlines()
+    lines = render.table(records, 79).splitlines()
     assert len(lines) == 1 + len(records)
     assert all(len(line) <= 79 for line in lines), [len(l) for l in lines]
-    assert lines[0].split() == ["cgroup", *render.TABLE_COLUMNS]
-    assert lines[1].startswith("…") and long_name.endswith(lines[1].split()[0][1:])
+    assert lines[0].split() == ["cgroup", "name", *render.TABLE_COLUMNS]
+    head, _, tail = lines[1].split()[0].partition("…")   # the middle of a long path is cut
+    assert tail and long_name.startswith(head) and long_name.endswith(tail)
     assert lines[2].split()[0] == "/short"
 
 
@@ -198,7 +199,7 @@ def test_table_fits_79_columns_with_long_names():
 def test_table_always_fits_79_columns(rows):
     records = [record(name, limit, None, est, exact, fc, sw)
                for name, limit, est, exact, fc, sw in rows]
-    lines = render.table(records).splitlines()
+    lines = render.table(records, 79).splitlines()
     assert len(lines) == 1 + len(records)
     assert max(len(line) for line in lines) <= 79
 
@@ -206,6 +207,7 @@ def test_table_always_fits_79_columns(rows):
 def test_hostile_cgroup_name_stays_on_one_row():
     evil = "/job\nfake        0     0     -     -       0 fast        0        0"
     assert len(render.table([record(evil)]).splitlines()) == 2
+    assert len(render.table([record(evil)], 79).splitlines()) == 2
     assert len(render.beancounters([record(evil)]).splitlines()) == 4
 
 
@@ -217,10 +219,11 @@ def test_beancounters_layout():
     assert lines[1].split() == ["uid", "resource", "held", "maxheld", "barrier", "limit", "failcnt"]
     assert lines[2] == "/a:"
     P = PAGE_SIZE
-    assert lines[3].split() == ["physpages", str((300 << 20) // P), str((10 << 30) // P),
+    # maxheld is the highest usage measured, never the estimate (10G here)
+    assert lines[3].split() == ["physpages", str((300 << 20) // P), str((300 << 20) // P),
                                 str((512 << 20) // P), str((1 << 30) // P), "3"]
     assert lines[4] == "/free:"
-    assert lines[5].split() == ["physpages", "2", "2", "unlimited", "unlimited", "0"]
+    assert lines[5].split() == ["physpages", "0", "0", "unlimited", "unlimited", "0"]   # not measured
 
 
 def test_beancounters_barrier_defaults_to_limit():

@@ -22,9 +22,9 @@ def test_config_error_is_the_tools_own_error():
     ("a=b=1G", LimitSpec("a=b", G, None)),            # the last '=' splits
     ("x=1G:512M", LimitSpec("x", G, 512 * M)),
     ("x=1G:1G", LimitSpec("x", G, G)),                # barrier equal to the limit
-    ("/sys/fs/cgroup/job=4096", LimitSpec("/sys/fs/cgroup/job", 4096, None)),
+    ("/sys/fs/cgroup/job=4194304", LimitSpec("/sys/fs/cgroup/job", 4 * M, None)),
     ("a:b=1G", LimitSpec("a:b", G, None)),            # a ':' in the cgroup is not a barrier
-    ("x=1", LimitSpec("x", 1, None)),
+    ("x=1M", LimitSpec("x", M, None)),                # the smallest limit
 ])
 def test_parse_limit_spec_accepts(text, expected):
     assert parse_limit_spec(text) == expected
@@ -38,6 +38,9 @@ def test_parse_limit_spec_accepts(text, expected):
     ("x=0", ConfigError),
     ("x=0:0", ConfigError),
     ("x=1G:0", ConfigError),
+    ("x=1", ConfigError),           # 1 byte: under the 1M minimum
+    ("x=1048575", ConfigError),
+    ("x=1G:64", ConfigError),       # a barrier too
     ("x=", SizeError),
     ("x=1G:", SizeError),
     ("x=1G:512M:1", SizeError),

@@ -48,11 +48,11 @@ hysteresis = 0.2         # optional
 @pytest.mark.parametrize("text, expected", [
     (SPEC_EXAMPLE, FileConfig((one("batch.slice/job-1", 4 * G, 3500 * M, Action.KILL, 0.2),), 1.0)),
     ('[cgroup.a]\nlimit = "4G"', FileConfig((one("a", 4 * G),), None)),
-    ("[cgroup.a]\nlimit = 4096", FileConfig((one("a", 4096),), None)),
-    ("[cgroup.a]\nlimit = 1", FileConfig((one("a", 1),), None)),
+    ("[cgroup.a]\nlimit = 4194304", FileConfig((one("a", 4 * M),), None)),
+    ("[cgroup.a]\nlimit = 1048576", FileConfig((one("a", M),), None)),
     (f"[cgroup.a]\nlimit = {MAX_SIZE}", FileConfig((one("a", MAX_SIZE),), None)),
     ('[cgroup.a]\nlimit = "1G"\nbarrier = "1G"', FileConfig((one("a", G, G),), None)),
-    ('[cgroup.a]\nlimit = "1G"\nbarrier = 1', FileConfig((one("a", G, 1),), None)),
+    ('[cgroup.a]\nlimit = "1G"\nbarrier = 1048576', FileConfig((one("a", G, M),), None)),
     ('[cgroup.a]\nlimit = "512m"', FileConfig((one("a", 512 * M),), None)),
     ('[cgroup.a]\nlimit = "1.5G"', FileConfig((one("a", 3 * G // 2),), None)),
     ('[cgroup.a]\nlimit = "4GiB"', FileConfig((one("a", 4 * G),), None)),
@@ -61,22 +61,22 @@ hysteresis = 0.2         # optional
      '[cgroup.a]\nlimit = "1G"\n[cgroup.b]\nlimit = "2G"\naction = "kill"\nhysteresis = 0',
      FileConfig((one("a", G, None, Action.FREEZE, 0.3), one("b", 2 * G, None, Action.KILL, 0.0)), None)),
     # order of the file is kept
-    ('[cgroup.z]\nlimit = "1K"\n[cgroup.a]\nlimit = "2K"\n[cgroup.m]\nlimit = "3K"',
-     FileConfig((one("z", K), one("a", 2 * K), one("m", 3 * K)), None)),
-    ("[defaults]\ninterval = 2\n[cgroup.a]\nlimit = 1", FileConfig((one("a", 1),), 2.0)),
-    ("[defaults]\ninterval = 0.05\n[cgroup.a]\nlimit = 1", FileConfig((one("a", 1),), 0.05)),
-    ("[defaults]\ninterval = 3600\n[cgroup.a]\nlimit = 1", FileConfig((one("a", 1),), 3600.0)),
-    ("[defaults]\nhysteresis = 0.999\n[cgroup.a]\nlimit = 1", FileConfig((one("a", 1, hysteresis=0.999),), None)),
-    ("[defaults]\n[cgroup.a]\nlimit = 1", FileConfig((one("a", 1),), None)),
+    ('[cgroup.z]\nlimit = "1M"\n[cgroup.a]\nlimit = "2M"\n[cgroup.m]\nlimit = "3M"',
+     FileConfig((one("z", M), one("a", 2 * M), one("m", 3 * M)), None)),
+    ("[defaults]\ninterval = 2\n[cgroup.a]\nlimit = 1048576", FileConfig((one("a", M),), 2.0)),
+    ("[defaults]\ninterval = 0.05\n[cgroup.a]\nlimit = 1048576", FileConfig((one("a", M),), 0.05)),
+    ("[defaults]\ninterval = 3600\n[cgroup.a]\nlimit = 1048576", FileConfig((one("a", M),), 3600.0)),
+    ("[defaults]\nhysteresis = 0.999\n[cgroup.a]\nlimit = 1048576", FileConfig((one("a", M, hysteresis=0.999),), None)),
+    ("[defaults]\n[cgroup.a]\nlimit = 1048576", FileConfig((one("a", M),), None)),
     # other TOML spellings of the same tables
     ('cgroup = { "a/b" = { limit = "1G", action = "kill" } }', FileConfig((one("a/b", G, None, Action.KILL),), None)),
     ('cgroup."a/b".limit = "1G"', FileConfig((one("a/b", G),), None)),
     ('[cgroup]\n[cgroup."x"]\nlimit = "1G"', FileConfig((one("x", G),), None)),
     ('\r\n# comment\r\n[cgroup.a] # trailing\r\nlimit = "1G"\r\n', FileConfig((one("a", G),), None)),
     # names are kept as written: the caller resolves them
-    ('[cgroup."/sys/fs/cgroup/x.slice/"]\nlimit = 1', FileConfig((one("/sys/fs/cgroup/x.slice/", 1),), None)),
-    ('[cgroup."données.slice"]\nlimit = 1', FileConfig((one("données.slice", 1),), None)),
-    ('[cgroup."a"]\nlimit = 1\n[cgroup."a/b"]\nlimit = 1', FileConfig((one("a", 1), one("a/b", 1)), None)),
+    ('[cgroup."/sys/fs/cgroup/x.slice/"]\nlimit = 1048576', FileConfig((one("/sys/fs/cgroup/x.slice/", M),), None)),
+    ('[cgroup."données.slice"]\nlimit = 1048576', FileConfig((one("données.slice", M),), None)),
+    ('[cgroup."a"]\nlimit = 1048576\n[cgroup."a/b"]\nlimit = 1048576', FileConfig((one("a", M), one("a/b", M)), None)),
 ])
 def test_parse_config_accepts(text, expected):
     assert parse_config(text, source=SRC) == expected
@@ -91,29 +91,29 @@ def test_parse_config_accepts(text, expected):
     ('[defaults]\naction = "kill"', 'no [cgroup."NAME"] tables'),
     ("[cgroup]", 'no [cgroup."NAME"] tables'),
     # not TOML, not text
-    ("[cgroup.a\nlimit = 1", "invalid TOML: Expected ']' at the end of a table declaration (at line 1, column 10)"),
-    ("[cgroup.a]\nlimit = 1\nlimit = 2", "invalid TOML"),
-    ("[cgroup.a]\nlimit = 1\n[cgroup.a]\nlimit = 2", "invalid TOML"),
-    ("[cgroup.a]\nlimit = 1" + "0" * 5000, "invalid TOML: a number has too many digits"),
+    ("[cgroup.a\nlimit = 1048576", "invalid TOML: Expected ']' at the end of a table declaration (at line 1, column 10)"),
+    ("[cgroup.a]\nlimit = 1048576\nlimit = 2", "invalid TOML"),
+    ("[cgroup.a]\nlimit = 1048576\n[cgroup.a]\nlimit = 2", "invalid TOML"),
+    ("[cgroup.a]\nlimit = 1048576" + "0" * 5000, "invalid TOML: a number has too many digits"),
     ("x = " + "[" * 100_000, "invalid TOML: arrays or tables nested too deeply"),
     ("x = " + "{a = " * 100_000, "invalid TOML"),
     (b"[cgroup.a]\nlimit = \"1G\"\n# caf\xe9", "not UTF-8 text (invalid byte at line 3)"),
     (b"\xff\xfe[\x00", "not UTF-8 text"),
-    ('[cgroup."\ud800"]\nlimit = 1', "lone surrogate"),
+    ('[cgroup."\ud800"]\nlimit = 1048576', "lone surrogate"),
     # unknown names
     ('[cgroups.a]\nlimit = "1G"', 'unknown top-level key "cgroups"'),
-    ('limit = "1G"\n[cgroup.a]\nlimit = 1', 'unknown top-level key "limit"'),
+    ('limit = "1G"\n[cgroup.a]\nlimit = 1048576', 'unknown top-level key "limit"'),
     ('[default]\naction = "kill"', 'unknown top-level key "default"'),
-    ('[defaults]\nlimit = "1G"\n[cgroup.a]\nlimit = 1', '[defaults]: unknown key "limit"'),
-    ('[defaults]\nbarrier = "1G"\n[cgroup.a]\nlimit = 1', '[defaults]: unknown key "barrier"'),
-    ('[cgroup.a]\nlimit = 1\ncolour = "red"', 'cgroup "a": unknown key "colour" (expected limit, barrier,'),
-    ('[cgroup.a]\nlimit = 1\nLimit = 2', 'cgroup "a": unknown key "Limit"'),
-    ('[cgroup.a]\nlimit = 1\ninterval = 1', 'cgroup "a": interval is session-wide: set it in [defaults]'),
-    ('[cgroup.a.b]\nlimit = 1', 'cgroup "a": unknown key "b"'),
+    ('[defaults]\nlimit = "1G"\n[cgroup.a]\nlimit = 1048576', '[defaults]: unknown key "limit"'),
+    ('[defaults]\nbarrier = "1G"\n[cgroup.a]\nlimit = 1048576', '[defaults]: unknown key "barrier"'),
+    ('[cgroup.a]\nlimit = 1048576\ncolour = "red"', 'cgroup "a": unknown key "colour" (expected limit, barrier,'),
+    ('[cgroup.a]\nlimit = 1048576\nLimit = 2', 'cgroup "a": unknown key "Limit"'),
+    ('[cgroup.a]\nlimit = 1048576\ninterval = 1', 'cgroup "a": interval is session-wide: set it in [defaults]'),
+    ('[cgroup.a.b]\nlimit = 1048576', 'cgroup "a": unknown key "b"'),
     # tables that are not tables
-    ("defaults = 1\n[cgroup.a]\nlimit = 1", "defaults must be a table, not an integer"),
+    ("defaults = 1\n[cgroup.a]\nlimit = 1048576", "defaults must be a table, not an integer"),
     ('cgroup = "a"', "cgroup must be a table, not a string"),
-    ("[[cgroup]]\nlimit = 1", "cgroup must be a table, not an array"),
+    ("[[cgroup]]\nlimit = 1048576", "cgroup must be a table, not an array"),
     ("cgroup.a = 1", 'cgroup "a" must be a table, not an integer'),
     # limit and barrier
     ('[cgroup.a]\naction = "kill"', 'cgroup "a": limit is required'),
@@ -143,40 +143,40 @@ def test_parse_config_accepts(text, expected):
     ("[cgroup.a]\nlimit = {}", "not a table"),
     ('[cgroup.a]\nlimit = "1G"\nbarrier = false', 'cgroup "a": barrier must be a size string'),
     # hysteresis
-    ("[cgroup.a]\nlimit = 1\nhysteresis = 1.0", 'cgroup "a": hysteresis 1.0 is outside [0, 1)'),
-    ("[cgroup.a]\nlimit = 1\nhysteresis = 1", 'cgroup "a": hysteresis 1 is outside [0, 1)'),
-    ("[cgroup.a]\nlimit = 1\nhysteresis = -0.1", "hysteresis -0.1 is outside [0, 1)"),
-    ("[cgroup.a]\nlimit = 1\nhysteresis = nan", "hysteresis nan is outside [0, 1)"),
-    ("[cgroup.a]\nlimit = 1\nhysteresis = -inf", "hysteresis -inf is outside [0, 1)"),
-    ("[cgroup.a]\nlimit = 1\nhysteresis = true", 'cgroup "a": hysteresis must be a number, not a boolean'),
-    ('[cgroup.a]\nlimit = 1\nhysteresis = "0.1"', "hysteresis must be a number, not a string"),
-    ("[defaults]\nhysteresis = 2\n[cgroup.a]\nlimit = 1", "[defaults]: hysteresis 2 is outside [0, 1)"),
-    ("[defaults]\nhysteresis = false\n[cgroup.a]\nlimit = 1", "[defaults]: hysteresis must be a number"),
+    ("[cgroup.a]\nlimit = 1048576\nhysteresis = 1.0", 'cgroup "a": hysteresis 1.0 is outside [0, 1)'),
+    ("[cgroup.a]\nlimit = 1048576\nhysteresis = 1", 'cgroup "a": hysteresis 1 is outside [0, 1)'),
+    ("[cgroup.a]\nlimit = 1048576\nhysteresis = -0.1", "hysteresis -0.1 is outside [0, 1)"),
+    ("[cgroup.a]\nlimit = 1048576\nhysteresis = nan", "hysteresis nan is outside [0, 1)"),
+    ("[cgroup.a]\nlimit = 1048576\nhysteresis = -inf", "hysteresis -inf is outside [0, 1)"),
+    ("[cgroup.a]\nlimit = 1048576\nhysteresis = true", 'cgroup "a": hysteresis must be a number, not a boolean'),
+    ('[cgroup.a]\nlimit = 1048576\nhysteresis = "0.1"', "hysteresis must be a number, not a string"),
+    ("[defaults]\nhysteresis = 2\n[cgroup.a]\nlimit = 1048576", "[defaults]: hysteresis 2 is outside [0, 1)"),
+    ("[defaults]\nhysteresis = false\n[cgroup.a]\nlimit = 1048576", "[defaults]: hysteresis must be a number"),
     # interval
-    ("[defaults]\ninterval = 0.01\n[cgroup.a]\nlimit = 1", "[defaults]: interval 0.01 is outside [0.05, 3600]"),
-    ("[defaults]\ninterval = 0\n[cgroup.a]\nlimit = 1", "[defaults]: interval 0 is outside"),
-    ("[defaults]\ninterval = -1\n[cgroup.a]\nlimit = 1", "[defaults]: interval -1 is outside"),
-    ("[defaults]\ninterval = 3600.5\n[cgroup.a]\nlimit = 1", "[defaults]: interval 3600.5 is outside"),
-    ("[defaults]\ninterval = nan\n[cgroup.a]\nlimit = 1", "[defaults]: interval nan is outside"),
-    ("[defaults]\ninterval = inf\n[cgroup.a]\nlimit = 1", "[defaults]: interval inf is outside"),
-    ("[defaults]\ninterval = true\n[cgroup.a]\nlimit = 1", "[defaults]: interval must be a number, not a boolean"),
-    ('[defaults]\ninterval = "1s"\n[cgroup.a]\nlimit = 1', "[defaults]: interval must be a number, not a string"),
+    ("[defaults]\ninterval = 0.01\n[cgroup.a]\nlimit = 1048576", "[defaults]: interval 0.01 is outside [0.05, 3600]"),
+    ("[defaults]\ninterval = 0\n[cgroup.a]\nlimit = 1048576", "[defaults]: interval 0 is outside"),
+    ("[defaults]\ninterval = -1\n[cgroup.a]\nlimit = 1048576", "[defaults]: interval -1 is outside"),
+    ("[defaults]\ninterval = 3600.5\n[cgroup.a]\nlimit = 1048576", "[defaults]: interval 3600.5 is outside"),
+    ("[defaults]\ninterval = nan\n[cgroup.a]\nlimit = 1048576", "[defaults]: interval nan is outside"),
+    ("[defaults]\ninterval = inf\n[cgroup.a]\nlimit = 1048576", "[defaults]: interval inf is outside"),
+    ("[defaults]\ninterval = true\n[cgroup.a]\nlimit = 1048576", "[defaults]: interval must be a number, not a boolean"),
+    ('[defaults]\ninterval = "1s"\n[cgroup.a]\nlimit = 1048576', "[defaults]: interval must be a number, not a string"),
     # action
-    ('[cgroup.a]\nlimit = 1\naction = "explode"', 'cgroup "a": action "explode" is not one of report, freeze, kill'),
-    ('[cgroup.a]\nlimit = 1\naction = "Kill"', 'action "Kill" is not one of'),
-    ('[cgroup.a]\nlimit = 1\naction = ""', 'action "" is not one of'),
-    ('[cgroup.a]\nlimit = 1\naction = "kill\\n"', 'action "kill\\n" is not one of'),
-    ("[cgroup.a]\nlimit = 1\naction = 1", 'cgroup "a": action must be a string, not an integer'),
-    ('[defaults]\naction = "stop"\n[cgroup.a]\nlimit = 1', '[defaults]: action "stop" is not one of'),
+    ('[cgroup.a]\nlimit = 1048576\naction = "explode"', 'cgroup "a": action "explode" is not one of report, freeze, kill'),
+    ('[cgroup.a]\nlimit = 1048576\naction = "Kill"', 'action "Kill" is not one of'),
+    ('[cgroup.a]\nlimit = 1048576\naction = ""', 'action "" is not one of'),
+    ('[cgroup.a]\nlimit = 1048576\naction = "kill\\n"', 'action "kill\\n" is not one of'),
+    ("[cgroup.a]\nlimit = 1048576\naction = 1", 'cgroup "a": action must be a string, not an integer'),
+    ('[defaults]\naction = "stop"\n[cgroup.a]\nlimit = 1048576', '[defaults]: action "stop" is not one of'),
     # cgroup names
-    ('[cgroup.""]\nlimit = 1', 'cgroup "": the cgroup name is empty'),
-    ('[cgroup."a\\u0000b"]\nlimit = 1', 'cgroup "a\\u0000b": the cgroup name contains a NUL or a line break'),
-    ('[cgroup."a\\nb"]\nlimit = 1', 'cgroup "a\\nb": the cgroup name contains a NUL or a line break'),
-    ('[cgroup."a\\r"]\nlimit = 1', "contains a NUL or a line break"),
-    ('[cgroup."a\\u2028b"]\nlimit = 1', 'cgroup "a\\u2028b": the cgroup name contains'),
-    ('[cgroup.a]\nlimit = 1\n[cgroup."a/"]\nlimit = 2', 'cgroup "a/" is the same cgroup as "a"'),
-    ('[cgroup."a//"]\nlimit = 1\n[cgroup.a]\nlimit = 2', 'cgroup "a" is the same cgroup as "a//"'),
-    ('[cgroup."/"]\nlimit = 1\n[cgroup."//"]\nlimit = 2', 'cgroup "//" is the same cgroup as "/"'),
+    ('[cgroup.""]\nlimit = 1048576', 'cgroup "": the cgroup name is empty'),
+    ('[cgroup."a\\u0000b"]\nlimit = 1048576', 'cgroup "a\\u0000b": the cgroup name contains a NUL or a line break'),
+    ('[cgroup."a\\nb"]\nlimit = 1048576', 'cgroup "a\\nb": the cgroup name contains a NUL or a line break'),
+    ('[cgroup."a\\r"]\nlimit = 1048576', "contains a NUL or a line break"),
+    ('[cgroup."a\\u2028b"]\nlimit = 1048576', 'cgroup "a\\u2028b": the cgroup name contains'),
+    ('[cgroup.a]\nlimit = 1048576\n[cgroup."a/"]\nlimit = 2', 'cgroup "a/" is the same cgroup as "a"'),
+    ('[cgroup."a//"]\nlimit = 1048576\n[cgroup.a]\nlimit = 2', 'cgroup "a" is the same cgroup as "a//"'),
+    ('[cgroup."/"]\nlimit = 1048576\n[cgroup."//"]\nlimit = 2', 'cgroup "//" is the same cgroup as "/"'),
 ])
 def test_parse_config_rejects(data, fragment):
     with pytest.raises(ConfigFileError) as err:
@@ -401,8 +401,8 @@ def test_parse_config_text_raises_only_its_own_error(text):
 
 @PROPS
 @given(st.binary(max_size=200))
-@example(b"\xef\xbb\xbf[cgroup.a]\nlimit = 1")  # a UTF-8 byte order mark
-@example(b"[cgroup.a]\nlimit = 1\n\x00")
+@example(b"\xef\xbb\xbf[cgroup.a]\nlimit = 1048576")  # a UTF-8 byte order mark
+@example(b"[cgroup.a]\nlimit = 1048576\n\x00")
 def test_parse_config_bytes_raises_only_its_own_error(data):
     assert_only_config_file_error(data)
 
@@ -512,8 +512,8 @@ def valid_configs(draw):
                            min_size=1, max_size=5, unique=True))
     doc, expected = {}, []
     for name in names_:
-        limit = draw(st.integers(min_value=1, max_value=MAX_SIZE))
-        barrier = draw(st.none() | st.integers(min_value=1, max_value=limit))
+        limit = draw(st.integers(min_value=M, max_value=MAX_SIZE))
+        barrier = draw(st.none() | st.integers(min_value=M, max_value=limit))
         action, hyst = draw(st.none() | actions), draw(st.none() | hystereses)
         table = {"limit": limit}
         if barrier is not None:

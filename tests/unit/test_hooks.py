@@ -122,7 +122,7 @@ def test_environment_is_exactly_the_documented_variables(tmp_path, monkeypatch):
     monkeypatch.setenv("LD_PRELOAD", "/tmp/evil.so")
     env = environ_of_hook(tmp_path, RECORD)
     assert env == {
-        "PATH": HOOK_PATH, "BEANWATCH_EVENT": "exceed",
+        "PATH": HOOK_PATH, "BEANWATCH_EVENT": "exceeded",
         "BEANWATCH_CGROUP": f"/system.slice/docker-{CID}.scope", "BEANWATCH_CGROUP_ID": "4242",
         "BEANWATCH_ACTION": "kill", "BEANWATCH_LIMIT_BYTES": str(1 << 30), "BEANWATCH_BARRIER_BYTES": "",
         "BEANWATCH_EXACT_BYTES": str((1 << 30) + 4096), "BEANWATCH_ESTIMATE_BYTES": str(3 << 30),

@@ -113,5 +113,26 @@ def test_a_probe_load_failure_fails_check(host, monkeypatch):
 
 
 def test_scratch_probe_ignores_a_directory_that_is_no_cgroup(tmp_path):
-    assert hostcheck._scratch_has(str(tmp_path), "cgroup.kill") is None
+    found, why = hostcheck._scratch_has(str(tmp_path), "cgroup.kill")
+    assert found is None and why
     assert list(tmp_path.iterdir()) == []
+
+
+def test_check_names_the_hook_watch_will_use(host, monkeypatch):
+    """mmap_lock tracepoints: watch uses them, and the syscall tracepoints are not needed
+    (a kernel without CONFIG_FTRACE_SYSCALLS runs); without them, the syscalls are."""
+    monkeypatch.setattr(hostcheck, "PROBE_FACTS", {})
+    tracefs, _ = host
+    r = by_name(hostcheck.run_checks())
+    assert "(syscalls)" in r["address-space hook"].detail
+    assert r["syscalls:sys_exit_mmap"].required
+    (tracefs / "events" / "mmap_lock" / "mmap_lock_released").mkdir(parents=True)
+    for s in loader.REQUIRED_VM_SYSCALLS:
+        (tracefs / "events" / "syscalls" / f"sys_exit_{s}").rmdir()
+    monkeypatch.setattr(hostcheck, "PROBE_FACTS", {})
+    results = hostcheck.run_checks()
+    r = by_name(results)
+    assert "(mmap-lock)" in r["address-space hook"].detail
+    assert "syscalls:sys_exit_mmap" not in r
+    facts = hostcheck.summary(results)
+    assert facts["ok"] and facts["vm_hook"] == "mmap-lock"

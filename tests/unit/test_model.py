@@ -65,25 +65,41 @@ def test_on_estimate(limit, barrier, h, mode, estimate, effects, after):
     assert acc.mode is after
     assert acc.estimate == estimate
     assert acc.switches == len(effects)
-    if effects == [SW_SLOW]:
-        assert acc.exact is None        # stale: measured again after the switch
-        assert acc.held == estimate
+    if effects:
+        # stale on the way to slow (measured again after the switch); not followed in fast
+        assert acc.exact is None and acc.held is None
     else:
-        assert acc.exact == 123         # kept while slow, and on the way back to fast
+        assert acc.exact == 123 == acc.held   # kept while the mode stays
 
 
-def test_held_and_maxheld():
+def test_held_and_maxheld_are_measured_usage_never_the_estimate():
+    """As beancounters: held is usage, maxheld the highest usage; the estimate (an upper
+    bound of usage) is neither."""
     acc = account(1000)
     acc.on_estimate(500)
-    assert (acc.held, acc.maxheld) == (500, 500)    # fast: the upper estimate
+    assert (acc.held, acc.maxheld) == (None, None)   # fast, never measured
     acc.on_estimate(2000)
-    assert acc.mode is SLOW and acc.held == 2000     # slow, not yet measured
+    assert acc.mode is SLOW and acc.held is None     # slow, not yet measured
     acc.on_exact(300, now=0)
-    assert (acc.held, acc.maxheld) == (300, 2000)    # slow: exact
+    assert (acc.held, acc.maxheld) == (300, 300)     # measured
     acc.on_estimate(3000)
-    assert (acc.held, acc.maxheld) == (300, 2000)
+    assert (acc.held, acc.maxheld) == (300, 300)     # the estimate changes neither
+    acc.on_exact(257, now=1)
+    assert (acc.held, acc.maxheld) == (257, 300)
     acc.on_estimate(100)
-    assert acc.mode is FAST and (acc.held, acc.maxheld) == (100, 2000)
+    assert acc.mode is FAST and (acc.held, acc.maxheld) == (None, 300)   # not followed now
+
+
+def test_a_one_shot_counts_the_failure():
+    over = Account.measured_once("/a", 1, Limit(1000, None, Action.REPORT), 5000, 1500)
+    assert (over.held, over.maxheld, over.failcnt, over.checks, over.over_limit) == (1500, 1500, 1, 1, True)
+    assert over.switches == 0 and over.actions == 0
+    warn = Account.measured_once("/a", 1, Limit(1000, 800, Action.REPORT), 900, 900)
+    assert (warn.failcnt, warn.over_limit) == (1, False)
+    under = Account.measured_once("/a", 1, Limit(1000, 800, Action.REPORT), 5000, 700)
+    assert (under.failcnt, under.over_limit, under.mode) == (0, False, SLOW)
+    free = Account.measured_once("/a", 1, None, 5000, 700)
+    assert (free.failcnt, free.over_limit, free.held) == (0, False, 700)
 
 
 # -- on_exact ---------------------------------------------------------------------------
@@ -432,8 +448,8 @@ def test_switches_follow_the_crossings(limit, h, with_barrier, data):
     effects, maxheld = [], 0
     for x in estimates:
         effects += acc.on_estimate(x)
-        assert acc.maxheld >= maxheld and acc.maxheld >= acc.held
-        maxheld = acc.maxheld
+        assert (acc.maxheld or 0) >= maxheld and (acc.maxheld or 0) >= (acc.held or 0)
+        maxheld = acc.maxheld or 0
     runs = schmitt_runs(estimates, T, L)
     assert acc.switches == len(effects) == len(runs) - 1
     assert effects == [SW_SLOW, SW_FAST] * (len(effects) // 2) + [SW_SLOW] * (len(effects) % 2)

@@ -204,7 +204,37 @@ def test_growth_past_limit_kills_once(host):
     assert len(acts) == 1 and acts[0]["action"] == "kill" and acts[0]["ok"]
     assert acts[0]["rss_bytes"] == {"100": 300 * MiB}
     assert [e for e in host.log if e[0] == "kill"] == [("kill", "/job")]
-    assert host.events("exceeded", "/job")[-1]["failcnt"] == 2
+    # recorded once, on the way past the limit; the second check is counted (failcnt)
+    assert [e["failcnt"] for e in host.events("exceeded", "/job")] == [1]
+    assert host.events("check", "/job")[-1]["failcnt"] == 2
+
+
+def test_report_mode_records_exceeded_on_the_way_over_then_reminds(host):
+    """A cgroup that stays over its limit in report mode: one `exceeded` record, then a
+    reminder every REMIND_EVERY seconds with the checks in between counted; over again
+    after a dip under the limit: recorded again at once."""
+    from observer.core.policy import REMIND_EVERY
+    cid = host.cgroup("/job")
+    host.process(100, "/job", 2048 * MiB, 300 * MiB)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB, 200 * MiB, Action.REPORT))])
+    s.start()
+    for _ in range(7):
+        host.now += 0.005
+        s.reconcile(periodic=True)
+    over = host.events("exceeded", "/job")
+    assert [(e["reminder"], e["repeats"]) for e in over] == [(False, 0)]
+    host.now += REMIND_EVERY
+    s.reconcile(periodic=True)
+    over = host.events("exceeded", "/job")
+    assert [(e["reminder"], e["repeats"]) for e in over] == [(False, 0), (True, 7)]
+    assert over[-1]["failcnt"] == 9                     # every check counted
+    host.set_rss(100, 2048 * MiB, 220 * MiB)             # under the limit, over the barrier
+    s.reconcile(periodic=True)
+    assert [e["reminder"] for e in host.events("barrier", "/job")] == [False]
+    host.set_rss(100, 2048 * MiB, 300 * MiB)
+    s.reconcile(periodic=True)
+    assert len(host.events("exceeded", "/job")) == 3     # over again: at once
+    assert len(host.events("action", "/job")) == 2       # report: once per time over
 
 
 def test_lost_events_force_an_exact_check_and_never_act_on_the_estimate(host):
@@ -406,7 +436,7 @@ def test_on_exceed_veto_holds_frozen_then_thaws_and_nothing_is_killed(host):
     acted = [e for e in host.log if e[0] in ("freeze", "kill", "thaw")]
     assert acted == [("freeze", "/job"), ("thaw", "/job")]
     act = host.events("action", "/job")[-1]
-    assert act["vetoed"] and not act["ok"] and act["pids"] == []
+    assert act["vetoed"] and not act["ok"] and act["pids"] == [100]   # what the hook was given
     assert hooks.seen == [("exceed", "kill", [100])]   # no on-action hook without an action
 
 

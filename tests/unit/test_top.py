@@ -30,7 +30,7 @@ def test_lines_fit_the_width_and_show_use():
     long = rec("/" + "x" * 200, 10 * MiB, 20 * MiB)
     lines = table_lines(RECORDS + [long], "closeness", 60)
     assert all(len(line) <= 60 for line in lines)
-    assert lines[0].split()[:2] == ["cgroup", "mode"]
+    assert lines[0].split()[:3] == ["cgroup", "name", "mode"]
     assert lines[1].split()[0] == "/b" and lines[1].split()[6] == "90"
     assert lines[-1].split()[6] == "-"   # /c has no limit
 
