@@ -93,6 +93,6 @@ def targets_table(targets: list[dict]) -> dict:
             verdict += f" ({t['by']})"
         rows.append({"label": t["what"], "cells": [text_cell(t["target"]), text_cell(t["detail"]),
                                                    text_cell(verdict)]})
-    return {"id": "targets", "title": "Targets (issue 4)", "columns": ["what", "target",
+    return {"id": "targets", "title": "Targets (issues 4 and 13)", "columns": ["what", "target",
                                                                        "measured", "verdict"],
             "rows": rows}

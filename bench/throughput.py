@@ -17,21 +17,30 @@ from common import Scratch, bpf_objects, bpf_run_stats, summary
 from report import abs_cell, ratio_cell, target, text_cell
 
 NONE_GAP = 1.2   # s: about an observer's start-up
-COLUMNS = ["none", "none again", "bw fast", "bw slow", "bw syscalls", "naive bcc",
-           "bpftrace faults", "bpftrace 1 syscall"]
+COLUMNS = ["none", "none again", "bw fast", "floor fast", "bpftrace fast", "bw slow",
+           "floor slow", "bpftrace slow", "bpftrace faults", "bw syscalls", "naive bcc",
+           "bpftrace 1 syscall"]
 COLUMN_HELP = {
     "none": "no observer (the baseline, absolute numbers)",
     "none again": f"no observer, measured again after a {NONE_GAP:g} s pause (like an observer's "
                   "start-up): the A/A ratio, the noise floor",
     "bw fast": "beanwatch watch --limit W=64G (fast mode), default mmap_lock hook",
+    "floor fast": "bench/floor.py: an empty RAW_TRACEPOINT_PROBE on each hook bw fast runs per "
+                  f"operation ({', '.join(tracers.FLOOR_FAST)})",
+    "bpftrace fast": f"bpftrace -e '{tracers.BPFTRACE_LOCK}' (the same hook, regular tracepoint)",
     "bw slow": "beanwatch watch --limit W=1G with 2 GiB reserved untouched in W: slow mode, "
-               "page faults followed (checked in its records)",
+               "resident growth followed (checked in its records)",
+    "floor slow": "bench/floor.py: empty RAW_TRACEPOINT_PROBEs on the hooks bw slow runs per "
+                  f"operation ({', '.join(tracers.FLOOR_SLOW)})",
+    "bpftrace slow": f"bpftrace -e '{tracers.BPFTRACE_LOCK_RSS}'",
+    "bpftrace faults": f"bpftrace -e '{tracers.BPFTRACE_FAULTS}'",
     "bw syscalls": "beanwatch watch --limit W=64G --vm-hook syscalls (syscall tracepoints)",
     "naive bcc": "bench/naive_tracer.py: one perf event to Python per fault and per "
                  "mmap/munmap/brk",
-    "bpftrace faults": f"bpftrace -e '{tracers.BPFTRACE_FAULTS}'",
     "bpftrace 1 syscall": f"bpftrace -e '{tracers.BPFTRACE_SYSCALL}'",
 }
+# which floor and which bpftrace counter each beanwatch column is read against
+AGAINST = {"bw fast": ("floor fast", "bpftrace fast"), "bw slow": ("floor slow", "bpftrace slow")}
 ROWS = ["page faults/s", "mmap+munmap pairs/s", "brk grow+shrink pairs/s",
         "getppid calls/s (other cgroup)"]
 CHUNK_MIB = 32
@@ -62,6 +71,18 @@ def observer(column: str, W: str, ctx):
         with tracers.beanwatch_watch(["--limit", f"{W}=64G", "--vm-hook", "syscalls"],
                                      ctx.startups) as w:
             yield w
+    elif column == "floor fast":
+        with tracers.floor(tracers.FLOOR_FAST) as t:
+            yield t
+    elif column == "floor slow":
+        with tracers.floor(tracers.FLOOR_SLOW) as t:
+            yield t
+    elif column == "bpftrace fast":
+        with tracers.bpftrace(tracers.BPFTRACE_LOCK) as t:
+            yield t
+    elif column == "bpftrace slow":
+        with tracers.bpftrace(tracers.BPFTRACE_LOCK_RSS, probes=2) as t:
+            yield t
     elif column == "naive bcc":
         with tracers.naive_tracer() as t:
             yield t
@@ -95,7 +116,7 @@ def empty_program_cost(sc, W, argv, ctx) -> float | None:
     """ns per run the BPF statistics report for an empty program: their own overhead here."""
     try:
         from bcc import BPF
-        bpf = BPF(text="TRACEPOINT_PROBE(mmap_lock, mmap_lock_released) { return 0; }")
+        bpf = BPF(text="RAW_TRACEPOINT_PROBE(mmap_lock_released) { return 0; }")
     except Exception:
         return None
     try:
@@ -132,7 +153,12 @@ def run(ctx) -> dict:
         (ROWS[2], "W", [b["vmops"], "brk", str(sz["brk_pairs"]), "256"]),
         (ROWS[3], "O", [b["getppid"], str(sz["getppid"])]),
     ]
-    columns = [c for c in COLUMNS if not c.startswith("bpftrace") or ctx.has_bpftrace]
+    wanted = [c.strip() for c in os.environ.get("BENCH_COLUMNS", "").split(",") if c.strip()]
+    unknown = set(wanted) - set(COLUMNS)
+    if unknown:
+        raise ValueError(f"BENCH_COLUMNS: unknown column(s) {', '.join(sorted(unknown))}")
+    columns = [c for c in COLUMNS if (not c.startswith("bpftrace") or ctx.has_bpftrace)
+               and (not wanted or c in wanted or c == "none")]
     base = {r: [] for r in ROWS}                             # every baseline run
     ratios = {c: {r: [] for r in ROWS} for c in columns[1:]}  # observed / the baseline just before
     checks = {"bw slow": [], "bw fast": []}
@@ -221,6 +247,7 @@ def tables(ctx, columns, base, ratios, checks, naive, kernel) -> dict:
     slow_ok = all(c["mode"] == "slow" and c["switches"] == 0 for c in checks["bw slow"])
     fast_ok = all(c["mode"] == "fast" and c["switches"] == 0 for c in checks["bw fast"])
     notes = [f"{c}: {COLUMN_HELP[c]}" for c in columns]
+    notes.append("each beanwatch column reads against its floor and bpftrace column: table 1-3a")
     notes.append("each observed run is divided by a run with no observer made just before it "
                  "(same repetition, same workloads, each block after a 0.1 s warm-up of the CPU); "
                  "columns rotate between repetitions")
@@ -236,11 +263,16 @@ def tables(ctx, columns, base, ratios, checks, naive, kernel) -> dict:
     if lost:
         notes.append("naive bcc per session (events to Python, lost): " + "; ".join(
             l.strip() for l in lost))
-    for row, col, goal in [(ROWS[0], "bw fast", 0.99), (ROWS[0], "bw slow", 0.95),
-                           (ROWS[1], "bw fast", 0.90), (ROWS[1], "bw slow", 0.90),
-                           (ROWS[2], "bw fast", 0.90), (ROWS[2], "bw slow", 0.90)]:
-        s = summary(ratios[col][row])
-        noise = summary(ratios["none again"][row])
+    med = {c: {r: summary(ratios[c][r]) for r in ROWS} for c in columns[1:]}
+    goals = [(ROWS[0], "bw fast", 0.99), (ROWS[0], "bw slow", 0.90),
+             (ROWS[1], "bw fast", 0.94), (ROWS[1], "bw slow", 0.92),
+             (ROWS[2], "bw fast", 0.90), (ROWS[2], "bw slow", 0.88),
+             (ROWS[3], "bw fast", 0.99)]
+    for row, col, goal in goals:
+        if col not in ratios:
+            continue
+        s = med[col][row]
+        noise = med.get("none again", {}).get(row)
         pred = predicted(base, kernel, col, row)
         detail = f"{s['median']:.3f} ({s['min']:.3f}-{s['max']:.3f})" if s else "n/a"
         if noise:
@@ -255,15 +287,53 @@ def tables(ctx, columns, base, ratios, checks, naive, kernel) -> dict:
             met, by = False, f"{pred - goal:+.3f} from BPF cost alone"
         elif s and s["median"] < goal - band:
             met, by = False, f"{s['median'] - goal:+.3f} measured, noise +-{band:.2f}"
-        elif s and pred is not None:
-            met, by = True, f"BPF cost {pred - goal:+.3f}; measured {s['median'] - goal:+.3f}, noise +-{band:.2f}"
         elif s:
             met = s["median"] >= goal
             by = f"{s['median'] - goal:+.3f} measured, noise +-{band:.2f}"
         targets.append(target(f"{row}, {col}", f">= {goal:.2f}", s and s["median"], met, detail, by))
+    # every row within 0.05 of the floor (an empty raw program on the same hooks, same run)
+    for col, (floor_col, bpftrace_col) in AGAINST.items():
+        if col not in med or floor_col not in med:
+            continue
+        for row in ROWS:
+            s, f = med[col][row], med[floor_col][row]
+            if not s or not f:
+                continue
+            gap = f["median"] - s["median"]
+            bt = med.get(bpftrace_col, {}).get(row)
+            detail = (f"{col} {s['median']:.3f}, {floor_col} {f['median']:.3f}"
+                      + (f", {bpftrace_col} {bt['median']:.3f}" if bt else ""))
+            targets.append(target(f"{row}, {col} to its floor", "<= 0.05 below", round(gap, 3),
+                                  gap <= 0.05, detail, f"{0.05 - gap:+.3f}"))
+    # page faults in slow mode above a trivial bpftrace counter on the fault tracepoint
+    for other in ("bpftrace faults", "bpftrace slow"):
+        if "bw slow" in med and other in med and med["bw slow"][ROWS[0]] and med[other][ROWS[0]]:
+            s, o = med["bw slow"][ROWS[0]]["median"], med[other][ROWS[0]]["median"]
+            targets.append(target(f"{ROWS[0]}, bw slow above {other}", "> bpftrace", round(s - o, 3),
+                                  s > o, f"bw slow {s:.3f}, {other} {o:.3f}", f"{s - o:+.3f}"))
+    # every row read as beanwatch / floor / bpftrace
+    rows_vs = []
+    for row in ROWS:
+        cells = []
+        for col, (floor_col, bpftrace_col) in AGAINST.items():
+            vals = [med.get(c, {}).get(row) for c in (col, floor_col, bpftrace_col)]
+            cells.append(text_cell(" / ".join(f"{v['median']:.3f}" if v else "-" for v in vals)))
+        f = med.get("bpftrace faults", {}).get(row)
+        cells.append(text_cell(f"{f['median']:.3f}" if f else "-"))
+        rows_vs.append({"label": row, "cells": cells})
     return {"tables": [{"id": "throughput", "title": "1-3. Throughput under each observer "
                         "(ratio to no observer, adjacent runs)", "columns": ["workload"] + columns,
                         "rows": rows, "notes": notes},
+                       {"id": "throughput_floor", "title": "1-3a. beanwatch / floor / bpftrace "
+                        "on the same hooks (median ratios of table 1-3)",
+                        "columns": ["workload", "fast: bw / floor / bpftrace",
+                                    "slow: bw / floor / bpftrace", "bpftrace faults"],
+                        "rows": rows_vs,
+                        "notes": ["floor: empty RAW_TRACEPOINT_PROBE programs on the hooks "
+                                  "beanwatch runs per operation (fast: mmap_lock_released; slow: "
+                                  "mmap_lock_released and rss_stat); bpftrace: @[cgroup] = count() "
+                                  "on the same tracepoints (regular form); bpftrace faults: the same "
+                                  "counter on exceptions:page_fault_user"]},
                        {"id": "throughput_bpf", "title": "1-3b. BPF programs run per operation x "
                         "average run time (BPF stats, first repetition, untimed pass)",
                         "columns": ["workload"] + columns, "rows": krows,

@@ -17,6 +17,14 @@ from common import ROOT, Watcher, stop_process
 
 BPFTRACE_FAULTS = "tracepoint:exceptions:page_fault_user { @[cgroup] = count(); }"
 BPFTRACE_SYSCALL = "tracepoint:syscalls:sys_exit_mmap { @[cgroup] = count(); }"
+# A trivial per-cgroup counter on beanwatch's own per-operation hooks (bpftrace 0.17 cannot
+# attach raw tracepoints: the regular tracepoint form)
+BPFTRACE_LOCK = "tracepoint:mmap_lock:mmap_lock_released { @[cgroup] = count(); }"
+BPFTRACE_LOCK_RSS = ("tracepoint:mmap_lock:mmap_lock_released, tracepoint:kmem:rss_stat "
+                     "{ @[cgroup] = count(); }")
+# beanwatch's per-operation hooks: fast mode, and slow mode
+FLOOR_FAST = ("mmap_lock_released",)
+FLOOR_SLOW = ("mmap_lock_released", "rss_stat")
 
 
 def perf_event_fds(pid: int) -> int:
@@ -84,6 +92,17 @@ def beanwatch_watch(args, startups=None):
 @contextlib.contextmanager
 def naive_tracer():
     p = LineProcess([sys.executable, os.path.join(ROOT, "bench", "naive_tracer.py")])
+    try:
+        p.wait_line("ready")
+        yield p
+    finally:
+        p.stop()
+
+
+@contextlib.contextmanager
+def floor(hooks):
+    """bench/floor.py: empty raw-tracepoint programs on hooks, yielded once attached."""
+    p = LineProcess([sys.executable, os.path.join(ROOT, "bench", "floor.py"), *hooks])
     try:
         p.wait_line("ready")
         yield p

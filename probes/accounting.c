@@ -208,9 +208,13 @@ static __always_inline void account(u32 tgid, void *mm, u64 leaf)
 		leaf_add_vm(leaf, tgid, vm - old);
 		stat_inc(STAT_VM_UPDATES);
 	}
+#ifndef FOLLOW_RSS_STAT
+	/* No kmem:rss_stat here: resident growth the faults did not show (MAP_POPULATE, mlock)
+	 * is caught at the next release of the mmap lock instead. */
 	struct leaf_ctl *ctl = leaf_ctl.lookup(&leaf);
 	if (ctl && ctl->slow)
 		follow_rss(p, ctl, leaf, tgid, mm);
+#endif
 }
 
 static __always_inline int account_current(void)
@@ -231,11 +235,16 @@ static __always_inline int account_current(void)
  * overtaken by another thread's change. Unlike syscall tracepoints, this puts nothing on
  * the path of unrelated syscalls. Changes made to another process's mm (fork's copy, the
  * new mm being built by exec) are taken by the fork and exec programs instead. */
-TRACEPOINT_PROBE(mmap_lock, mmap_lock_released)
+RAW_TRACEPOINT_PROBE(mmap_lock_released)
 {
+	/* A raw tracepoint: its arguments are the kernel's TP_PROTO, not a formatted copy.
+	 * The mm is the first on every kernel (6.1-6.12: mm, memcg_path, write; 6.13 on: mm,
+	 * write); the loader checks that in BTF. Read releases are not left out: munmap, brk
+	 * and mremap shrinking and stack growth change total_vm under the write lock, downgrade
+	 * it, and release it as readers. An unchanged process costs one map lookup. */
+	void *mm = (void *)ctx->args[0];
 	void *task = (void *)bpf_get_current_task();
-	void *mm = task_mm(task);
-	if (!mm || mm != (void *)args->mm)
+	if (!mm || mm != task_mm(task))
 		return 0;
 	account(bpf_get_current_pid_tgid() >> 32, mm, bpf_get_current_cgroup_id());
 	return 0;
@@ -383,3 +392,55 @@ int on_page_fault(void *ctx)
 	follow_rss(p, ctl, leaf, tgid, mm);
 	return 0;
 }
+
+#ifdef FOLLOW_RSS_STAT
+/* Slow mode only (attached while some cgroup is slow): kmem:rss_stat, taken raw, fires at
+ * every change of an mm's resident counters (before 6.2, a thread's own faults are batched
+ * into them at least every 64), whoever makes it: the process's own faults, the kernel on
+ * its behalf (MAP_POPULATE, mlock, a read() into an untouched buffer), or another process
+ * (process_vm_writev, ptrace), or a kernel thread (khugepaged). The change is read from the
+ * mm the event is about (the first argument on every kernel: mm, member[, count]), after it
+ * was made. A change to the current task's own mm is looked up by its cgroup first, so the
+ * tasks of fast cgroups cost one lookup; another mm is found through its owner task. */
+int on_rss_change(struct bpf_raw_tracepoint_args *ctx)
+{
+	void *mm = (void *)ctx->args[0];
+	if (!mm)
+		return 0;
+	void *task = (void *)bpf_get_current_task();
+	u32 tgid;
+	u64 leaf;
+	struct proc_state *p;
+	struct leaf_ctl *ctl;
+	if (mm == task_mm(task)) {
+		leaf = bpf_get_current_cgroup_id();
+		ctl = leaf_ctl.lookup(&leaf);
+		if (!ctl || !ctl->slow)
+			return 0;
+		tgid = bpf_get_current_pid_tgid() >> 32;
+		p = procs.lookup(&tgid);
+		if (!p)
+			return 0;
+	} else {
+#ifdef OFF_MM_OWNER
+		void *owner = read_ptr(mm, OFF_MM_OWNER);
+		int t = 0;
+		if (!owner || bpf_probe_read_kernel(&t, sizeof(t), (char *)owner + OFF_TASK_TGID) || t <= 0)
+			return 0;
+		tgid = t;
+		p = procs.lookup(&tgid);
+		if (!p)
+			return 0;
+		leaf = p->cgid;
+		ctl = leaf_ctl.lookup(&leaf);
+		if (!ctl || !ctl->slow)
+			return 0;
+#else
+		return 0;
+#endif
+	}
+	stat_inc(STAT_FAULTS);
+	follow_rss(p, ctl, leaf, tgid, mm);
+	return 0;
+}
+#endif

@@ -353,9 +353,9 @@ def run_watch(host: Host, watches, options: Options, reload=None, signals=None,
             render.message(f"metrics on http://{server.address}/metrics")
         for note in protect_self():
             render.message(note)
-        if not session.probes.has_fault_tracepoint:
-            render.message("exceptions:page_fault_user is missing (not x86?): slow mode relies "
-                           "on periodic exact checks every --interval")
+        if not session.probes.follows_rss:
+            render.message("kmem:rss_stat and exceptions:page_fault_user are missing: slow mode "
+                           "relies on periodic exact checks every --interval")
         render.message(f"watching {len(session.accounts)} cgroup(s) "
                        f"(address space via {session.probes.vm_hook}); Ctrl-C to stop")
         last_status["line"] = status_line(session)

@@ -152,3 +152,47 @@ class BTF:
 
     def offset(self, struct_name: str, member: str) -> int:
         return self.member(struct_name, member).offset
+
+    def describe(self, type_id: int) -> str:
+        """A type as C spells it, without qualifiers: "struct mm_struct *", "_Bool", "void *"."""
+        type_id = self._resolve(type_id)
+        if type_id == 0:
+            return "void"
+        kind, _, _, name_off, size_type, _ = self._types[type_id]
+        if kind == KIND_PTR:
+            return self.describe(size_type) + " *"
+        name = self._name(name_off) if name_off else "?"
+        if kind == KIND_STRUCT:
+            return f"struct {name}"
+        if kind == KIND_UNION:
+            return f"union {name}"
+        return name
+
+    def tracepoint_args(self, event: str) -> list[str] | None:
+        """The arguments a raw tracepoint program gets (its TP_PROTO, in order), from the
+        kernel's `btf_trace_EVENT` typedef: a pointer to a function whose first parameter is
+        the tracepoint's private data, the rest the event's arguments. None when absent."""
+        tid = self._typedefs().get(f"btf_trace_{event}")
+        if tid is None:
+            return None
+        ptr = self._types[tid][4]
+        kind, _, _, _, proto, _ = self._types[ptr]
+        if kind != KIND_PTR:
+            return None
+        kind, vlen, _, _, _, trailer = self._types[proto]
+        if kind != KIND_FUNC_PROTO:
+            return None
+        params = [struct.unpack_from("<II", self._blob, trailer + 8 * i)[1] for i in range(vlen)]
+        return [self.describe(t) for t in params[1:]]
+
+    def _typedefs(self) -> dict[str, int]:
+        if not hasattr(self, "_typedef_ids"):
+            self._typedef_ids = {self._name(t[3]): i for i, t in enumerate(self._types)
+                                 if t[0] == KIND_TYPEDEF and t[3]}
+        return self._typedef_ids
+
+    def has_member(self, struct_name: str, member: str) -> bool:
+        try:
+            return self._find(self.struct_id(struct_name), member) is not None
+        except BTFError:
+            return False

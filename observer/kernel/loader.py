@@ -23,10 +23,13 @@ OPTIONAL_VM_SYSCALLS = ("shmat", "shmdt", "io_setup", "io_destroy", "map_shadow_
 REQUIRED_TRACEPOINTS = (("sched", "sched_process_exec"), ("sched", "sched_process_exit"),
                         ("sched", "sched_process_fork"), ("cgroup", "cgroup_attach_task"))
 FAULT_TRACEPOINT = ("exceptions", "page_fault_user")
+# Raw tracepoint programs read the kernel's TP_PROTO arguments: the mm must come first.
+MM_FIRST = "struct mm_struct *"
 # Faults taken in kernel mode on user memory (read() into an untouched buffer) grow RSS too.
 KERNEL_FAULT_TRACEPOINT = ("exceptions", "page_fault_kernel")
 MMAP_LOCK_TRACEPOINT = ("mmap_lock", "mmap_lock_released")
-# Where mmap_lock tracepoints are missing, resident-count changes re-read total_vm.
+# Where mmap_lock tracepoints are missing, resident-count changes re-read total_vm; in slow
+# mode, every resident-count change of a slow cgroup's process is followed there.
 RSS_STAT_TRACEPOINT = ("kmem", "rss_stat")
 # Frees a removed cgroup's map entries (cgroup2 ids only, from its hierarchy field).
 RMDIR_TRACEPOINT = ("cgroup", "cgroup_rmdir")
@@ -117,7 +120,11 @@ def kernel_offsets(btf: BTF) -> dict[str, int]:
         count_off = btf.offset("percpu_counter", "count") if btf.sizeof(elem) > 8 else 0
     except BeanwatchError:
         count_off = 0
-    return {
+    extra = {}
+    if btf.has_member("mm_struct", "owner"):
+        # CONFIG_MEMCG: the task an mm belongs to, for resident changes made from outside it
+        extra["OFF_MM_OWNER"] = btf.offset("mm_struct", "owner")
+    return extra | {
         "OFF_TASK_MM": btf.offset("task_struct", "mm"),
         "OFF_TASK_TGID": btf.offset("task_struct", "tgid"),
         "OFF_TASK_PID": btf.offset("task_struct", "pid"),
@@ -175,6 +182,9 @@ class Probes:
         self.faults_on = False
         self.callback_errors = 0
         self.exit_has_group_dead = False
+        self.rss_stat_raw = False    # slow mode follows kmem:rss_stat (else the fault tracepoints)
+        self._btf: BTF | None = None
+        self._btf_read = False
 
     def cflags(self, offsets: dict[str, int]) -> list[str]:
         o = self.options
@@ -186,17 +196,38 @@ class Probes:
             defs["EXIT_HAS_GROUP_DEAD"] = 1
         if self.vm_hook == "syscalls" and self.has_rss_stat:
             defs["HAS_RSS_STAT_TP"] = 1
+        if self.rss_stat_raw:
+            defs["FOLLOW_RSS_STAT"] = 1
         if self.tracefs and {"root", "id"} <= tracepoint_fields(self.tracefs, *RMDIR_TRACEPOINT):
             defs["HAS_CGROUP_RMDIR"] = 1
         probes_dir = os.path.dirname(probe_source())
         return [f"-D{k}={v}" for k, v in defs.items()] + [f"-I{probes_dir}", "-Wno-macro-redefined"]
+
+    def btf(self) -> BTF | None:
+        """The running kernel's BTF, read once (None when unreadable: start() then fails)."""
+        if not self._btf_read:
+            self._btf_read = True
+            try:
+                self._btf = BTF.from_file()
+            except BeanwatchError:
+                self._btf = None
+        return self._btf
+
+    def mm_comes_first(self, event: str) -> bool:
+        """Whether a raw tracepoint passes the mm as its first argument, by BTF (its
+        btf_trace_EVENT typedef gives the exact TP_PROTO). Without the typedef, as all
+        kernels with these events do."""
+        btf = self.btf()
+        args = btf.tracepoint_args(event) if btf else None
+        return args is None or (bool(args) and args[0] == MM_FIRST)
 
     def check(self) -> None:
         """Refuses to run blind: every tracepoint the accounting needs must exist."""
         self.tracefs = self.tracefs or ensure_tracefs()
         missing = [f"{c}:{e}" for c, e in REQUIRED_TRACEPOINTS
                    if not tracepoint_exists(self.tracefs, c, e)]
-        has_lock_tp = tracepoint_exists(self.tracefs, *MMAP_LOCK_TRACEPOINT)
+        has_lock_tp = (tracepoint_exists(self.tracefs, *MMAP_LOCK_TRACEPOINT)
+                       and self.mm_comes_first(MMAP_LOCK_TRACEPOINT[1]))
         hook = self.options.vm_hook
         if hook not in VM_HOOKS:
             raise ProbeError(f"unknown vm hook {hook!r}")
@@ -210,6 +241,7 @@ class Probes:
         self.vm_hook = hook
         self.exit_has_group_dead = "group_dead" in tracepoint_fields(
             self.tracefs, "sched", "sched_process_exit")
+        self.rss_stat_raw = self.has_rss_stat and self.mm_comes_first(RSS_STAT_TRACEPOINT[1])
         if missing:
             raise ProbeError("missing tracepoint(s) " + ", ".join(missing)
                              + " (syscall tracepoints need CONFIG_FTRACE_SYSCALLS)")
@@ -217,6 +249,8 @@ class Probes:
     @property
     def slow_source(self) -> str:
         """How slow mode follows resident growth on this kernel."""
+        if self.rss_stat_raw:
+            return "rss-stat"
         return "page-faults" if self.has_fault_tracepoint else "periodic"
 
     def not_covered(self) -> list[str]:
@@ -231,10 +265,31 @@ class Probes:
                         "fork or exec, not when the stack grows (no mmap_lock tracepoints)")
             gaps.append("32-bit (compat) syscalls: syscall tracepoints skip them; a 32-bit "
                         "process is counted at exec and fork only")
-        if not self.has_fault_tracepoint:
-            gaps.append("page faults (exceptions:page_fault_user, x86 only): slow mode "
-                        "measures every --interval instead of following faults")
+        if not self.follows_rss:
+            gaps.append("resident growth (neither kmem:rss_stat nor exceptions:page_fault_user): "
+                        "slow mode measures every --interval instead of following it")
+        elif not self.rss_stat_raw:
+            gaps.append("resident growth made from outside a process (process_vm_writev, "
+                        "ptrace) or by the kernel outside its faults: no kmem:rss_stat, so seen "
+                        "at its next fault or mmap-lock release, or by the exact check every "
+                        "--interval")
+        elif "OFF_MM_OWNER" not in self._offsets():
+            gaps.append("resident growth made from outside a process (process_vm_writev, "
+                        "ptrace, khugepaged): mm->owner is missing (no CONFIG_MEMCG), so seen "
+                        "by the exact check every --interval")
         return gaps
+
+    def _offsets(self) -> dict[str, int]:
+        btf = self.btf()
+        try:
+            return kernel_offsets(btf) if btf else {}
+        except BeanwatchError:
+            return {}
+
+    @property
+    def follows_rss(self) -> bool:
+        """Whether slow mode follows resident growth as it happens (else: every interval)."""
+        return self.rss_stat_raw or self.has_fault_tracepoint
 
     @property
     def has_rss_stat(self) -> bool:
@@ -246,7 +301,8 @@ class Probes:
 
     def start(self) -> None:
         self.check()
-        offsets = kernel_offsets(BTF.from_file())
+        btf = self.btf() or BTF.from_file()   # raises the reason it cannot be read
+        offsets = kernel_offsets(btf)
         try:
             from bcc import BPF  # imported late: bcc picks its tracefs path at import
         except ImportError:
@@ -279,7 +335,23 @@ class Probes:
         return 0
 
     def enable_faults(self, on: bool) -> None:
-        if on == self.faults_on or self.bpf is None or not self.has_fault_tracepoint:
+        """Follows resident growth (while some cgroup is slow) or stops following it."""
+        if on == self.faults_on or self.bpf is None or not self.follows_rss:
+            return
+        if self.rss_stat_raw:
+            # attached by fd, not by bcc's table of raw tracepoints: that allows one program
+            # per tracepoint, and the syscall hook keeps its own on rss_stat
+            if on:
+                from bcc import BPF
+                from bcc.libbcc import lib
+                fn = self.bpf.load_func(b"on_rss_change", BPF.RAW_TRACEPOINT)
+                fd = lib.bpf_attach_raw_tracepoint(fn.fd, RSS_STAT_TRACEPOINT[1].encode())
+                if fd < 0:
+                    raise ProbeError(f"attaching to kmem:rss_stat failed: {os.strerror(-fd)}")
+                self._rss_fd = fd
+            else:
+                self._close_rss()
+            self.faults_on = on
             return
         tps = [FAULT_TRACEPOINT]
         if tracepoint_exists(self.tracefs, *KERNEL_FAULT_TRACEPOINT):
@@ -346,7 +418,13 @@ class Probes:
         table = self.bpf["stats"]
         return [sum(table[table.Key(i)]) for i in range(wire.STAT_MAX)]
 
+    def _close_rss(self) -> None:
+        fd, self._rss_fd = getattr(self, "_rss_fd", None), None
+        if fd is not None:
+            os.close(fd)
+
     def close(self) -> None:
+        self._close_rss()
         if self.bpf is not None:
             try:
                 self.bpf.cleanup()

@@ -7,6 +7,7 @@ VmSize (the estimate follows total_vm exactly) and so be at least the summed VmR
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -26,6 +27,7 @@ def programs(tmp_path_factory):
     built = {}
     for name, src, flags in (("shapes", "tests/programs/shapes.c", ["-pthread"]),
                              ("bigbss", "tests/programs/bigbss.c", []),
+                             ("holder", "tests/programs/holder.c", []),
                              ("toucher", "bench/programs/toucher.c", [])):
         exe = str(out / name)
         subprocess.run(["gcc", "-O1", "-Wall", *flags, "-o", exe, os.path.join(ROOT, src)], check=True)
@@ -235,6 +237,51 @@ def test_slow_mode_catches_a_full_speed_toucher(cgroups, watcher, programs, thp)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     peak_mib = usage.ru_maxrss / 1024
     assert limit < peak_mib < limit + 32, f"peak RSS {peak_mib:.1f} MiB for a {limit} MiB limit"
+    act = w.wait_for(lambda r: r["event"] == "action" and r["cgroup"] == cg, what="kill record")
+    assert act["ok"]
+    assert w.stop() == 0
+
+
+class _Iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+def vm_write(pid: int, addr: int, data: ctypes.Array) -> int:
+    """process_vm_writev(2) of data to addr in pid: bytes written, or -errno."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    local = _Iovec(ctypes.addressof(data), len(data))
+    remote = _Iovec(addr, len(data))
+    n = libc.process_vm_writev(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+    return n if n >= 0 else -ctypes.get_errno()
+
+
+def test_slow_mode_sees_resident_growth_made_from_outside(cgroups, watcher, programs):
+    """A process whose pages are made resident by another process (process_vm_writev from
+    the root cgroup: no fault, no mmap-lock release of its own) is killed soon after its
+    cgroup passes the limit, long before the next periodic exact check (60 s)."""
+    cg = cgroups.make("remote")
+    limit = 256
+    w = watcher("--limit", f"{cg}={limit}M", "--action", "kill", "--interval", "60")
+    w.started()
+    holder = cgroups.spawn(cg, [programs["holder"], "1024"], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, text=True)
+    addr = int(holder.stdout.readline())
+    # 1 GiB mapped over a 256 MiB limit: slow mode, measured exactly once at the switch
+    w.wait_for(lambda r: r["event"] == "check" and r["cgroup"] == cg, what="exact check")
+    chunk = (ctypes.c_char * MiB)(*([b"x"] * 1))
+    written, t0 = 0, time.monotonic()
+    while written < 1024 * MiB and time.monotonic() - t0 < 30:
+        n = vm_write(holder.pid, addr + written, chunk)
+        if n < 0:
+            break            # killed: ESRCH
+        written += n
+        time.sleep(0.002)    # ~500 MiB/s at most: the kill has time to land
+    _, status, usage = os.wait4(holder.pid, 0)
+    holder.returncode = -signal.SIGKILL
+    assert written < (limit + 64) * MiB, (
+        f"{written >> 20} MiB written from outside before the kill, "
+        f"{time.monotonic() - t0:.1f} s after the first")
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     act = w.wait_for(lambda r: r["event"] == "action" and r["cgroup"] == cg, what="kill record")
     assert act["ok"]
     assert w.stop() == 0

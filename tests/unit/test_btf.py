@@ -211,3 +211,19 @@ def test_real_kernel_btf(kernel):
     assert offs["OFF_TASK_MM"] < btf.sizeof(btf.struct_id("task_struct"))
     assert offs["OFF_SIGNAL_LIVE"] < btf.sizeof(btf.struct_id("signal_struct"))
     assert btf.member("kernfs_node", "id").size == 8
+
+
+@pytest.mark.skipif(not os.path.exists("/sys/kernel/btf/vmlinux"), reason="no kernel BTF")
+def test_raw_tracepoint_arguments_come_from_btf_trace_typedefs():
+    """The TP_PROTO of a tracepoint, as a raw tracepoint program gets it: these layouts are
+    what probes/accounting.c reads (the mm first; the exit's task first)."""
+    btf = BTF.from_file()
+    assert btf.tracepoint_args("rss_stat")[0] == "struct mm_struct *"
+    assert btf.tracepoint_args("sched_process_exit")[0] == "struct task_struct *"
+    assert btf.tracepoint_args("cgroup_attach_task")[2] == "struct task_struct *"
+    lock = btf.tracepoint_args("mmap_lock_released")
+    if lock is not None:
+        # 6.1-6.12: (mm, memcg_path, write); 6.13 on: (mm, write)
+        assert lock[0] == "struct mm_struct *" and lock[-1] == "_Bool"
+    assert btf.tracepoint_args("no_such_event") is None
+    assert btf.has_member("mm_struct", "total_vm") and not btf.has_member("mm_struct", "nope")

@@ -105,11 +105,44 @@ def test_gaps_are_said_for_the_syscall_hook(tmp_path):
     p = Probes(lambda e: None, ProbeOptions(vm_hook="syscalls"), tracefs=fake_tracefs(tmp_path))
     p.check()
     gaps = " ".join(p.not_covered())
-    assert "stack growth" in gaps and "32-bit" in gaps and "page faults" in gaps
+    assert "stack growth" in gaps and "32-bit" in gaps and "resident growth" in gaps
     p2 = Probes(lambda e: None, tracefs=fake_tracefs(tmp_path / "b"))
     p2.check()
     assert not any("stack" in g for g in p2.not_covered())
-    assert p2.slow_source == "periodic"   # the fake tracefs has no fault tracepoint
+    assert p2.slow_source == "periodic"   # the fake tracefs has neither rss_stat nor faults
+
+
+def test_slow_mode_follows_rss_stat_where_there_is_one(tmp_path):
+    root = fake_tracefs(tmp_path)
+    (tmp_path / "events" / "exceptions" / "page_fault_user").mkdir(parents=True)
+    p = Probes(lambda e: None, tracefs=root)
+    p.check()
+    assert p.slow_source == "page-faults" and not p.rss_stat_raw
+    assert "-DFOLLOW_RSS_STAT=1" not in p.cflags({})
+    assert any("process_vm_writev" in g for g in p.not_covered())
+    (tmp_path / "events" / "kmem" / "rss_stat").mkdir(parents=True)
+    p = Probes(lambda e: None, tracefs=root)
+    p.check()
+    assert p.slow_source == "rss-stat" and p.rss_stat_raw
+    assert "-DFOLLOW_RSS_STAT=1" in p.cflags({})
+    if p.btf() is not None and p.btf().has_member("mm_struct", "owner"):
+        assert p.not_covered() == []
+
+
+def test_a_raw_tracepoint_whose_mm_is_not_first_is_not_used(tmp_path, monkeypatch):
+    """Raw tracepoint programs read ctx->args[0] as the mm: a kernel whose TP_PROTO says
+    otherwise (by BTF) gets the syscall hook and the fault tracepoints instead."""
+    root = fake_tracefs(tmp_path)
+    (tmp_path / "events" / "kmem" / "rss_stat").mkdir(parents=True)
+
+    class FakeBTF:
+        def tracepoint_args(self, event):
+            return ["int", "struct mm_struct *"]
+
+    p = Probes(lambda e: None, tracefs=root)
+    monkeypatch.setattr(p, "btf", lambda: FakeBTF())
+    p.check()
+    assert p.vm_hook == "syscalls" and not p.rss_stat_raw
 
 
 def test_map_sizes_come_from_the_host_within_bounds():
