@@ -236,7 +236,9 @@ def test_slow_mode_catches_a_full_speed_toucher(cgroups, watcher, programs, thp)
     p.returncode = -signal.SIGKILL
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     peak_mib = usage.ru_maxrss / 1024
-    assert limit < peak_mib < limit + 32, f"peak RSS {peak_mib:.1f} MiB for a {limit} MiB limit"
+    # ru_maxrss comes from the mm's per-CPU RSS counters, which lag the pages by a batch per
+    # CPU: a kill that lands right at the limit may show a peak a few pages below it.
+    assert limit - 2 < peak_mib < limit + 32, f"peak RSS {peak_mib:.1f} MiB for a {limit} MiB limit"
     act = w.wait_for(lambda r: r["event"] == "action" and r["cgroup"] == cg, what="kill record")
     assert act["ok"]
     assert w.stop() == 0
