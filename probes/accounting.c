@@ -9,6 +9,19 @@
 
 #define S64_MAX 0x7fffffffffffffffLL
 
+/* Atomic add-and-fetch and exchange came to BPF in 5.12. Before (NO_ATOMIC_FETCH, found by
+ * the loader's probe), only an atomic add exists: an exchange becomes a read and an atomic
+ * add of the difference, so a process entry and its cgroup's sum still change by the same
+ * delta and stay consistent; a change racing another thread's on the same process may leave
+ * the entry off by that change until the process's next event re-reads total_vm. */
+#ifdef NO_ATOMIC_FETCH
+#define ADD_FETCH(p, d) ({ __sync_fetch_and_add((p), (d)); *(p); })
+#define SWAP(p, n) ({ long long __old = *(p); __sync_fetch_and_add((p), (n) - __old); __old; })
+#else
+#define ADD_FETCH(p, d) (__sync_fetch_and_add((p), (d)) + (d))
+#define SWAP(p, n) __sync_lock_test_and_set((p), (n))
+#endif
+
 BPF_HASH(procs, u32, struct proc_state, MAX_PROCS);
 BPF_HASH(leaf_ctl, u64, struct leaf_ctl, MAX_LEAVES);
 BPF_HASH(leaf_cnt, u64, struct leaf_cnt, MAX_LEAVES);
@@ -132,7 +145,7 @@ static __always_inline void leaf_add_vm(u64 leaf, u32 tgid, long long delta)
 	struct leaf_ctl *ctl = ctl_of(leaf);
 	if (!cnt || !ctl)
 		return;
-	long long now = __sync_fetch_and_add(&cnt->vm_pages, delta) + delta;
+	long long now = ADD_FETCH(&cnt->vm_pages, delta);
 	if (ctl->vm_fired)
 		return;
 	if ((delta > 0 && now > ctl->vm_high) || (delta < 0 && now < ctl->vm_low)) {
@@ -148,7 +161,7 @@ static __always_inline void leaf_add_rss(u64 leaf, struct leaf_ctl *ctl, u32 tgi
 	struct leaf_cnt *cnt = cnt_of(leaf);
 	if (!cnt)
 		return;
-	long long now = __sync_fetch_and_add(&cnt->rss_growth, delta) + delta;
+	long long now = ADD_FETCH(&cnt->rss_growth, delta);
 	if (delta > 0 && !ctl->rss_fired && now > ctl->rss_high) {
 		ctl->rss_fired = 1;
 		emit(EV_RSS_HIGH, tgid, leaf, now, 0);
@@ -167,7 +180,7 @@ static __always_inline void follow_rss(struct proc_state *p, struct leaf_ctl *ct
 		p->rss_pages = rss;
 		return;
 	}
-	long long old = __sync_lock_test_and_set(&p->rss_pages, rss);
+	long long old = SWAP(&p->rss_pages, rss);
 	leaf_add_rss(leaf, ctl, tgid, rss - old);
 }
 
@@ -195,7 +208,7 @@ static __always_inline void account(u32 tgid, void *mm, u64 leaf)
 	if (p->cgid != leaf) {
 		/* moved since last seen: take everything out of the old cgroup first */
 		u64 old_leaf = p->cgid;
-		long long old_vm = __sync_lock_test_and_set(&p->vm_pages, vm);
+		long long old_vm = SWAP(&p->vm_pages, vm);
 		p->cgid = leaf;
 		p->gen = 0;
 		leaf_add_vm(old_leaf, tgid, -old_vm);
@@ -204,7 +217,7 @@ static __always_inline void account(u32 tgid, void *mm, u64 leaf)
 		return;
 	}
 	if (p->vm_pages != vm) {
-		long long old = __sync_lock_test_and_set(&p->vm_pages, vm);
+		long long old = SWAP(&p->vm_pages, vm);
 		leaf_add_vm(leaf, tgid, vm - old);
 		stat_inc(STAT_VM_UPDATES);
 	}

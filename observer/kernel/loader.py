@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import struct
 from dataclasses import dataclass
 from importlib import resources
 
@@ -73,6 +74,42 @@ def ensure_tracefs() -> str:
 
 def tracepoint_exists(tracefs: str, category: str, event: str) -> bool:
     return os.path.isdir(os.path.join(tracefs, "events", category, event))
+
+
+# bpf(2) numbers per machine, for the one raw feature probe below
+_BPF_SYSCALL = {"x86_64": 321, "aarch64": 280, "s390x": 351, "ppc64le": 361, "riscv64": 280}
+
+
+def has_atomic_fetch() -> bool:
+    """Loads a 6-instruction socket filter that does an atomic fetch-and-add on its stack:
+    the verifier of kernels before 5.12 refuses it ("BPF_STX uses reserved fields"). No
+    compiler is needed, so the probe costs a syscall, not a compile."""
+    import platform
+    nr = _BPF_SYSCALL.get(platform.machine())
+    if nr is None:
+        return True   # a machine we cannot probe: assume a current kernel
+    insns = b"".join(struct.pack("<BBhi", code, regs, off, imm) for code, regs, off, imm in (
+        (0xB7, 0x01, 0, 0),            # r1 = 0
+        (0x7B, 0x1A, -8, 0),           # *(u64 *)(r10 - 8) = r1
+        (0xB7, 0x01, 0, 1),            # r1 = 1
+        (0xDB, 0x1A, -8, 0x01),        # r1 = atomic_fetch_add((u64 *)(r10 - 8), r1)
+        (0xB7, 0x00, 0, 0),            # r0 = 0
+        (0x95, 0x00, 0, 0),            # exit
+    ))
+    buf = ctypes.create_string_buffer(insns)
+    lic = ctypes.create_string_buffer(b"GPL")
+    attr = ctypes.create_string_buffer(128)
+    struct.pack_into("<IIQQ", attr, 0, 1, len(insns) // 8,   # BPF_PROG_TYPE_SOCKET_FILTER
+                     ctypes.addressof(buf), ctypes.addressof(lic))
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.syscall(nr, 5, attr, 128)                      # BPF_PROG_LOAD
+    if fd >= 0:
+        os.close(fd)
+        return True
+    # EINVAL: the verifier refused the instruction; anything else (EPERM without root) says
+    # nothing about it, and loading the real programs will fail with its own reason.
+    import errno
+    return ctypes.get_errno() != errno.EINVAL
 
 
 def tracepoint_fields(tracefs: str, category: str, event: str) -> set[str]:
@@ -182,6 +219,7 @@ class Probes:
         self.faults_on = False
         self.callback_errors = 0
         self.exit_has_group_dead = False
+        self._atomic_fetch: bool | None = None
         self.rss_stat_raw = False    # slow mode follows kmem:rss_stat (else the fault tracepoints)
         self._btf: BTF | None = None
         self._btf_read = False
@@ -200,6 +238,8 @@ class Probes:
             defs["FOLLOW_RSS_STAT"] = 1
         if self.tracefs and {"root", "id"} <= tracepoint_fields(self.tracefs, *RMDIR_TRACEPOINT):
             defs["HAS_CGROUP_RMDIR"] = 1
+        if not self.atomic_fetch:
+            defs["NO_ATOMIC_FETCH"] = 1
         probes_dir = os.path.dirname(probe_source())
         return [f"-D{k}={v}" for k, v in defs.items()] + [f"-I{probes_dir}", "-Wno-macro-redefined"]
 
@@ -253,9 +293,20 @@ class Probes:
             return "rss-stat"
         return "page-faults" if self.has_fault_tracepoint else "periodic"
 
+    @property
+    def atomic_fetch(self) -> bool:
+        """Whether BPF has atomic fetch-and-add and exchange here (5.12+), probed once."""
+        if self._atomic_fetch is None:
+            self._atomic_fetch = has_atomic_fetch()
+        return self._atomic_fetch
+
     def not_covered(self) -> list[str]:
         """What this kernel's hooks do not see, said plainly (check and start records)."""
         gaps = []
+        if not self.atomic_fetch:
+            gaps.append("no BPF atomic exchange (before 5.12): two threads of one process "
+                        "changing its address space at once may leave its count off by one "
+                        "change until its next change")
         if self.vm_hook == "syscalls" and self.has_rss_stat:
             gaps.append("stack growth and 32-bit (compat) syscalls: no mmap_lock tracepoints, "
                         "so counted at the next resident-count update (kmem:rss_stat, at "

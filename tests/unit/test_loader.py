@@ -152,3 +152,14 @@ def test_map_sizes_come_from_the_host_within_bounds():
     assert map_sizes(None, 10**7) == (PROCS_FLOOR, LEAVES_CAP)
     assert map_sizes(1000, 1) == (PROCS_FLOOR, LEAVES_FLOOR)
     assert map_sizes(4194304, 10, procs=5000, leaves=64) == (5000, 64)
+
+
+def test_no_atomic_fetch_is_a_define_and_a_stated_gap(tmp_path):
+    p = Probes(lambda e: None, tracefs=fake_tracefs(tmp_path))
+    p.check()
+    p._atomic_fetch = False
+    assert "-DNO_ATOMIC_FETCH=1" in p.cflags({})
+    assert any("atomic" in g for g in p.not_covered())
+    p._atomic_fetch = True
+    assert "-DNO_ATOMIC_FETCH=1" not in p.cflags({})
+    assert not any("atomic" in g for g in p.not_covered())
