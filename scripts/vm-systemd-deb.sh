@@ -58,7 +58,7 @@ deb [signed-by=$keyring] http://deb.debian.org/debian bookworm-updates main
 deb [signed-by=$keyring] http://deb.debian.org/debian-security bookworm-security main
 EOF
 apt_opts=(-o "Dir::State=$apt_dir/state" -o "Dir::State::status=$apt_dir/status"
-	-o "Dir::Cache=$apt_dir/cache" -o "Dir::Cache::archives=$repo"
+	-o "Dir::Cache=$apt_dir/cache"
 	-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o "Dir::Etc::SourceParts=$apt_dir/sources.list.d"
 	-o "Dir::Etc::Preferences=/dev/null" -o "Dir::Etc::PreferencesParts=$apt_dir/preferences.d"
 	-o "APT::Architecture=amd64" -o "APT::Architectures::=amd64" -o "Debug::NoLocking=1"
@@ -68,6 +68,7 @@ if [ "$fresh" = 0 ] || [ "${BW_VM_REFRESH:-0}" = 1 ]; then
 	say "apt-get update (private bookworm lists under $apt_dir)"
 	apt-get "${apt_opts[@]}" update -qq >&2 || die "apt-get update failed"
 fi
+# (print-uris leaves out what the archives directory already holds: an empty one here.)
 apt-get "${apt_opts[@]}" install --print-uris -qq -y "$first" >"$share/uris" \
 	|| die "apt cannot resolve $(basename "$first") on Debian 12"
 # Files the host's own apt already has (same name: same version) need no download.
@@ -75,7 +76,7 @@ awk '{print $2}' "$share/uris" | grep -v '^beanwatch_' >"$share/wanted"
 while read -r f; do
 	[ -f "$repo/$f" ] || [ ! -f "/var/cache/apt/archives/$f" ] || cp "/var/cache/apt/archives/$f" "$repo/"
 done <"$share/wanted"
-apt-get "${apt_opts[@]}" install --download-only -qq -y "$first" >&2 || die "apt-get download failed"
+apt-get "${apt_opts[@]}" -o "Dir::Cache::archives=$repo" install --download-only -qq -y "$first" >&2 || die "apt-get download failed"
 # Only the current closure: no older versions beside the new ones, and never beanwatch itself.
 for f in "$repo"/*.deb; do
 	grep -qxF "$(basename "$f")" "$share/wanted" || rm -f "$f"
