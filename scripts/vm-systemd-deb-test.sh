@@ -40,7 +40,7 @@ frozen_cgroups() {
 }
 records() {   # records EVENT: that event's records from beanwatch this boot, as JSON lines
 	journalctl -b -u "$unit" -o json --output-fields=BEANWATCH_EVENT,BEANWATCH_OK,BEANWATCH_CGROUP,BEANWATCH_ACTION,BEANWATCH_DETAIL,MESSAGE \
-		| jq -c --arg e "$1" 'select(.BEANWATCH_EVENT == $e)'
+		| jq -c --arg e "$1" 'select(.BEANWATCH_EVENT == $e) | with_entries(select(.key | startswith("_") | not))'
 }
 new_record() {   # new_record EVENT COUNT SECONDS: waits for more than COUNT records, prints the last
 	local n
