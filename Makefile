@@ -73,3 +73,11 @@ KERNELS ?= 5.10 6.1 6.12
 
 test-kernels: setup
 	$(PY) scripts/kernel_matrix.py --kernels "$(KERNELS)"
+
+.PHONY: test-deb
+# The Debian package's install / upgrade / purge cycle in the Debian 12 systemd guest (root):
+# builds VERSION and VERSION+rebuild1, a local apt repository of their dependencies (cached
+# under /var/lib/beanwatch-vm/deb), then scripts/vm-systemd-deb-test.sh in the guest, which
+# has no network: apt resolves from that repository only. The boot takes /tmp/bw-vm.lock.
+test-deb:
+	bash scripts/vm-systemd-deb.sh

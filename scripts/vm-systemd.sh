@@ -19,6 +19,8 @@
 #   VM_MEMORY    guest memory in MiB (default 2048); VM_CPUS (default 2)
 #   VM_VERBOSE=1 also shows the guest's serial console while it runs
 #   VM_KEEP=1    keeps the run directory (overlay, console log) and prints its path
+#   VM_SHARE=DIR also shares DIR read-only: the guest mounts it at /mnt/bwshare and SCRIPT
+#                finds that path in BW_VM_SHARE (for files too big to copy with the project)
 #   BW_VM_CACHE  where the image is cached
 # Host tools (TEST-only dependencies, installed on first use): mmdebstrap, qemu-system-x86,
 # qemu-utils. /dev/kvm may exist but a nested KVM guest hangs here, so QEMU runs with TCG.
@@ -84,6 +86,11 @@ printf 'kernel to systemd (PID 1) %.2f s, to multi-user.target %.2f s\n' \
 rm -rf /root/src && mkdir -p /root/src
 tar -C /mnt/bwsrc --exclude=./.git --exclude=./.venv --exclude='*/__pycache__' -cf - . \
 	| tar -C /root/src -xf -
+if [ -f "$out/share" ]; then
+	mkdir -p /mnt/bwshare
+	mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro bwshare /mnt/bwshare || exit 1
+	export BW_VM_SHARE=/mnt/bwshare
+fi
 cd /root/src || exit 1
 eval "set -- $(cat "$out/cmd")"
 bash "$@" 2>&1 | tee "$out/log"
@@ -160,6 +167,12 @@ trap cleanup EXIT
 mkdir "$run/out"
 printf '%q ' "$script" "$@" >"$run/out/cmd"
 printf '%s\n' "$runner" >"$run/out/runner"
+share=()
+if [ -n "${VM_SHARE:-}" ]; then
+	[ -d "$VM_SHARE" ] || die "VM_SHARE=$VM_SHARE is not a directory"
+	share=(-virtfs "local,path=$(cd "$VM_SHARE" && pwd),mount_tag=bwshare,security_model=none,readonly=on")
+	: >"$run/out/share"
+fi
 qemu-img create -q -f qcow2 -b "$cache/base.img" -F raw "$run/overlay.qcow2"
 flock -u 8   # the image is built; other runs may start their own overlays
 
@@ -180,7 +193,7 @@ timeout -k 10 "$VM_TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -smp "$VM_CPU
 	-append "root=/dev/vda rw console=ttyS0 panic=-1 systemd.wants=bw-vmtest.service systemd.show_status=auto" \
 	-drive "file=$run/overlay.qcow2,format=qcow2,if=virtio,cache=unsafe" \
 	-virtfs "local,path=$src,mount_tag=bwsrc,security_model=none,readonly=on" \
-	-virtfs "local,path=$run/out,mount_tag=bwout,security_model=none" \
+	-virtfs "local,path=$run/out,mount_tag=bwout,security_model=none" "${share[@]}" \
 	-nic none -device virtio-rng-pci
 qrc=$?
 set -e
