@@ -240,6 +240,15 @@ static __always_inline int account_current(void)
 	return 0;
 }
 
+/* A tracepoint about some mm: account it when it is the current task's own. */
+static __always_inline int account_mm_if_current(void *mm)
+{
+	if (!mm || mm != task_mm((void *)bpf_get_current_task()))
+		return 0;
+	account(bpf_get_current_pid_tgid() >> 32, mm, bpf_get_current_cgroup_id());
+	return 0;
+}
+
 #ifdef VM_HOOK_MMAP_LOCK
 /* total_vm changes only under the mmap write lock, and every way it changes ends in a
  * release of that lock: mmap, munmap, brk, mremap, shmat, aio rings, 32-bit syscalls, and
@@ -255,12 +264,7 @@ RAW_TRACEPOINT_PROBE(mmap_lock_released)
 	 * write); the loader checks that in BTF. Read releases are not left out: munmap, brk
 	 * and mremap shrinking and stack growth change total_vm under the write lock, downgrade
 	 * it, and release it as readers. An unchanged process costs one map lookup. */
-	void *mm = (void *)ctx->args[0];
-	void *task = (void *)bpf_get_current_task();
-	if (!mm || mm != task_mm(task))
-		return 0;
-	account(bpf_get_current_pid_tgid() >> 32, mm, bpf_get_current_cgroup_id());
-	return 0;
+	return account_mm_if_current((void *)ctx->args[0]);
 }
 #else
 /* Attached to sys_exit of every syscall that can change total_vm (see observer/loader.py),
@@ -278,12 +282,7 @@ int on_vm_syscall(void *ctx)
  * above the resident count the kernel reports. Only the current task's own mm is taken. */
 RAW_TRACEPOINT_PROBE(rss_stat)
 {
-	void *mm = (void *)ctx->args[0];
-	void *task = (void *)bpf_get_current_task();
-	if (!mm || mm != task_mm(task))
-		return 0;
-	account(bpf_get_current_pid_tgid() >> 32, mm, bpf_get_current_cgroup_id());
-	return 0;
+	return account_mm_if_current((void *)ctx->args[0]);
 }
 #endif
 #endif

@@ -135,7 +135,7 @@ def _read_available(fd: int, limit: int = OUTPUT_LIMIT) -> bytes:
     return out
 
 
-def _write(path: str, value: str) -> bool:
+def write_quietly(path: str, value: str) -> bool:
     try:
         with open(path, "w") as f:
             f.write(value)
@@ -155,9 +155,9 @@ def kill_cgroup(path: str, wait: float = KILL_WAIT) -> bool:
 def signal_cgroup(path: str) -> None:
     """cgroup.kill (5.14) where it exists, else freeze and SIGKILL each member."""
     if os.path.exists(os.path.join(path, "cgroup.kill")):
-        _write(os.path.join(path, "cgroup.kill"), "1")
+        write_quietly(os.path.join(path, "cgroup.kill"), "1")
     else:
-        frozen = _write(os.path.join(path, "cgroup.freeze"), "1")
+        frozen = write_quietly(os.path.join(path, "cgroup.freeze"), "1")
         try:
             for _ in range(10):
                 try:
@@ -174,7 +174,7 @@ def signal_cgroup(path: str) -> None:
                         pass
         finally:
             if frozen:
-                _write(os.path.join(path, "cgroup.freeze"), "0")
+                write_quietly(os.path.join(path, "cgroup.freeze"), "0")
 
 
 def remove_cgroup(path: str, wait: float = KILL_WAIT) -> bool:

@@ -9,6 +9,7 @@ import time
 import uuid
 
 from .cgroupfs import find_mounts
+from .hooks import signal_cgroup, write_quietly
 
 
 def spawn_in_cgroup(argv: list[str], procs_file: str, **kw) -> subprocess.Popen:
@@ -32,45 +33,6 @@ def remove_cgroup(path: str, timeout: float = 5.0) -> None:
             if time.time() > deadline:
                 raise
             time.sleep(0.05)
-
-
-def _write(path: str, value: str) -> None:
-    try:
-        with open(path, "w") as f:
-            f.write(value)
-    except OSError:
-        pass
-
-
-def kill_without_cgroup_kill(d: str, timeout: float = 10.0) -> None:
-    """SIGKILL every process of one scratch cgroup where there is no cgroup.kill: frozen, so
-    that none forks meanwhile, through pidfds, in rounds until it is empty; thawed after."""
-    import signal
-    _write(os.path.join(d, "cgroup.freeze"), "1")
-    deadline = time.time() + timeout
-    try:
-        while time.time() < deadline:
-            try:
-                with open(os.path.join(d, "cgroup.procs")) as f:
-                    pids = [int(p) for p in f.read().split()]
-            except OSError:
-                return
-            if not pids:
-                return
-            for pid in pids:
-                try:
-                    fd = os.pidfd_open(pid)
-                except OSError:
-                    continue   # gone already
-                try:
-                    signal.pidfd_send_signal(fd, signal.SIGKILL)
-                except OSError:
-                    pass
-                finally:
-                    os.close(fd)
-            time.sleep(0.05)
-    finally:
-        _write(os.path.join(d, "cgroup.freeze"), "0")
 
 
 class ScratchCgroups:
@@ -110,12 +72,10 @@ class ScratchCgroups:
         top = self.mount + self.prefix
         dirs = sorted((d for d, _, _ in os.walk(top)), key=len, reverse=True)
         for d in dirs:
-            if os.path.exists(os.path.join(d, "cgroup.kill")):
-                # thaw first: a frozen task only dies from fatal signals; nothing stays frozen
-                for name, value in (("cgroup.freeze", "0"), ("cgroup.kill", "1")):
-                    _write(os.path.join(d, name), value)
-            else:
-                kill_without_cgroup_kill(d)   # Linux before 5.14 (Debian 11's 5.10)
+            # thaw first (nothing stays frozen), then cgroup.kill or, before 5.14, freeze
+            # and SIGKILL each member
+            write_quietly(os.path.join(d, "cgroup.freeze"), "0")
+            signal_cgroup(d)
         for p in self.children:
             try:
                 p.wait(timeout=10)
