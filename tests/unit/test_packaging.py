@@ -60,6 +60,28 @@ def runtime_requirements() -> list[str]:
     return [re.match(r"[A-Za-z0-9_.-]+", d).group(0) for d in deps]
 
 
+def dist_top_level_paths(dist) -> list[str]:
+    """Where a distribution's importable top-level packages and modules live. A wheel lists
+    its files (RECORD); Debian's packages often ship an egg-info without one (python3-click,
+    python3-prometheus-client), so its top_level.txt, or else its own name, is looked up."""
+    import importlib.util
+    tops = {str(f).split("/")[0] for f in dist.files or ()}
+    tops = {t.removesuffix(".py") for t in tops
+            if not t.endswith((".dist-info", ".egg-info", ".pth")) and t not in ("..", "__pycache__")}
+    if not tops:
+        listed = dist.read_text("top_level.txt") or dist.metadata["Name"].replace("-", "_")
+        tops = {t.strip() for t in listed.split() if t.strip()}
+    paths = []
+    for top in sorted(tops):
+        spec = importlib.util.find_spec(top)
+        if spec is None or spec.origin in (None, "built-in", "frozen"):
+            continue
+        origin = spec.origin
+        paths.append(os.path.dirname(origin) if origin.endswith("__init__.py") else origin)
+    assert paths, f"cannot find the files of {dist.metadata['Name']}"
+    return paths
+
+
 @pytest.fixture(scope="module")
 def lent_deps(tmp_path_factory) -> str:
     """A directory holding only beanwatch's runtime dependencies (click, pyroute2, ...),
@@ -69,16 +91,8 @@ def lent_deps(tmp_path_factory) -> str:
     from importlib import metadata
     d = tmp_path_factory.mktemp("deps")
     for name in runtime_requirements():
-        dist = metadata.distribution(name)
-        tops = {str(f).split("/")[0] for f in dist.files or ()}
-        tops = {t.removesuffix(".py") for t in tops
-                if not t.endswith((".dist-info", ".egg-info", ".pth")) and t != ".."
-                and t != "__pycache__"}
-        assert tops, f"cannot find the files of {name}"
-        for top in tops:
-            src = dist.locate_file(top)
-            src = src if os.path.exists(src) else dist.locate_file(top + ".py")
-            dst = d / os.path.basename(str(src))
+        for src in dist_top_level_paths(metadata.distribution(name)):
+            dst = d / os.path.basename(src)
             if not dst.exists():
                 os.symlink(src, dst)
     return str(d)
