@@ -72,7 +72,7 @@ def dist_top_level_paths(dist) -> list[str]:
         listed = dist.read_text("top_level.txt") or dist.metadata["Name"].replace("-", "_")
         tops = {t.strip() for t in listed.split() if t.strip()}
     paths = []
-    for top in sorted(tops):
+    for top in sorted(t for t in tops if t.isidentifier()):
         spec = importlib.util.find_spec(top)
         if spec is None or spec.origin in (None, "built-in", "frozen"):
             continue
