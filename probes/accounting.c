@@ -137,6 +137,10 @@ static __always_inline struct leaf_cnt *cnt_of(u64 leaf)
 	return cnt;
 }
 
+#ifdef VM_LIMITS
+#include "refuse.h"     /* --vm-limit only: refusal at the allocation (BPF LSM) */
+#endif
+
 static __always_inline void leaf_add_vm(u64 leaf, u32 tgid, long long delta)
 {
 	if (!delta)
@@ -146,6 +150,9 @@ static __always_inline void leaf_add_vm(u64 leaf, u32 tgid, long long delta)
 	if (!cnt || !ctl)
 		return;
 	long long now = ADD_FETCH(&cnt->vm_pages, delta);
+#ifdef VM_LIMITS
+	vm_limit_add(leaf, delta);
+#endif
 	if (ctl->vm_fired)
 		return;
 	if ((delta > 0 && now > ctl->vm_high) || (delta < 0 && now < ctl->vm_low)) {

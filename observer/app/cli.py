@@ -9,7 +9,8 @@ import sys
 import click
 
 from .. import __version__
-from ..core.config import DEFAULT_HYSTERESIS, Action, ConfigError, parse_limit_spec
+from ..core.config import (DEFAULT_HYSTERESIS, Action, ConfigError, parse_limit_spec,
+                           parse_vm_limit_spec)
 from ..core.errors import BeanwatchError
 from ..output import render
 from . import demo, runtime
@@ -59,6 +60,13 @@ def _limits_callback(ctx, param, values):
         raise click.BadParameter(str(e)) from None
 
 
+def _vm_limits_callback(ctx, param, values):
+    try:
+        return [parse_vm_limit_spec(v) for v in values]
+    except BeanwatchError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 def _metrics_callback(ctx, param, value):
     from ..output.metrics import parse_address
     if value is not None:
@@ -104,6 +112,12 @@ def cli():
 
 @cli.command(epilog=EXAMPLES_WATCH)
 @limit_option
+@click.option("--vm-limit", "vm_limits", multiple=True, metavar="CGROUP=SIZE[:BARRIER]",
+              callback=_vm_limits_callback,
+              help="Refuse growth of CGROUP's mapped total (its processes' summed VmSize) past "
+                   "SIZE: mmap, shmat, mremap, brk fail with ENOMEM and the process lives; "
+                   "growth past BARRIER is counted. Needs BPF LSM (see `beanwatch check`). "
+                   "Repeatable.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=True), default=None,
               help="TOML file of limits (see README); reloaded on SIGHUP. It must be owned by "
                    "root and not writable by group or others.")
@@ -146,7 +160,7 @@ def cli():
 @click.option("--max-leaves", type=click.IntRange(64, 1 << 22), default=None, hidden=True,
               help="Entries of the per-cgroup kernel maps (default: from the host; for tests).")
 @click.option("--print-bpf", is_flag=True, hidden=True, help="Print the BPF source and exit.")
-def watch(limits, config_path, action, hysteresis, adaptive, interval, duration, as_json,
+def watch(limits, vm_limits, config_path, action, hysteresis, adaptive, interval, duration, as_json,
           keep_frozen, on_exceed, on_action, hook_timeout, journal, metrics_addr, ringbuf_pages,
           vm_hook, kill_via, max_leaves, print_bpf):
     """Watch cgroups live and act on limits."""
@@ -169,23 +183,39 @@ def watch(limits, config_path, action, hysteresis, adaptive, interval, duration,
     except BeanwatchError as e:
         fail(str(e), 2)
     require_root()
-    host, watches = open_host_or_exit(lambda host: runtime.resolve_watches(
-        host, limits, action, hysteresis, adaptive, file_config, wait_for_missing=True))
+    wants_vm = bool(vm_limits) or bool(file_config and file_config.vm_limits())
+    if wants_vm and (problem := runtime.refusal_problem()):
+        fail(f"--vm-limit cannot be enforced here: {problem}", 2)
+    vm = []
+
+    def watches_for(host, config):
+        """The watches: --limit and the config's limits, plus the vm-limited cgroups (vm
+        limits only: just those, not every cgroup's memory.max)."""
+        watches = []
+        if limits or (config and config.limits()) or not vm:
+            watches = runtime.resolve_watches(host, limits, action, hysteresis, adaptive,
+                                              config, wait_for_missing=True)
+        return runtime.with_vm_watches(host, watches, vm)
+
+    def resolve(host):
+        vm.extend(runtime.resolve_vm_limits(host, vm_limits, file_config))
+        return watches_for(host, file_config)
+    host, watches = open_host_or_exit(resolve)
     if interval is None:
         interval = (file_config.interval if file_config and file_config.interval else 1.0)
 
     def reload():
-        """SIGHUP: the config file again; a bad one keeps the running config."""
-        return runtime.resolve_watches(host, limits, action, hysteresis, adaptive,
-                                       load(config_path), wait_for_missing=True)
+        """SIGHUP: the config file again; a bad one keeps the running config. The vm
+        limits stay as they were at start (their programs are compiled in then)."""
+        return watches_for(host, load(config_path))
 
     options = runtime.Options(
         interval=interval, duration=duration, as_json=as_json, keep_frozen=keep_frozen,
         ringbuf_pages=ringbuf_pages, vm_hook=vm_hook, kill_via=kill_via,
         metrics_addr=metrics_addr, journal=journal, on_exceed=on_exceed, on_action=on_action,
-        hook_timeout=hook_timeout, max_leaves=max_leaves,
+        hook_timeout=hook_timeout, max_leaves=max_leaves, vm_limits=tuple(vm),
         # no --limit and no --config: limits from memory.max, followed live
-        memory_max=(None if limits or file_config else
+        memory_max=(None if limits or file_config or vm else
                     memory_max_template(DEFAULT_HYSTERESIS if hysteresis is None
                                         else hysteresis, adaptive)))
     sys.exit(runtime.run_watch(host, watches, options, reload if config_path else None,

@@ -56,6 +56,7 @@ class Options:
     memory_max: Limit | None = None   # limits from memory.max, followed live (no --limit)
     max_leaves: int | None = None     # kernel map sizes: None sizes them from the host
     max_procs: int | None = None
+    vm_limits: tuple = ()             # --vm-limit: (cgroup name, core.config.VmLimit) pairs
 
 
 def resolve_watches(host: Host, limits, action: Action | None, hysteresis: float | None,
@@ -108,6 +109,45 @@ def resolve_watches(host: Host, limits, action: Action | None, hysteresis: float
                 raise ConfigError(f"action {limit.action.value} on {name}: {e}") from None
         watches.append(Watch(name, cid, limit))
     return watches
+
+
+def refusal_problem() -> str | None:
+    """Why --vm-limit cannot be enforced here (None: it can): probed, no compiler."""
+    from ..kernel.loader import refusal_problem as probe
+    return probe()
+
+
+def resolve_vm_limits(host: Host, specs, file_config=None) -> list:
+    """--vm-limit specs and the config's vm_limit entries to (cgroup name, VmLimit); a
+    cgroup given twice, or vm limits that nest, are refused."""
+    from ..core.config import VmLimit, check_vm_limits_disjoint
+    wanted = [(s.cgroup, VmLimit(s.limit, s.barrier)) for s in specs]
+    if file_config is not None:
+        wanted += file_config.vm_limits()
+    out, seen = [], set()
+    for spec, limit in wanted:
+        name = host.cg.resolve(spec, missing_ok=True)
+        if name in seen:
+            raise ConfigError(f"cgroup {name} has two vm limits")
+        seen.add(name)
+        out.append((name, limit))
+    check_vm_limits_disjoint(seen)
+    return out
+
+
+def with_vm_watches(host: Host, watches, vm_limits) -> list[Watch]:
+    """The watches, plus one without a limit for each vm-limited cgroup not watched yet:
+    its refusals count toward its failcnt and show in its records and metrics."""
+    have = {w.name for w in watches}
+    out = list(watches)
+    for name, _ in vm_limits:
+        if name not in have:
+            try:
+                cid = host.cg.cgroup_id(name)
+            except OSError:
+                cid = 0
+            out.append(Watch(name, cid, None))
+    return out
 
 
 def all_cgroups(host: Host, cgroups=()) -> list[Watch]:
@@ -237,7 +277,8 @@ def build_session(host: Host, watches, sink, options: Options = Options()) -> Se
     procs, leaves = map_sizes(read_pid_max(), host.cg.count(), o.max_procs, o.max_leaves)
     probes = Probes(lambda ev: holder["s"].on_event(ev),
                     ProbeOptions(ring_pages=o.ringbuf_pages, vm_hook=o.vm_hook,
-                                 max_procs=procs, max_leaves=leaves))
+                                 max_procs=procs, max_leaves=leaves,
+                                 vm_limits=bool(o.vm_limits)))
     actor = Actor(host.cg, host.procfs, host.own_cgroup, host.init_cgroup,
                   use_cgroup_kill=(o.kill_via == "auto"))
     hooks = None
@@ -250,7 +291,7 @@ def build_session(host: Host, watches, sink, options: Options = Options()) -> Se
     session = Session(watches, host.cg, host.procfs, probes, actor, sink, interval=o.interval,
                       keep_frozen=o.keep_frozen, taskstats=PeakReader(),
                       ledger=FrozenLedger(o.state_dir or DEFAULT_STATE_DIR), hooks=hooks,
-                      memory_max=o.memory_max)
+                      memory_max=o.memory_max, vm_limits=o.vm_limits)
     holder["s"] = session
     return session
 

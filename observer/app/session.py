@@ -16,6 +16,7 @@ from ..core.policy import OverNotice
 from ..core.records import account_record, record
 from ..core.sizes import PAGE_SIZE, to_bytes, to_pages
 from .enforcer import Enforcer
+from .vmlimits import VmLimits
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class Session:
                  keep_frozen=False, clock=time.time, taskstats=None, ledger=None, hooks=None,
                  memory_max: Limit | None = None, tree_every: float = TREE_EVERY,
                  tree_gap: float | None = None, event_rate: float = EVENT_RATE,
-                 event_burst: float = EVENT_BURST):
+                 event_burst: float = EVENT_BURST, vm_limits=()):
         self.cg, self.procfs, self.probes, self.actor = cg, procfs, probes, actor
         self.sink = sink
         self.interval = interval
@@ -120,6 +121,8 @@ class Session:
         self.map_full_reported = False
         self.unwritten: set[int] = set()     # bounds that could not be written (map full)
         self.notices: dict[str, OverNotice] = {}   # per account: above barrier/limit told when
+        # --vm-limit: (name, VmLimit) pairs; refused in the kernel, counted here
+        self.vm = VmLimits(vm_limits, probes, sink, clock)
 
     # -- start-up -----------------------------------------------------------------------
     def start(self) -> None:
@@ -127,12 +130,15 @@ class Session:
         between is then counted by the kernel side, and the seed for it is skipped."""
         self.thaw_orphans()
         self.probes.start()
+        extra = {"not_refused": self.probes.refusal_gaps()} if self.vm else {}
         self.sink(record("start", self.clock(), None,
                          vm_hook=getattr(self.probes, "vm_hook", None),
                          slow_source=getattr(self.probes, "slow_source", None),
-                         not_covered=list(getattr(self.probes, "not_covered", list)())))
+                         not_covered=list(getattr(self.probes, "not_covered", list)()), **extra))
         self.refresh_tree()
         self.seed_from_proc()
+        if self.vm:
+            self.vm.sync(self.tree, self.seed, force=True)   # the seed is in the totals now
         self.reconcile(force_all=True)
 
     def seed_from_proc(self) -> None:
@@ -179,6 +185,8 @@ class Session:
                     self.leaves_of[anc].append(cid)
                     self.covered_by.setdefault(cid, []).append(acc)
         self.prune()
+        if self.vm:
+            self.vm.sync(self.tree, self.seed)
 
     def resolve_accounts(self) -> None:
         """Each account to the cgroup now at its path. A new id (removed and made again,
@@ -329,6 +337,8 @@ class Session:
 
     def reconcile(self, force_all: bool = False, periodic: bool = False) -> None:
         self.check_losses()
+        if periodic and self.vm:
+            self.vm.collect(self.accounts)
         counters = self.read_counters()
         now = self.clock()
         newly_slow = []

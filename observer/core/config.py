@@ -86,17 +86,48 @@ class LimitSpec:
     barrier: int | None
 
 
-def parse_limit_spec(text: str) -> LimitSpec:
+def parse_limit_spec(text: str, option: str = "--limit") -> LimitSpec:
     cgroup, sep, sizes = text.rpartition("=")
     if not sep or not cgroup:
-        raise ConfigError(f"bad --limit {text!r}: expected CGROUP=SIZE[:BARRIER]")
+        raise ConfigError(f"bad {option} {text!r}: expected CGROUP=SIZE[:BARRIER]")
     size_text, colon, barrier_text = sizes.partition(":")
     limit = parse_size(size_text)
     barrier = parse_size(barrier_text) if colon else None
     if limit <= 0:
-        raise ConfigError(f"bad --limit {text!r}: the limit must be above zero")
+        raise ConfigError(f"bad {option} {text!r}: the limit must be above zero")
     if not barrier_fits(limit, barrier):
-        raise ConfigError(f"bad --limit {text!r}: the barrier must be above zero and not above the limit")
-    check_minimum(f"bad --limit {text!r}: the limit", limit, size_text)
-    check_minimum(f"bad --limit {text!r}: the barrier", barrier, barrier_text if colon else None)
+        raise ConfigError(f"bad {option} {text!r}: the barrier must be above zero and not above the limit")
+    check_minimum(f"bad {option} {text!r}: the limit", limit, size_text)
+    check_minimum(f"bad {option} {text!r}: the barrier", barrier, barrier_text if colon else None)
     return LimitSpec(cgroup, limit, barrier)
+
+
+@dataclass(frozen=True)
+class VmLimit:
+    """--vm-limit: a limit on a cgroup's mapped total (the estimate, summed total_vm of its
+    processes and its descendants'), enforced at the allocation: growth past `limit` fails
+    with ENOMEM; growth past `barrier` is allowed and counted (failcnt)."""
+
+    limit: int
+    barrier: int | None = None
+
+    def __post_init__(self):
+        if self.limit <= 0:
+            raise ConfigError(f"vm limit must be above zero, not {self.limit}")
+        if not barrier_fits(self.limit, self.barrier):
+            raise ConfigError(
+                f"vm barrier {format_size(self.barrier)} must be above zero and not above "
+                f"the vm limit {format_size(self.limit)}")
+
+
+def parse_vm_limit_spec(text: str) -> LimitSpec:
+    return parse_limit_spec(text, "--vm-limit")
+
+
+def check_vm_limits_disjoint(names) -> None:
+    """vm limits may not nest (each cgroup's changes count toward one vm-limited total)."""
+    names = sorted(set(names))
+    for a in names:
+        for b in names:
+            if a != b and (a == "/" or b.startswith(a.rstrip("/") + "/")):
+                raise ConfigError(f"vm limits on {a} and {b} nest: give one of them only")

@@ -34,6 +34,7 @@ EVENTS = {
     "violation": "`verify`: an estimate found below RSS",
     "host_check": "`check`: one per thing checked",
     "host_summary": "`check`: the facts (hook, kill path, slow-mode source)",
+    "refused": "--vm-limit: allocations refused (ENOMEM) or let past the vm barrier, since the last such record",
 }
 
 

@@ -8,8 +8,8 @@ import os
 from dataclasses import dataclass, field, replace
 from stat import S_ISBLK, S_ISCHR, S_ISDIR, S_ISFIFO, S_ISLNK, S_ISREG, S_ISSOCK
 
-from ..core.config import (DEFAULT_HYSTERESIS, Action, ConfigError, Limit, barrier_fits,
-                           check_minimum)
+from ..core.config import (DEFAULT_HYSTERESIS, Action, ConfigError, Limit, VmLimit,
+                           barrier_fits, check_minimum)
 from ..core.sizes import MAX_SIZE, SizeError, format_size, parse_size
 
 try:
@@ -23,7 +23,7 @@ except ModuleNotFoundError:  # Python < 3.11
 MAX_CONFIG_BYTES = 1 << 20
 MIN_INTERVAL, MAX_INTERVAL = 0.05, 3600.0
 _DEFAULT_KEYS = ("action", "hysteresis", "interval")
-_CGROUP_KEYS = ("limit", "barrier", "action", "hysteresis")
+_CGROUP_KEYS = ("limit", "barrier", "action", "hysteresis", "vm_limit", "vm_barrier")
 _ACTIONS = ", ".join(a.value for a in Action)
 
 
@@ -34,10 +34,12 @@ class ConfigFileError(ConfigError):
 @dataclass(frozen=True)
 class CgroupConfig:
     cgroup: str  # as written in the file; the caller resolves it against the cgroup mount
-    limit: Limit  # with the file alone: its own settings, else [defaults], else built-in
+    limit: Limit | None  # with the file alone: its own settings, else [defaults], else
+    #                      built-in; None: a vm_limit only
     # what its table says itself (None: not set there), for the command line's precedence
     own_action: Action | None = field(default=None, compare=False)
     own_hysteresis: float | None = field(default=None, compare=False)
+    vm_limit: VmLimit | None = None   # vm_limit / vm_barrier: refusal at the allocation
 
 
 @dataclass(frozen=True)
@@ -53,11 +55,17 @@ class FileConfig:
         [defaults], the built-in default."""
         out = []
         for c in self.cgroups:
+            if c.limit is None:
+                continue
             act = first(c.own_action, action, self.default_action, Action.REPORT)
             hyst = first(c.own_hysteresis, hysteresis, self.default_hysteresis,
                          DEFAULT_HYSTERESIS)
             out.append((c.cgroup, replace(c.limit, action=act, hysteresis=hyst)))
         return out
+
+    def vm_limits(self):
+        """(cgroup, VmLimit) per table with a vm_limit."""
+        return [(c.cgroup, c.vm_limit) for c in self.cgroups if c.vm_limit is not None]
 
 
 def first(*values):
@@ -240,6 +248,24 @@ def _parse_toml(text: str, source: str) -> dict:
         raise ConfigFileError(f"{source}: invalid TOML: arrays or tables nested too deeply") from None
 
 
+def _vm_limit(t: "_Table", table: dict) -> VmLimit | None:
+    """vm_limit and vm_barrier of a cgroup's table (--vm-limit's SIZE and BARRIER)."""
+    if "vm_limit" not in table:
+        if "vm_barrier" in table:
+            raise t.error("vm_barrier needs a vm_limit")
+        return None
+    limit, barrier = t.size("vm_limit"), t.size("vm_barrier")
+    if not barrier_fits(limit, barrier):
+        raise t.error(f"vm_barrier {format_size(barrier, exact=True)} is above "
+                      f"vm_limit {format_size(limit, exact=True)}")
+    for key, value in (("vm_limit", limit), ("vm_barrier", barrier)):
+        try:
+            check_minimum(key, value, table.get(key))
+        except ConfigError as e:
+            raise t.error(str(e)) from None
+    return VmLimit(limit, barrier)
+
+
 def parse_config(data: bytes | str, *, source: str = "<config>") -> FileConfig:
     """A FileConfig from the text of a config file, or a one-line ConfigFileError."""
     text = _decode(data, source)
@@ -273,8 +299,14 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> FileConfig:
         seen[same] = name
 
         t = _Table(source, where, table, _CGROUP_KEYS)
+        vm_limit = _vm_limit(t, table)
         if "limit" not in table:
-            raise t.error("limit is required")
+            if vm_limit is None:
+                raise t.error("limit is required (or a vm_limit)")
+            if "barrier" in table:
+                raise t.error("barrier needs a limit")
+            cgroups.append(CgroupConfig(name, None, vm_limit=vm_limit))
+            continue
         limit, barrier = t.size("limit"), t.size("barrier")
         if not barrier_fits(limit, barrier):   # above zero already: t.size says so
             raise t.error(f"barrier {format_size(barrier, exact=True)} is above "
@@ -290,7 +322,7 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> FileConfig:
         except ConfigError as e:  # checked above already; kept so Limit stays the final word
             raise t.error(str(e)) from None
         cgroups.append(CgroupConfig(name, built, t.action(None), t.number(
-            "hysteresis", 0.0, 1.0, True, None)))
+            "hysteresis", 0.0, 1.0, True, None), vm_limit))
 
     if not cgroups:
         raise ConfigFileError(f'{source}: no [cgroup."NAME"] tables: the config limits nothing')
