@@ -138,7 +138,7 @@ static __always_inline struct leaf_cnt *cnt_of(u64 leaf)
 }
 
 #ifdef VM_LIMITS
-#include "refuse.h"     /* --vm-limit only: refusal at the allocation (BPF LSM) */
+#include "refuse.h"     /* --vm-limit only: pasted in here by the loader (probe_text) */
 #endif
 
 static __always_inline void leaf_add_vm(u64 leaf, u32 tgid, long long delta)

@@ -1,6 +1,7 @@
 /* --vm-limit: growth of a cgroup's mapped total past its limit fails with ENOMEM.
  *
- * Compiled in only with -DVM_LIMITS (`watch --vm-limit`), included by accounting.c: without
+ * Compiled in only with -DVM_LIMITS (`watch --vm-limit`): the loader pastes this file into
+ * accounting.c in place of its #include (bcc rewrites map calls only in the main text); without
  * it nothing here exists and the accounting programs are unchanged. With it, the one
  * addition to accounting is vm_limit_add() in leaf_add_vm: a cgroup's change also goes
  * to the total of the vm-limited cgroup that covers it (one map lookup per change).

@@ -64,6 +64,24 @@ def probe_source() -> str:
     return str(resources.files("observer.probes").joinpath("accounting.c"))
 
 
+REFUSE_INCLUDE = '#include "refuse.h"'
+
+
+def probe_text(vm_limits: bool = False) -> str:
+    """The BPF source as bcc compiles it. With vm_limits, refuse.h is pasted in where
+    accounting.c includes it: bcc rewrites map calls (table.lookup()) only in the main
+    text, never in an included file (there they compile to indirect calls the verifier
+    refuses, "unknown opcode 8d")."""
+    with open(probe_source()) as f:
+        text = f.read()
+    if vm_limits:
+        with open(os.path.join(os.path.dirname(probe_source()), "refuse.h")) as f:
+            if REFUSE_INCLUDE not in text:
+                raise ProbeError("accounting.c does not include refuse.h")
+            text = text.replace(REFUSE_INCLUDE, f.read(), 1)
+    return text
+
+
 def find_tracefs() -> str | None:
     for path in TRACEFS_CANDIDATES:
         if os.path.exists(os.path.join(path, "events")):
@@ -379,7 +397,11 @@ class Probes:
             raise ProbeError("bcc is not importable: install python3-bpfcc and run from a "
                              "venv made with --system-site-packages") from None
         try:
-            self.bpf = BPF(src_file=probe_source().encode(), cflags=self.cflags(offsets))
+            if self.options.vm_limits:
+                self.bpf = BPF(text=probe_text(vm_limits=True).encode(),
+                               cflags=self.cflags(offsets))
+            else:
+                self.bpf = BPF(src_file=probe_source().encode(), cflags=self.cflags(offsets))
         except Exception as e:  # bcc raises bare Exception on compile/load failure
             raise ProbeError(f"BPF programs failed to load: {e}") from None
         try:

@@ -228,3 +228,12 @@ def test_a_recreated_cgroup_starts_afresh():
     tree = {1: "/", 30: "/job"}
     vm.sync(tree, {})
     assert 10 not in k.ctl and k.mapped == {30: 30}
+
+
+def test_the_refusal_source_is_pasted_in_only_with_vm_limits():
+    """bcc rewrites map calls only in the main text: refuse.h must not stay an #include."""
+    plain, refusing = loader.probe_text(), loader.probe_text(vm_limits=True)
+    assert loader.REFUSE_INCLUDE in plain and "LSM_PROBE(mmap_file" not in plain
+    assert loader.REFUSE_INCLUDE not in refusing and "LSM_PROBE(mmap_file" in refusing
+    with open(loader.probe_source()) as f:
+        assert plain == f.read()
