@@ -15,7 +15,7 @@ from ..host.cgroupfs import CgroupFS, find_mounts
 from ..host.procfs import ProcFS
 from ..output import render
 from ..core.records import account_record, record
-from .session import Session, Watch, measure
+from .session import Session, Watch, measure, measure_usage
 
 
 @dataclass
@@ -424,8 +424,11 @@ def status_records(host: Host, watches) -> list[dict]:
     records = []
     now = time.time()
     for w in watches:
-        vm, rss_by_pid = measure(host.cg, host.procfs, w.name)
-        acc = Account.measured_once(w.name, w.cgroup_id, w.limit, vm, sum(rss_by_pid.values()))
+        vm, _ = measure(host.cg, host.procfs, w.name)
+        usage = measure_usage(host.cg, host.procfs, w.name, w.limit, now)
+        # the precise figure where the RSS sum is over, else the RSS sum
+        acc = Account.measured_once(w.name, w.cgroup_id, w.limit, vm, usage.figure)
+        acc.rss, acc.pss, acc.exact_ts = usage.rss, usage.pss, now
         records.append(account_record("status", acc, now, over_limit=acc.over_limit))
     return records
 

@@ -8,13 +8,14 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 
 from ..kernel import wire
-from ..core.config import Action, Limit
+from ..core.config import Action, Count, Limit
 from ..core.errors import BeanwatchError
 from ..core.ratelimit import Buckets
 from ..core.model import Account, Effect, LeafBounds, LeafCounters, Mode, leaf_bounds
 from ..core.policy import OverNotice
 from ..core.records import account_record, record
 from ..core.sizes import PAGE_SIZE, to_bytes, to_pages
+from ..core.usage import ProcUsage, Usage, needs_precise
 from .enforcer import Enforcer
 
 
@@ -37,6 +38,34 @@ def measure(cg, procfs, name: str) -> tuple[int, dict[int, int]]:
             vm += statm[0]
             rss_by_pid[pid] = statm[1]
     return vm, rss_by_pid
+
+
+def measure_usage(cg, procfs, name: str, limit: Limit | None, now: float) -> Usage:
+    """The tiers below the estimate, from /proc: each process's RSS (statm; plus VmSwap when
+    swap counts), and, only when their sum is over the limit's trigger, each one's PSS
+    (smaps_rollup; plus SwapPss). A process gone between the two reads counts 0."""
+    swap = limit is not None and limit.count is Count.RSS_SWAP
+    procs = []
+    for cgroup, pids in cg.procs_in_subtree(name).items():
+        for pid in pids:
+            statm = procfs.statm(pid)
+            if statm is None:
+                continue
+            rss = statm[1] + ((procfs.vm_swap(pid) or 0) if swap else 0)
+            procs.append(ProcUsage(pid, cgroup, rss))
+    count = limit.count if limit is not None else Count.RSS
+    if not needs_precise(sum(p.rss for p in procs), limit):
+        return Usage(tuple(procs), now, count)
+    precise = []
+    for p in procs:
+        r = procfs.smaps_rollup(p.pid)
+        if r is None:
+            precise.append(replace(p, rss=0, pss=0))   # gone since statm
+            continue
+        # both from one read, so that the tiers stay ordered (PSS <= RSS) per process
+        precise.append(replace(p, rss=r.rss + (r.swap if swap else 0),
+                               pss=r.pss + (r.swap_pss if swap else 0)))
+    return Usage(tuple(precise), now, count, precise=True)
 
 
 # Detaching the page-fault programs blocks for ~0.1 s (the kernel waits for an RCU grace
@@ -82,7 +111,7 @@ class Session:
         self.taskstats = taskstats
         self.ledger = ledger            # state.FrozenLedger, or None
         self.enforcer = Enforcer(actor, sink, clock, hooks=hooks, taskstats=taskstats,
-                                 ledger=ledger, keep_frozen=keep_frozen)
+                                 ledger=ledger, keep_frozen=keep_frozen, measure=self.measure)
         self.accounts = [Account(w.name, w.cgroup_id, w.limit) for w in watches]
         self.seed: dict[int, int] = defaultdict(int)   # cgroup id -> pages found in /proc
         self.tree: dict[int, str] = {}                  # cgroup id -> name
@@ -407,10 +436,9 @@ class Session:
                     if acc.mode is Mode.SLOW:
                         self.exact_due.add(acc.name)
 
-    def measure(self, acc: Account) -> tuple[int, dict[int, int]]:
-        """Summed RSS of the cgroup's processes, and each one's, from /proc."""
-        _, per_pid = measure(self.cg, self.procfs, acc.name)
-        return sum(per_pid.values()), per_pid
+    def measure(self, acc: Account) -> Usage:
+        """The cgroup's processes from /proc: RSS, and PSS where the RSS sum is over."""
+        return measure_usage(self.cg, self.procfs, acc.name, acc.limit, self.clock())
 
     def check_exact(self, acc: Account, now: float) -> None:
         try:
@@ -423,8 +451,16 @@ class Session:
             self.refresh_tree()
             if found is None or found != acc.cgroup_id:
                 return
-        exact, per_pid = self.measure(acc)
-        effects = acc.on_exact(exact, now)
+        usage = self.measure(acc)
+        # The estimate read after /proc: a process /proc lists (a child just forked) is
+        # then counted in it too, so a record never shows exact above its estimate.
+        acc.estimate = self.estimate(acc, self.read_counters())
+        for _ in range(3):
+            # a child in cgroup.procs before the fork tracepoint counted it: microseconds
+            if acc.estimate >= usage.rss:
+                break
+            acc.estimate = self.estimate(acc, self.read_counters())
+        effects = acc.on_exact(usage.figure, usage.ts, rss=usage.rss, pss=usage.pss)
         self.sink(account_record("check", acc, now))
         # barrier/exceeded: recorded on the way there, then as a reminder (core/policy)
         level = next((e.value for e in effects if e in (Effect.WARN, Effect.EXCEED)), None)
@@ -432,7 +468,7 @@ class Session:
         if told is not None:
             self.sink(account_record(level, acc, now, reminder=told[0], repeats=told[1]))
         if Effect.ACT in effects:
-            self.enforcer.enforce(acc, per_pid)
+            self.enforcer.enforce(acc, usage)
 
     def check_losses(self) -> None:
         stats = self.probes.stats()

@@ -45,7 +45,10 @@ class Account:
     limit: Limit | None
     mode: Mode = Mode.FAST
     estimate: int = 0
-    exact: int | None = None
+    exact: int | None = None        # the figure the last decision used (usage.Usage.figure)
+    rss: int | None = None          # the RSS sum of that measurement
+    pss: int | None = None          # its precise figure, where taken (the RSS sum was over)
+    exact_ts: float | None = None   # when exact, rss and pss were measured
     maxheld: int | None = None      # the highest exact usage measured (never an estimate)
     failcnt: int = 0
     switches: int = 0
@@ -83,12 +86,17 @@ class Account:
         if self.limit is None:
             return []
         if self.mode is Mode.FAST and estimate > self.limit.trigger:
-            self.exact = None  # stale from an earlier slow period; measured again now
+            self.forget_exact()  # stale from an earlier slow period; measured again now
             return self._switch(Mode.SLOW, now)
         if self.mode is Mode.SLOW and estimate < self.low_water(now):
-            self.exact = None  # no longer followed: held is unknown in fast mode
+            # not measured in fast mode: a record must not pair an old exact figure with
+            # a fresh estimate
+            self.forget_exact()
             return self._switch(Mode.FAST, now)
         return []
+
+    def forget_exact(self) -> None:
+        self.exact = self.rss = self.pss = self.exact_ts = None
 
     def _switch(self, mode: Mode, now: float | None) -> list[Effect]:
         """Counts a switch; with a time, it also counts towards the adaptive hysteresis."""
@@ -121,19 +129,19 @@ class Account:
             acc.failcnt = 1
         return acc
 
-    @property
-    def over_limit(self) -> bool:
-        """The last exact measurement is above the limit."""
-        return (self.limit is not None and self.exact is not None
-                and self.exact > self.limit.limit)
-
-    def on_exact(self, exact: int, now: float, retry_after: float = 1.0) -> list[Effect]:
-        """An exact measurement. Counts failures and decides whether to act.
+    def on_exact(self, exact: int, now: float, retry_after: float = 1.0, *,
+                 rss: int | None = None, pss: int | None = None) -> list[Effect]:
+        """An exact measurement: exact is the figure decisions use (the precise one where
+        taken, else the RSS sum); rss and pss are recorded beside it. Counts failures and
+        decides whether to act.
 
         After an action no other is taken until a check finds the cgroup back under its
         limit; a kill that left the cgroup above its limit is retried after retry_after.
         """
         self._measured(exact)
+        self.exact_ts = now
+        self.rss = exact if rss is None else rss
+        self.pss = pss
         self.checks += 1
         lim = self.limit
         if lim is None:
@@ -155,7 +163,14 @@ class Account:
         return effects
 
     def rss_headroom(self) -> int:
-        """Bytes of resident growth allowed before the next exact check."""
+        """Bytes of resident growth allowed before the next exact check.
+
+        Measured from exact, the figure decisions use: where that is the precise figure
+        (PSS) and the RSS sum is above the limit, the kernel's bound on resident growth is
+        re-armed as limit - PSS above the current counter, i.e. the RSS baseline shifted by
+        RSS - PSS. Sound, since no fault grows the summed PSS more than the RSS it adds;
+        and a cgroup whose RSS sum is past the limit while its PSS is not is not woken at
+        every fault."""
         lim = self.limit
         if lim is None or self.exact is None:
             return S64_MAX

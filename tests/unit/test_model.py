@@ -66,8 +66,9 @@ def test_on_estimate(limit, barrier, h, mode, estimate, effects, after):
     assert acc.estimate == estimate
     assert acc.switches == len(effects)
     if effects:
-        # stale on the way to slow (measured again after the switch); not followed in fast
-        assert acc.exact is None and acc.held is None
+        # stale once the mode changes: measured again after a switch to slow; never
+        # shown beside a fresh estimate after a switch to fast
+        assert acc.exact is None and acc.exact_ts is None and acc.held is None
     else:
         assert acc.exact == 123 == acc.held   # kept while the mode stays
 

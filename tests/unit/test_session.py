@@ -119,16 +119,21 @@ class Host:
             (d / f).touch()
         return self.cg.cgroup_id(name)
 
-    def process(self, pid, cgroup, vm, rss):
+    def process(self, pid, cgroup, vm, rss, pss=None):
         d = self.proc / str(pid)
         d.mkdir(exist_ok=True)
-        (d / "statm").write_text(f"{vm // PAGE_SIZE} {rss // PAGE_SIZE} 0 0 0 0 0\n")
+        self.set_rss(pid, vm, rss, pss)
         (d / "cgroup").write_text(f"0::{cgroup}\n")
         procs = self.cgroot / cgroup.strip("/") / "cgroup.procs"
         procs.write_text(procs.read_text() + f"{pid}\n")
 
-    def set_rss(self, pid, vm, rss):
+    def set_rss(self, pid, vm, rss, pss=None):
+        """statm and smaps_rollup; pss defaults to rss (nothing shared)."""
         (self.proc / str(pid) / "statm").write_text(f"{vm // PAGE_SIZE} {rss // PAGE_SIZE} 0 0 0 0 0\n")
+        pss = rss if pss is None else pss
+        (self.proc / str(pid) / "smaps_rollup").write_text(
+            "00400000-7fff0000 ---p 00000000 00:00 0    [rollup]\n"
+            f"Rss:  {rss // 1024} kB\nPss:  {pss // 1024} kB\nSwap:  0 kB\nSwapPss:  0 kB\n")
 
     def session(self, watches, **kw):
         self.records = []
@@ -202,7 +207,7 @@ def test_growth_past_limit_kills_once(host):
         s.reconcile()
     acts = host.events("action", "/job")
     assert len(acts) == 1 and acts[0]["action"] == "kill" and acts[0]["ok"]
-    assert acts[0]["rss_bytes"] == {"100": 300 * MiB}
+    assert acts[0]["rss_by_pid"] == {"100": 300 * MiB}
     assert [e for e in host.log if e[0] == "kill"] == [("kill", "/job")]
     # recorded once, on the way past the limit; the second check is counted (failcnt)
     assert [e["failcnt"] for e in host.events("exceeded", "/job")] == [1]
@@ -598,3 +603,79 @@ def test_an_event_storm_from_one_cgroup_is_rate_limited_and_resynchronised(host)
     assert s.resync == {a, b}
     s.resynchronise()
     assert {a, b} <= s.rearm and not s.resync and s.dirty
+
+
+# issue 11: usage counts each shared page once; records never mix stale and fresh figures
+
+
+def test_sharers_over_by_rss_sum_but_not_by_pss_are_not_killed(host):
+    """4 forked processes sharing 160 MiB, a 256 MiB limit: the RSS sum says 640 MiB."""
+    cid = host.cgroup("/job")
+    for pid in (100, 101, 102, 103):
+        host.process(pid, "/job", 600 * MiB, 160 * MiB, pss=40 * MiB)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB, None, Action.KILL))])
+    s.start()
+    check = host.events("check", "/job")[-1]
+    assert (check["exact_bytes"], check["rss_bytes"], check["pss_bytes"]) == (
+        160 * MiB, 640 * MiB, 160 * MiB)
+    assert check["exact_ts"] == 1000.0
+    assert check["estimate_bytes"] >= check["rss_bytes"] >= check["pss_bytes"]
+    assert not host.events("action") and not host.events("exceeded")
+    # re-armed on the precise figure: (256 - 160) MiB of resident growth before a wake-up
+    assert host.probes.bounds[cid].rss_high == 96 * MiB // PAGE_SIZE
+    # one sharer writes 100 MiB of its own: now over by PSS too
+    host.set_rss(100, 600 * MiB, 260 * MiB, pss=140 * MiB)
+    host.probes.growth[cid] = 100 * MiB // PAGE_SIZE
+    s.on_event(wire.Event(wire.EV_RSS_HIGH, 100, cid, 0, 0, 0))
+    s.handle_pending()
+    s.reconcile()
+    (act,) = host.events("action", "/job")
+    assert act["exact_bytes"] == 260 * MiB and act["pss_by_pid"]["100"] == 140 * MiB
+
+
+def test_the_precise_tier_is_not_read_while_the_rss_sum_is_under(host):
+    cid = host.cgroup("/job")
+    host.process(100, "/job", 2048 * MiB, 20 * MiB)
+    reads = []
+    orig = host.procfs.smaps_rollup
+    host.procfs.smaps_rollup = lambda pid: reads.append(pid) or orig(pid)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB, None, Action.KILL))])
+    s.start()
+    check = host.events("check", "/job")[-1]
+    assert check["exact_bytes"] == check["rss_bytes"] == 20 * MiB and check["pss_bytes"] is None
+    assert reads == []
+
+
+def test_a_child_counted_by_proc_first_is_in_the_estimate_of_the_same_record(host):
+    """/proc lists a child the estimate read before it did not count yet: the estimate is
+    taken after /proc, so exact never shows above it."""
+    cid = host.cgroup("/job")
+    host.process(100, "/job", 300 * MiB, 20 * MiB)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB))])
+    s.start()
+    assert host.events("mode", "/job")[-1]["mode"] == "slow"
+    host.process(101, "/job", 300 * MiB, 20 * MiB)   # forked: in cgroup.procs already
+    statm = host.procfs.statm
+
+    def statm_then_fork_counted(pid):
+        if pid == 101:   # the fork tracepoint runs just after /proc listed the child
+            host.probes.vm[cid] = host.probes.vm.get(cid, 0) + 300 * MiB // PAGE_SIZE
+        return statm(pid)
+    host.procfs.statm = statm_then_fork_counted
+    s.exact_due.add("/job")
+    s.reconcile()
+    check = host.events("check", "/job")[-1]
+    assert check["rss_bytes"] == 40 * MiB and check["estimate_bytes"] == 600 * MiB
+
+
+def test_after_the_switch_back_to_fast_no_old_exact_is_shown(host):
+    cid = host.cgroup("/job")
+    host.process(100, "/job", 300 * MiB, 18 * MiB)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB))])
+    s.start()
+    assert host.events("check", "/job")[-1]["exact_bytes"] == 18 * MiB
+    host.probes.vm[cid] = -300 * MiB // PAGE_SIZE     # the process unmapped everything
+    s.reconcile()
+    mode = host.events("mode", "/job")[-1]
+    assert mode["mode"] == "fast" and mode["estimate_bytes"] == 0
+    assert (mode["exact_bytes"], mode["rss_bytes"], mode["exact_ts"]) == (None, None, None)
