@@ -122,7 +122,7 @@ class ProcFS:
     @_none_if_gone
     def smaps_rollup(self, pid: int) -> Rollup | None:
         """The precise tier: PSS and SwapPss. The kernel walks the page tables of every
-        mapping to make it (about 1 ms per GiB resident here: bench/tiers.py). A kernel
+        mapping to make it (11 to 16 ms per GiB resident here: bench/tiers.py). A kernel
         thread or a zombie prints no lines: all zero."""
         fields = {}
         for line in self._read(pid, "smaps_rollup").splitlines()[1:]:
