@@ -344,10 +344,17 @@ class Session:
         return self.covered_by.get(cgid, [])
 
     # -- the model in step --------------------------------------------------------------
-    def read_counters(self) -> dict[int, LeafCounters]:
-        raw = self.probes.counters()
+    def read_counters(self, only=None) -> dict[int, LeafCounters]:
+        """Every cgroup's counters; with only (cgroup ids), those alone, where the probes
+        can look them up one by one."""
+        if only is not None and hasattr(self.probes, "counters_of"):
+            raw = self.probes.counters_of(only)
+            ids = set(only)
+        else:
+            raw = self.probes.counters()
+            ids = set(raw) | set(self.seed)
         out = {}
-        for cid in set(raw) | set(self.seed):
+        for cid in ids:
             vm, growth = raw.get(cid, (0, 0))
             out[cid] = LeafCounters(vm=vm, seed=self.seed.get(cid, 0), rss_growth=growth)
         return out
@@ -454,12 +461,13 @@ class Session:
         usage = self.measure(acc)
         # The estimate read after /proc: a process /proc lists (a child just forked) is
         # then counted in it too, so a record never shows exact above its estimate.
-        acc.estimate = self.estimate(acc, self.read_counters())
+        leaves = self.leaves_of.get(acc.name, ())
+        acc.estimate = self.estimate(acc, self.read_counters(leaves))
         for _ in range(3):
             # a child in cgroup.procs before the fork tracepoint counted it: microseconds
             if acc.estimate >= usage.rss:
                 break
-            acc.estimate = self.estimate(acc, self.read_counters())
+            acc.estimate = self.estimate(acc, self.read_counters(leaves))
         effects = acc.on_exact(usage.figure, usage.ts, rss=usage.rss, pss=usage.pss)
         self.sink(account_record("check", acc, now))
         # barrier/exceeded: recorded on the way there, then as a reminder (core/policy)
