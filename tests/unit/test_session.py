@@ -679,3 +679,23 @@ def test_after_the_switch_back_to_fast_no_old_exact_is_shown(host):
     mode = host.events("mode", "/job")[-1]
     assert mode["mode"] == "fast" and mode["estimate_bytes"] == 0
     assert (mode["exact_bytes"], mode["rss_bytes"], mode["exact_ts"]) == (None, None, None)
+
+
+def test_rss_plus_swap_counts_vmswap_then_swappss(tmp_path):
+    """--count rss+swap: VmSwap in the cheap tier, SwapPss in the precise one."""
+    from observer.app.session import measure_usage
+    from observer.core.config import Count
+    host = Host(tmp_path)
+    host.cgroup("/job")
+    host.process(100, "/job", 900 * MiB, 100 * MiB)
+    (host.proc / "100" / "status").write_text("Name:\tx\nVmSwap:\t  204800 kB\n")
+    (host.proc / "100" / "smaps_rollup").write_text(
+        "0-1 ---p 0 00:00 0 [rollup]\nRss: 102400 kB\nPss: 51200 kB\n"
+        "Swap: 204800 kB\nSwapPss: 102400 kB\n")
+    rss_only = measure_usage(host.cg, host.procfs, "/job", Limit(256 * MiB), 1.0)
+    assert (rss_only.rss, rss_only.pss) == (100 * MiB, None)      # 100 MiB: under
+    swap = Limit(256 * MiB, count=Count.RSS_SWAP)
+    u = measure_usage(host.cg, host.procfs, "/job", swap, 1.0)
+    # 100 + 200 MiB of swap is over: the precise tier, swap in it too
+    assert (u.rss, u.pss, u.figure) == (300 * MiB, 150 * MiB, 150 * MiB)
+    assert u.count is Count.RSS_SWAP
