@@ -179,14 +179,17 @@ class Enforcer:
         self.stages = (self.ask_hook, self.hear_hook, self.act, self.record, self.grace,
                        self.after_grace, self.tell_hook)
 
-    def enforce(self, acc: Account, usage) -> None:
-        """usage: the usage.Usage measured (a dict pid -> RSS is taken as such)."""
+    def enforce(self, acc: Account, usage, held: bool = False) -> None:
+        """usage: the usage.Usage measured (a dict pid -> RSS is taken as such). held: the
+        cgroup is held frozen by hold_while_measuring; the attempt takes the hold over."""
         if acc.name in self.waiting:
+            if held:
+                self.release_measuring_hold(acc)
             return   # its hook is deciding, or its grace runs: that attempt covers this one
         if not isinstance(usage, Usage):
             usage = Usage.of_rss(dict(usage), acc.name)
         exceed_hook = self.hooks is not None and bool(self.hooks.on_exceed)
-        attempt = Attempt(acc, decide(acc.limit, exceed_hook), usage)
+        attempt = Attempt(acc, decide(acc.limit, exceed_hook), usage, held=held)
         self._run(attempt, 0)
 
     def _run(self, attempt: Attempt, first: int) -> None:
@@ -216,6 +219,25 @@ class Enforcer:
                 else:
                     self._told(acc, out)
             self.telling = still
+
+    def hold_while_measuring(self, acc: Account) -> bool:
+        """Freezes a cgroup the configured action may freeze or kill while its precise
+        figure is read (the kernel's page-table walk takes milliseconds per GiB, and a
+        process faulting meanwhile would grow, and slow the walk): growth stops at the
+        cheap tier's reading. In the ledger like a hook's hold. True if frozen by this."""
+        key = (acc.name, acc.cgroup_id)
+        if acc.limit is None or acc.limit.action is Action.REPORT or key in self.held \
+                or key in self.frozen or acc.name in self.waiting:
+            return False
+        if not self._try(lambda: self.actor.freeze(acc.name, acc.cgroup_id).ok):
+            return False
+        self.held.add(key)
+        self.save_ledger()
+        return True
+
+    def release_measuring_hold(self, acc: Account) -> None:
+        if (acc.name, acc.cgroup_id) in self.held:
+            self._release(acc)
 
     def busy(self) -> bool:
         return bool(self.waiting or self.telling)
@@ -264,7 +286,7 @@ class Enforcer:
         if not a.decision.ask_hook:
             return Step.CONTINUE
         acc, action = a.acc, a.decision.action.value
-        if a.decision.hold:
+        if a.decision.hold and not a.held:   # held already while it was measured
             a.held = self._try(lambda: self.actor.freeze(acc.name, acc.cgroup_id).ok)
             if a.held:
                 self.held.add((acc.name, acc.cgroup_id))

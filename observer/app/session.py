@@ -40,7 +40,8 @@ def measure(cg, procfs, name: str) -> tuple[int, dict[int, int]]:
     return vm, rss_by_pid
 
 
-def measure_usage(cg, procfs, name: str, limit: Limit | None, now: float) -> Usage:
+def measure_usage(cg, procfs, name: str, limit: Limit | None, now: float,
+                  before_precise=None) -> Usage:
     """The tiers below the estimate, from /proc: each process's RSS (statm; plus VmSwap when
     swap counts), and, only when their sum is over the limit's trigger, each one's PSS
     (smaps_rollup; plus SwapPss). A process gone between the two reads counts 0."""
@@ -56,6 +57,8 @@ def measure_usage(cg, procfs, name: str, limit: Limit | None, now: float) -> Usa
     count = limit.count if limit is not None else Count.RSS
     if not needs_precise(sum(p.rss for p in procs), limit):
         return Usage(tuple(procs), now, count)
+    if before_precise is not None:
+        before_precise()
     precise = []
     for p in procs:
         r = procfs.smaps_rollup(p.pid)
@@ -443,9 +446,10 @@ class Session:
                     if acc.mode is Mode.SLOW:
                         self.exact_due.add(acc.name)
 
-    def measure(self, acc: Account) -> Usage:
+    def measure(self, acc: Account, before_precise=None) -> Usage:
         """The cgroup's processes from /proc: RSS, and PSS where the RSS sum is over."""
-        return measure_usage(self.cg, self.procfs, acc.name, acc.limit, self.clock())
+        return measure_usage(self.cg, self.procfs, acc.name, acc.limit, self.clock(),
+                             before_precise)
 
     def check_exact(self, acc: Account, now: float) -> None:
         try:
@@ -458,7 +462,15 @@ class Session:
             self.refresh_tree()
             if found is None or found != acc.cgroup_id:
                 return
-        usage = self.measure(acc)
+        # The first time the RSS sum says "over" in a slow period (or while the precise
+        # figure was over too), the cgroup is held frozen while PSS is read, where the action
+        # may freeze or kill: a toucher cannot run on during the walk.
+        hold = {"held": False}
+
+        def before_precise():
+            if acc.pss is None or acc.pss > acc.limit.limit:
+                hold["held"] = self.enforcer.hold_while_measuring(acc)
+        usage = self.measure(acc, before_precise)
         # The estimate read after /proc: a process /proc lists (a child just forked) is
         # then counted in it too, so a record never shows exact above its estimate.
         leaves = self.leaves_of.get(acc.name, ())
@@ -469,14 +481,20 @@ class Session:
                 break
             acc.estimate = self.estimate(acc, self.read_counters(leaves))
         effects = acc.on_exact(usage.figure, usage.ts, rss=usage.rss, pss=usage.pss)
-        self.sink(account_record("check", acc, now))
+        held = hold["held"]
+        # frozen meanwhile: the records cost the workload nothing
+        self.sink(account_record("check", acc, now, **({"held_while_measured": True}
+                                                       if held else {})))
         # barrier/exceeded: recorded on the way there, then as a reminder (core/policy)
         level = next((e.value for e in effects if e in (Effect.WARN, Effect.EXCEED)), None)
         told = self.notices.setdefault(acc.name, OverNotice()).note(level, now)
         if told is not None:
             self.sink(account_record(level, acc, now, reminder=told[0], repeats=told[1]))
         if Effect.ACT in effects:
-            self.enforcer.enforce(acc, usage)
+            self.enforcer.enforce(acc, usage, held=held)   # the attempt takes the hold
+            held = False
+        if held:
+            self.enforcer.release_measuring_hold(acc)
 
     def check_losses(self) -> None:
         stats = self.probes.stats()
