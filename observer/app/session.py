@@ -462,13 +462,15 @@ class Session:
             self.refresh_tree()
             if found is None or found != acc.cgroup_id:
                 return
-        # The first time the RSS sum says "over" in a slow period (or while the precise
-        # figure was over too), the cgroup is held frozen while PSS is read, where the action
-        # may freeze or kill: a toucher cannot run on during the walk.
+        # The first time the RSS sum says "over" in a slow period, or while the precise figure
+        # was last found near the limit (within an eighth of it) or over, the cgroup is held
+        # frozen while PSS is read, where the action may freeze or kill: a toucher cannot run
+        # on during the walk. Sharers well under by PSS are read without a hold.
         hold = {"held": False}
 
         def before_precise():
-            if acc.pss is None or acc.pss > acc.limit.limit:
+            lim = acc.limit.limit
+            if acc.pss is None or acc.pss > lim - lim // 8:
                 hold["held"] = self.enforcer.hold_while_measuring(acc)
         usage = self.measure(acc, before_precise)
         # The estimate read after /proc: a process /proc lists (a child just forked) is

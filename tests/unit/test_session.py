@@ -699,3 +699,25 @@ def test_rss_plus_swap_counts_vmswap_then_swappss(tmp_path):
     # 100 + 200 MiB of swap is over: the precise tier, swap in it too
     assert (u.rss, u.pss, u.figure) == (300 * MiB, 150 * MiB, 150 * MiB)
     assert u.count is Count.RSS_SWAP
+
+
+def test_the_cgroup_is_held_while_pss_is_read_only_near_or_over_the_limit(host):
+    """First read over by RSS: held (frozen, then thawed: PSS is under). Sharers found well
+    under by PSS: read again without a hold. Near the limit: held again."""
+    cid = host.cgroup("/job")
+    for pid in (100, 101, 102, 103):
+        host.process(pid, "/job", 600 * MiB, 160 * MiB, pss=40 * MiB)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB, None, Action.KILL))])
+    s.start()
+    acts = lambda: [e for e in host.log if e[0] in ("freeze", "thaw", "kill")]  # noqa: E731
+    assert acts() == [("freeze", "/job"), ("thaw", "/job")]
+    assert host.events("check", "/job")[-1]["held_while_measured"] is True
+    assert not s.enforcer.held
+    s.exact_due.add("/job")
+    s.reconcile()
+    assert len(acts()) == 2 and "held_while_measured" not in host.events("check", "/job")[-1]
+    host.set_rss(100, 600 * MiB, 260 * MiB, pss=140 * MiB)     # 260 MiB by PSS: over
+    s.exact_due.add("/job")
+    s.reconcile()
+    assert host.events("action", "/job")
+    assert acts()[2:] == [("kill", "/job")]   # last PSS well under: read without a hold
