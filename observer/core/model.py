@@ -60,9 +60,9 @@ class Account:
 
     @property
     def held(self) -> int | None:
-        """Usage as beancounters define it: what was measured exactly (the summed RSS at the
-        last check), never the estimate. None where usage is not followed (fast mode) or not
-        measured yet."""
+        """Usage as beancounters define it: what was measured exactly at the last check
+        (the figure decided on: PSS where the RSS sum was over, else the RSS sum), never
+        the estimate. None where usage is not followed (fast mode) or not measured yet."""
         return self.exact
 
     def _measured(self, exact: int) -> None:
@@ -128,6 +128,12 @@ class Account:
         if limit is not None and exact > min(limit.limit, limit.trigger):
             acc.failcnt = 1
         return acc
+
+    @property
+    def over_limit(self) -> bool:
+        """The last exact measurement is above the limit."""
+        return (self.limit is not None and self.exact is not None
+                and self.exact > self.limit.limit)
 
     def on_exact(self, exact: int, now: float, retry_after: float = 1.0, *,
                  rss: int | None = None, pss: int | None = None) -> list[Effect]:
