@@ -393,7 +393,7 @@ class Session:
             counters = self.read_counters()
         for acc in self.accounts:
             if acc.name in self.exact_due and acc.mode is Mode.SLOW:
-                self.check_exact(acc, now)
+                self.check_exact(acc, now, counters)
         self.exact_due.clear()
         self.write_bounds(counters)
         self.update_fault_probe(now)
@@ -435,7 +435,7 @@ class Session:
         after writing and go round once more if any is already past."""
         if not cids:
             return
-        fresh = self.read_counters()
+        fresh = self.read_counters(cids)
         for cid in cids:
             b, c = self.written[cid], fresh.get(cid)
             if c is not None and (c.vm > b.vm_high or c.vm < b.vm_low
@@ -451,7 +451,13 @@ class Session:
         return measure_usage(self.cg, self.procfs, acc.name, acc.limit, self.clock(),
                              before_precise)
 
-    def check_exact(self, acc: Account, now: float) -> None:
+    def check_exact(self, acc: Account, now: float, counters=None) -> None:
+        """Measures acc from /proc and decides. counters: the reconcile's, read before this
+        measurement (the resident-growth bound is re-armed on them: growth after they were
+        read counts against the headroom the measurement leaves). Where the precise tier is
+        read, the account's counters are read again just before it and replace them there:
+        the bound then starts from the figure the decision used, not from a point before the
+        cheap tier's reading."""
         try:
             found = self.cg.cgroup_id(acc.name)
         except OSError:
@@ -466,16 +472,22 @@ class Session:
         # was last found near the limit (within an eighth of it) or over, the cgroup is held
         # frozen while PSS is read, where the action may freeze or kill: a toucher cannot run
         # on during the walk. Sharers well under by PSS are read without a hold.
-        hold = {"held": False}
+        hold = {"held": False, "counters": None}
+        leaves = self.leaves_of.get(acc.name, ())
 
         def before_precise():
             lim = acc.limit.limit
             if acc.pss is None or acc.pss > lim - lim // 8:
                 hold["held"] = self.enforcer.hold_while_measuring(acc)
+            # After the hold, before smaps_rollup: growth from here on counts against the
+            # headroom PSS leaves (sound: PSS is read later, so it may only include more).
+            # Frozen, it is exactly the growth counter at the figure decided on.
+            hold["counters"] = self.read_counters(leaves)
         usage = self.measure(acc, before_precise)
+        if counters is not None and hold["counters"] is not None:
+            counters.update(hold["counters"])
         # The estimate read after /proc: a process /proc lists (a child just forked) is
         # then counted in it too, so a record never shows exact above its estimate.
-        leaves = self.leaves_of.get(acc.name, ())
         acc.estimate = self.estimate(acc, self.read_counters(leaves))
         for _ in range(3):
             # a child in cgroup.procs before the fork tracepoint counted it: microseconds
@@ -496,6 +508,11 @@ class Session:
             self.enforcer.enforce(acc, usage, held=held)   # the attempt takes the hold
             held = False
         if held:
+            # Under the limit: the kernel's bound is re-armed from this figure before the
+            # thaw, so that growth past what is left wakes the loop at once: no moment
+            # where the processes run on against a bound that has fired already.
+            if counters is not None:
+                self.write_bounds(counters, only=set(leaves))
             self.enforcer.release_measuring_hold(acc)
 
     def check_losses(self) -> None:

@@ -721,3 +721,48 @@ def test_the_cgroup_is_held_while_pss_is_read_only_near_or_over_the_limit(host):
     s.reconcile()
     assert host.events("action", "/job")
     assert acts()[2:] == [("kill", "/job")]   # last PSS well under: read without a hold
+
+
+def test_just_under_by_pss_the_bound_is_rearmed_from_the_hold_before_the_thaw(host):
+    """A toucher over by its RSS sum, just under by PSS (its libraries are shared): the
+    growth bound starts from the counter read while it is held (the figure decided on),
+    not from the one read before statm, and is written before the thaw, so growth past
+    what is left wakes the loop at once. It grows 2 MiB between statm and the hold."""
+    cid = host.cgroup("/job")
+    host.process(100, "/job", 1024 * MiB, 100 * MiB)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB, None, Action.KILL))])
+    s.start()
+    host.log.clear()
+    host.set_rss(100, 1024 * MiB, 257 * MiB, pss=(256 * MiB) - 512 * 1024)
+    host.probes.growth[cid] = 157 * MiB // PAGE_SIZE
+    freeze = s.enforcer.actor.freeze
+
+    def freeze_after_growth(name, cid_):
+        host.probes.growth[cid] += 2 * MiB // PAGE_SIZE   # ran on until the freeze
+        return freeze(name, cid_)
+    s.enforcer.actor.freeze = freeze_after_growth
+    s.exact_due.add("/job")
+    s.reconcile()
+    assert not host.events("action")
+    check = host.events("check", "/job")[-1]
+    assert check["held_while_measured"] is True and check["pss_bytes"] < 256 * MiB
+    steps = [e[0] for e in host.log if e[0] in ("freeze", "bounds", "thaw")]
+    assert steps[:3] == ["freeze", "bounds", "thaw"]
+    # 512 KiB left above the counter at the hold (159 MiB), not above the earlier 157 MiB
+    assert host.probes.bounds[cid].rss_high == (159 * MiB + 512 * 1024) // PAGE_SIZE
+
+
+def test_over_by_rss_but_well_under_by_pss_does_not_wake_at_fault_speed(host):
+    """Sharers whose RSS sum is far over but PSS well under: the bound leaves them the
+    whole headroom PSS leaves (no wake-up per fault), and they are read without a hold."""
+    cid = host.cgroup("/job")
+    for pid in (100, 101, 102, 103):
+        host.process(pid, "/job", 600 * MiB, 160 * MiB, pss=40 * MiB)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB, None, Action.KILL))])
+    s.start()
+    host.probes.growth[cid] = 10
+    s.exact_due.add("/job")
+    host.log.clear()
+    s.reconcile()
+    assert not [e for e in host.log if e[0] in ("freeze", "thaw")]
+    assert host.probes.bounds[cid].rss_high - 10 == 96 * MiB // PAGE_SIZE
