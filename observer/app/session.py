@@ -453,11 +453,12 @@ class Session:
 
     def check_exact(self, acc: Account, now: float, counters=None) -> None:
         """Measures acc from /proc and decides. counters: the reconcile's, read before this
-        measurement (the resident-growth bound is re-armed on them: growth after they were
-        read counts against the headroom the measurement leaves). Where the precise tier is
-        read, the account's counters are read again just before it and replace them there:
-        the bound then starts from the figure the decision used, not from a point before the
-        cheap tier's reading."""
+        measurement. Their resident-growth counters become acc.rss_base, where the kernel's
+        growth bound counts from until the next measurement (growth after they were read
+        counts against the headroom the measurement leaves). Where the precise tier is read,
+        the account's counters are read again just before the walk and taken instead: the
+        bound then starts from the figure decided on (exactly so while held frozen), not
+        from a point before the cheap tier's reading."""
         try:
             found = self.cg.cgroup_id(acc.name)
         except OSError:
@@ -484,8 +485,8 @@ class Session:
             # Frozen, it is exactly the growth counter at the figure decided on.
             hold["counters"] = self.read_counters(leaves)
         usage = self.measure(acc, before_precise)
-        if counters is not None and hold["counters"] is not None:
-            counters.update(hold["counters"])
+        # the growth counters the bound counts from: read before the tier decided on
+        base = hold["counters"] if hold["counters"] is not None else counters
         # The estimate read after /proc: a process /proc lists (a child just forked) is
         # then counted in it too, so a record never shows exact above its estimate.
         acc.estimate = self.estimate(acc, self.read_counters(leaves))
@@ -495,6 +496,8 @@ class Session:
                 break
             acc.estimate = self.estimate(acc, self.read_counters(leaves))
         effects = acc.on_exact(usage.figure, usage.ts, rss=usage.rss, pss=usage.pss)
+        acc.rss_base = ({leaf: base[leaf].rss_growth for leaf in leaves if leaf in base}
+                        if base is not None else None)
         held = hold["held"]
         # frozen meanwhile: the records cost the workload nothing
         self.sink(account_record("check", acc, now, **({"held_while_measured": True}

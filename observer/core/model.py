@@ -49,6 +49,9 @@ class Account:
     rss: int | None = None          # the RSS sum of that measurement
     pss: int | None = None          # its precise figure, where taken (the RSS sum was over)
     exact_ts: float | None = None   # when exact, rss and pss were measured
+    # per cgroup id, the kernel's resident-growth counter (pages) read just before that
+    # measurement: the growth bound counts from here, whenever it is written again
+    rss_base: dict | None = None
     maxheld: int | None = None      # the highest exact usage measured (never an estimate)
     failcnt: int = 0
     switches: int = 0
@@ -96,7 +99,7 @@ class Account:
         return []
 
     def forget_exact(self) -> None:
-        self.exact = self.rss = self.pss = self.exact_ts = None
+        self.exact = self.rss = self.pss = self.exact_ts = self.rss_base = None
 
     def _switch(self, mode: Mode, now: float | None) -> list[Effect]:
         """Counts a switch; with a time, it also counts towards the adaptive hysteresis."""
@@ -242,10 +245,15 @@ def leaf_bounds(accounts: list[Account], leaves_of: dict[str, list[int]],
             excess = max(est_pages - acc.low_water(now) // page_size, 0)
             share = excess // k
             rss_share = acc.rss_headroom() // page_size // k
+            base = acc.rss_base or {}
             for leaf in leaves:
                 c = counters.get(leaf, LeafCounters())
                 b = out.get(leaf, LeafBounds())
+                # from the counter at the measurement the headroom comes from, where known:
+                # a bound written again later (another cgroup's event, a new leaf) must not
+                # forgive the growth since that measurement
+                grown_from = base.get(leaf, c.rss_growth)
                 out[leaf] = replace(b, vm_low=max(b.vm_low, c.vm - share),
-                                    rss_high=min(b.rss_high, c.rss_growth + rss_share),
+                                    rss_high=min(b.rss_high, grown_from + rss_share),
                                     slow=True, gen=max(b.gen, acc.gen))
     return out

@@ -187,6 +187,20 @@ def test_leaf_bounds_fast_spreads_headroom():
     assert out[3] == LeafBounds()
 
 
+def test_slow_growth_bound_counts_from_the_measurement_not_from_the_write():
+    """The headroom a measurement leaves is counted from the growth counters read before
+    it (rss_base): rewritten later with grown counters, the bound stays where it was."""
+    acc = account(100 * PS)
+    acc.on_estimate(200 * PS)
+    acc.on_exact(60 * PS, now=0)               # 40 pages left
+    acc.rss_base = {1: 7, 2: 3}
+    later = {1: LeafCounters(vm=100, rss_growth=30), 2: LeafCounters(vm=100, rss_growth=3)}
+    out = leaf_bounds([acc], {"a": [1, 2]}, later, [1, 2], PS)
+    assert (out[1].rss_high, out[2].rss_high) == (7 + 20, 3 + 20)
+    acc.on_estimate(0)                          # back to fast: forgotten with exact
+    assert acc.rss_base is None
+
+
 def test_leaf_bounds_fast_above_trigger_has_no_headroom():
     acc = account(10 * PS)
     counters = {1: LeafCounters(vm=30), 2: LeafCounters(vm=-4, seed=9)}

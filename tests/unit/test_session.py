@@ -766,3 +766,28 @@ def test_over_by_rss_but_well_under_by_pss_does_not_wake_at_fault_speed(host):
     s.reconcile()
     assert not [e for e in host.log if e[0] in ("freeze", "thaw")]
     assert host.probes.bounds[cid].rss_high - 10 == 96 * MiB // PAGE_SIZE
+
+
+def test_a_bound_written_again_without_a_check_keeps_counting_from_the_check(host):
+    """After a check, another event (here a new cgroup) makes the loop write bounds again
+    with grown counters: the growth since the check still counts, and a counter already
+    past the bound gets a check at once."""
+    cid = host.cgroup("/job")
+    host.process(100, "/job", 1024 * MiB, 100 * MiB)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB, None, Action.KILL))])
+    s.start()
+    first = host.probes.bounds[cid].rss_high
+    assert first == host.probes.growth.get(cid, 0) + 156 * MiB // PAGE_SIZE
+    checks = len(host.events("check", "/job"))
+    host.probes.growth[cid] = 100 * MiB // PAGE_SIZE     # grew 100 MiB, under the bound
+    other = host.cgroup("/other")
+    s.on_event(wire.Event(wire.EV_NEW_LEAF, 1, other, 0, 0, 0))
+    s.handle_pending()
+    s.reconcile()
+    assert host.probes.bounds[cid].rss_high == first       # not moved by the rewrite
+    assert len(host.events("check", "/job")) == checks
+    host.probes.growth[cid] = 157 * MiB // PAGE_SIZE     # past it: caught by the re-read
+    s.rearm.add(cid)
+    s.reconcile()
+    s.reconcile()
+    assert len(host.events("check", "/job")) == checks + 1
