@@ -9,8 +9,8 @@ import sys
 import click
 
 from .. import __version__
-from ..core.config import (DEFAULT_HYSTERESIS, Action, ConfigError, parse_limit_spec,
-                           parse_vm_limit_spec)
+from ..core.config import (DEFAULT_HYSTERESIS, MAX_GRACE, Action, ConfigError, Count, KillScope,
+                           parse_limit_spec, parse_vm_limit_spec)
 from ..core.errors import BeanwatchError
 from ..output import render
 from . import demo, runtime
@@ -128,6 +128,20 @@ def cli():
 @click.option("--hysteresis", type=FiniteFloatRange(0, 1, max_open=True), default=None,
               help=f"Return to fast mode below limit x (1 - this) [default: "
                    f"{DEFAULT_HYSTERESIS:g}]; precedence as --action.")
+@click.option("--count", type=click.Choice([c.value for c in Count]), default=None,
+              help="What usage counts: resident memory, or resident memory and swap "
+                   "[default: rss].")
+@click.option("--kill-scope", type=click.Choice([k.value for k in KillScope]), default=None,
+              help="What --action kill takes: the whole limited cgroup, its largest child "
+                   "cgroup, or its largest process (by PSS) [default: cgroup].")
+@click.option("--prefer", multiple=True, metavar="PATTERN",
+              help="Kill first: child cgroups (path below the limited one) or processes "
+                   "(name) matching this glob. Repeatable. Also oomd's user.oomd_prefer.")
+@click.option("--avoid", multiple=True, metavar="PATTERN",
+              help="Kill last: as --prefer. Also oomd's user.oomd_avoid.")
+@click.option("--grace", type=FiniteFloatRange(0, MAX_GRACE), default=None,
+              help="Send SIGTERM to the victim first, and SIGKILL after this many seconds if "
+                   "usage is still over [default: 0: SIGKILL at once].")
 @click.option("--adaptive/--fixed-hysteresis", default=True, show_default=True,
               help="Widen the hysteresis while a cgroup flaps between modes (up to 50%).")
 @click.option("--interval", type=FiniteFloatRange(0.05, 3600), default=None,
@@ -160,7 +174,8 @@ def cli():
 @click.option("--max-leaves", type=click.IntRange(64, 1 << 22), default=None, hidden=True,
               help="Entries of the per-cgroup kernel maps (default: from the host; for tests).")
 @click.option("--print-bpf", is_flag=True, hidden=True, help="Print the BPF source and exit.")
-def watch(limits, vm_limits, config_path, action, hysteresis, adaptive, interval, duration, as_json,
+def watch(limits, vm_limits, config_path, action, hysteresis, count, kill_scope, prefer, avoid,
+          grace, adaptive, interval, duration, as_json,
           keep_frozen, on_exceed, on_action, hook_timeout, journal, metrics_addr, ringbuf_pages,
           vm_hook, kill_via, max_leaves, print_bpf):
     """Watch cgroups live and act on limits."""
@@ -183,6 +198,10 @@ def watch(limits, vm_limits, config_path, action, hysteresis, adaptive, interval
     except BeanwatchError as e:
         fail(str(e), 2)
     require_root()
+    policy = {k: v for k, v in (("count", count and Count(count)),
+                                ("kill_scope", kill_scope and KillScope(kill_scope)),
+                                ("grace", grace), ("prefer", tuple(prefer)),
+                                ("avoid", tuple(avoid))) if v not in (None, ())}
     wants_vm = bool(vm_limits) or bool(file_config and file_config.vm_limits())
     if wants_vm and (problem := runtime.refusal_problem()):
         fail(f"--vm-limit cannot be enforced here: {problem}", 2)
@@ -194,7 +213,7 @@ def watch(limits, vm_limits, config_path, action, hysteresis, adaptive, interval
         watches = []
         if limits or (config and config.limits()) or not vm:
             watches = runtime.resolve_watches(host, limits, action, hysteresis, adaptive,
-                                              config, wait_for_missing=True)
+                                              config, wait_for_missing=True, policy=policy)
         return runtime.with_vm_watches(host, watches, vm)
 
     def resolve(host):

@@ -15,7 +15,7 @@ from ..host.cgroupfs import CgroupFS, find_mounts
 from ..host.procfs import ProcFS
 from ..output import render
 from ..core.records import account_record, record
-from .session import Session, Watch, measure
+from .session import Session, Watch, measure, measure_usage
 
 
 @dataclass
@@ -60,7 +60,7 @@ class Options:
 
 
 def resolve_watches(host: Host, limits, action: Action | None, hysteresis: float | None,
-                    adaptive=False, file_config=None, wait_for_missing=False):
+                    adaptive=False, file_config=None, wait_for_missing=False, policy=None):
     """--limit specs and --config entries to Watch objects, each checked (freeze and kill
     are refused where they could reach init or beanwatch). With neither, every cgroup
     with its memory limit, in report mode. With wait_for_missing, a cgroup that does not
@@ -68,18 +68,25 @@ def resolve_watches(host: Host, limits, action: Action | None, hysteresis: float
 
     action and hysteresis are the command line's (None: not given there). Each setting
     comes from, in order: the cgroup's own table in the file, the command line, the file's
-    [defaults], the built-in default (report, DEFAULT_HYSTERESIS)."""
+    [defaults], the built-in default (report, DEFAULT_HYSTERESIS).
+
+    policy: the Limit fields given on the command line (count, kill_scope, grace, prefer,
+    avoid), for every --limit, and for config entries whose own table does not set them."""
     from ..host.actions import ActionRefused, guard
     from ..host.configfile import first
+    policy = dict(policy or {})
     defaults = file_config if file_config is not None else None
     cli_action = first(action, defaults.default_action if defaults else None, Action.REPORT)
     cli_hyst = first(hysteresis, defaults.default_hysteresis if defaults else None,
                      DEFAULT_HYSTERESIS)
-    wanted = [(spec.cgroup, Limit(spec.limit, spec.barrier, cli_action, cli_hyst, adaptive))
+    wanted = [(spec.cgroup, Limit(spec.limit, spec.barrier, cli_action, cli_hyst, adaptive,
+                                  **policy))
               for spec in limits]
     if file_config is not None:
-        wanted += [(cg, replace(lim, adaptive=adaptive))
-                   for cg, lim in file_config.limits(action, hysteresis)]
+        wanted += [(cg, replace(lim, adaptive=adaptive,
+                                **{k: v for k, v in policy.items() if k not in c.explicit}))
+                   for c, (cg, lim) in zip(file_config.cgroups,
+                                           file_config.limits(action, hysteresis))]
     if not wanted:
         watches = []
         for cid, name in sorted(host.cg.walk().items(), key=lambda kv: kv[1]):
@@ -465,8 +472,11 @@ def status_records(host: Host, watches) -> list[dict]:
     records = []
     now = time.time()
     for w in watches:
-        vm, rss_by_pid = measure(host.cg, host.procfs, w.name)
-        acc = Account.measured_once(w.name, w.cgroup_id, w.limit, vm, sum(rss_by_pid.values()))
+        vm, _ = measure(host.cg, host.procfs, w.name)
+        usage = measure_usage(host.cg, host.procfs, w.name, w.limit, now)
+        # the precise figure where the RSS sum is over, else the RSS sum
+        acc = Account.measured_once(w.name, w.cgroup_id, w.limit, vm, usage.figure)
+        acc.rss, acc.pss, acc.exact_ts = usage.rss, usage.pss, now
         records.append(account_record("status", acc, now, over_limit=acc.over_limit))
     return records
 

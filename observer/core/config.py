@@ -19,7 +19,24 @@ class Action(str, enum.Enum):
     KILL = "kill"
 
 
+class Count(str, enum.Enum):
+    """What usage counts: resident memory, or resident memory and swap."""
+
+    RSS = "rss"
+    RSS_SWAP = "rss+swap"
+
+
+class KillScope(str, enum.Enum):
+    """What a kill takes: the whole limited cgroup, its largest child cgroup, or its
+    largest process (ranked by the precise figure; prefer and avoid marks first)."""
+
+    CGROUP = "cgroup"
+    CHILD = "child"
+    PROCESS = "process"
+
+
 DEFAULT_HYSTERESIS = 0.10
+MAX_GRACE = 3600.0
 
 
 def barrier_fits(limit: int, barrier: int | None) -> bool:
@@ -36,6 +53,11 @@ class Limit:
     action: Action = Action.REPORT
     hysteresis: float = DEFAULT_HYSTERESIS
     adaptive: bool = False   # widen the hysteresis while the cgroup flaps (model.Account)
+    count: Count = Count.RSS
+    kill_scope: KillScope = KillScope.CGROUP
+    prefer: tuple[str, ...] = ()   # glob patterns: child cgroups (relative) or process names
+    avoid: tuple[str, ...] = ()
+    grace: float = 0.0             # seconds between SIGTERM and SIGKILL; 0: SIGKILL at once
 
     def __post_init__(self):
         if self.limit <= 0:
@@ -46,6 +68,8 @@ class Limit:
                 f"the limit {format_size(self.limit)}")
         if not 0.0 <= self.hysteresis < 1.0:
             raise ConfigError(f"hysteresis must be in [0, 1), not {self.hysteresis}")
+        if not 0.0 <= self.grace <= MAX_GRACE:   # written so that nan fails too
+            raise ConfigError(f"grace must be in [0, {MAX_GRACE:g}] seconds, not {self.grace}")
 
     @property
     def trigger(self) -> int:

@@ -53,6 +53,8 @@ def account_record(event: str, acc: Account, ts: float, **extra) -> dict:
     fields = {
         "name": display_name(acc.name), "cgroup_id": acc.cgroup_id,
         "estimate_bytes": acc.estimate, "exact_bytes": acc.exact,
+        "rss_bytes": acc.rss, "pss_bytes": acc.pss,
+        "exact_ts": None if acc.exact_ts is None else round(acc.exact_ts, 6),
         "held_bytes": acc.held, "maxheld_bytes": acc.maxheld,
         "limit_bytes": lim.limit if lim else None,
         "barrier_bytes": lim.barrier if lim else None,

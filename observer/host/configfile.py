@@ -8,8 +8,8 @@ import os
 from dataclasses import dataclass, field, replace
 from stat import S_ISBLK, S_ISCHR, S_ISDIR, S_ISFIFO, S_ISLNK, S_ISREG, S_ISSOCK
 
-from ..core.config import (DEFAULT_HYSTERESIS, Action, ConfigError, Limit, VmLimit,
-                           barrier_fits, check_minimum)
+from ..core.config import (DEFAULT_HYSTERESIS, MAX_GRACE, Action, ConfigError, Count,
+                           KillScope, Limit, VmLimit, barrier_fits, check_minimum)
 from ..core.sizes import MAX_SIZE, SizeError, format_size, parse_size
 
 try:
@@ -22,8 +22,9 @@ except ModuleNotFoundError:  # Python < 3.11
 
 MAX_CONFIG_BYTES = 1 << 20
 MIN_INTERVAL, MAX_INTERVAL = 0.05, 3600.0
-_DEFAULT_KEYS = ("action", "hysteresis", "interval")
-_CGROUP_KEYS = ("limit", "barrier", "action", "hysteresis", "vm_limit", "vm_barrier")
+_POLICY_KEYS = ("count", "kill_scope", "grace", "prefer", "avoid")
+_DEFAULT_KEYS = ("action", "hysteresis", "interval") + _POLICY_KEYS
+_CGROUP_KEYS = ("limit", "barrier", "action", "hysteresis", "vm_limit", "vm_barrier") + _POLICY_KEYS
 _ACTIONS = ", ".join(a.value for a in Action)
 
 
@@ -40,6 +41,8 @@ class CgroupConfig:
     own_action: Action | None = field(default=None, compare=False)
     own_hysteresis: float | None = field(default=None, compare=False)
     vm_limit: VmLimit | None = None   # vm_limit / vm_barrier: refusal at the allocation
+    # the keys its own table sets (count, kill_scope, ... win over the command line)
+    explicit: frozenset = field(default=frozenset(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,36 @@ class _Table:
         except ValueError:
             raise self.error(f"action {_q(value)} is not one of {_ACTIONS}") from None
 
+    def choice(self, key: str, enum_type, default):
+        if key not in self.table:
+            return default
+        value = self.table[key]
+        allowed = ", ".join(e.value for e in enum_type)
+        if not isinstance(value, str):
+            raise self.error(f"{key} must be a string, not {_toml_type(value)}")
+        try:
+            return enum_type(value)
+        except ValueError:
+            raise self.error(f"{key} {_q(value)} is not one of {allowed}") from None
+
+    def patterns(self, key: str, default: tuple) -> tuple:
+        if key not in self.table:
+            return default
+        value = self.table[key]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.error(f"{key} must be an array of strings (glob patterns)")
+        if any(not v or "\0" in v or "\n" in v for v in value):
+            raise self.error(f"{key}: a pattern is empty or holds a NUL or a line break")
+        return tuple(value)
+
+    def policy(self, base: dict) -> dict:
+        """count, kill_scope, grace, prefer, avoid: this table's, else base's."""
+        return {"count": self.choice("count", Count, base["count"]),
+                "kill_scope": self.choice("kill_scope", KillScope, base["kill_scope"]),
+                "grace": self.number("grace", 0.0, MAX_GRACE, False, base["grace"]),
+                "prefer": self.patterns("prefer", base["prefer"]),
+                "avoid": self.patterns("avoid", base["avoid"])}
+
     def size(self, key: str) -> int | None:
         value = self.table.get(key)
         if value is None:
@@ -283,6 +316,8 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> FileConfig:
     action = defaults.action(Action.REPORT)
     hysteresis = defaults.number("hysteresis", 0.0, 1.0, True, DEFAULT_HYSTERESIS)
     interval = defaults.number("interval", MIN_INTERVAL, MAX_INTERVAL, False, None)
+    policy = defaults.policy({"count": Count.RSS, "kill_scope": KillScope.CGROUP, "grace": 0.0,
+                              "prefer": (), "avoid": ()})
 
     cgroups, seen = [], {}
     for name, table in doc.get("cgroup", {}).items():
@@ -318,11 +353,11 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> FileConfig:
                 raise t.error(str(e)) from None
         own_action, own_hysteresis = t.action(action), t.number("hysteresis", 0.0, 1.0, True, hysteresis)
         try:
-            built = Limit(limit, barrier, own_action, own_hysteresis)
+            built = Limit(limit, barrier, own_action, own_hysteresis, **t.policy(policy))
         except ConfigError as e:  # checked above already; kept so Limit stays the final word
             raise t.error(str(e)) from None
         cgroups.append(CgroupConfig(name, built, t.action(None), t.number(
-            "hysteresis", 0.0, 1.0, True, None), vm_limit))
+            "hysteresis", 0.0, 1.0, True, None), vm_limit, frozenset(table)))
 
     if not cgroups:
         raise ConfigFileError(f'{source}: no [cgroup."NAME"] tables: the config limits nothing')

@@ -466,6 +466,18 @@ class Probes:
         return {k.value: (v.vm_pages, v.rss_growth)
                 for k, v in self.bpf["leaf_cnt"].items()}
 
+    def counters_of(self, cgids) -> dict[int, tuple[int, int]]:
+        """counters() for these cgroups only: one lookup each, not a walk of the whole map
+        (an exact check reads its estimate again this way, before it may act)."""
+        table, out = self.bpf["leaf_cnt"], {}
+        for cid in cgids:
+            try:
+                v = table[table.Key(cid)]
+            except KeyError:
+                continue
+            out[cid] = (v.vm_pages, v.rss_growth)
+        return out
+
     def set_bounds(self, cgid: int, b: LeafBounds) -> bool:
         """Programs a cgroup's bounds and re-arms its wake-ups; False if the map is full."""
         table = self.bpf["leaf_ctl"]

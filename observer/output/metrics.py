@@ -64,7 +64,7 @@ class SessionCollector:
             return CounterMetricFamily(name, doc, labels=labels)
 
         est = gauge("beanwatch_cgroup_estimate_bytes", "Upper estimate: summed total_vm of the processes.")
-        exact = gauge("beanwatch_cgroup_exact_bytes", "Summed RSS at the last exact check (slow mode).")
+        exact = gauge("beanwatch_cgroup_exact_bytes", "Usage at the last exact check (slow mode): summed PSS where the RSS sum was over, else the RSS sum.")
         limit = gauge("beanwatch_cgroup_limit_bytes", "Limit on the cgroup and its descendants.")
         barrier = gauge("beanwatch_cgroup_barrier_bytes", "Warning level (barrier).")
         slow = gauge("beanwatch_cgroup_slow_mode", "1 while exact usage is followed (slow mode).")

@@ -271,3 +271,36 @@ def test_config_that_is_a_symlink_or_missing_is_refused(tmp_path, no_host):
     for path in (link, tmp_path / "missing.toml", tmp_path):
         res = invoke("watch", "--config", str(path))
         assert res.exit_code == 2 and res.stdout == "" and no_host == [], res.output
+
+
+# issue 11: --count, --kill-scope, --prefer, --avoid, --grace
+
+
+@pytest.mark.parametrize("args", [
+    ["--count", "pss"], ["--kill-scope", "largest"], ["--grace", "-1"], ["--grace", "nan"],
+    ["--grace", "3601"],
+])
+def test_victim_and_usage_options_refuse_bad_values(args, no_host):
+    res = invoke("watch", "--limit", "x=1G", *args)
+    assert res.exit_code == 2 and res.stdout == "" and no_host == []
+    assert args[0] in res.stderr
+
+
+def test_victim_and_usage_options_reach_the_watches(monkeypatch):
+    seen = {}
+
+    def resolve(host, limits, action, hysteresis, adaptive, file_config, **kw):
+        seen.update(kw)
+        raise runtime_module.BeanwatchError("stop here")
+    monkeypatch.setattr(cli_module, "require_root", lambda: None)
+    monkeypatch.setattr(runtime_module, "open_host", lambda: object())
+    monkeypatch.setattr(runtime_module, "resolve_watches", resolve)
+    res = invoke("watch", "--limit", "x=1G", "--action", "kill", "--count", "rss+swap",
+                 "--kill-scope", "child", "--prefer", "w-*", "--prefer", "z", "--avoid", "db",
+                 "--grace", "2.5")
+    assert res.exit_code == 2 and "stop here" in res.stderr
+    from observer.core.config import Count, KillScope
+    assert seen["policy"] == {"count": Count.RSS_SWAP, "kill_scope": KillScope.CHILD,
+                              "grace": 2.5, "prefer": ("w-*", "z"), "avoid": ("db",)}
+    res = invoke("watch", "--limit", "x=1G")
+    assert seen["policy"] == {}     # nothing given: the config file's or built-in defaults
