@@ -91,6 +91,31 @@ def beancounters(records: list[dict]) -> str:
     return "\n".join(out)
 
 
+TRACE_COLUMNS = ("time", "cgroup", "name", "pid", "comm", "kind", "bytes", "estimate")
+
+
+def trace_header() -> str:
+    return _trace_row(TRACE_COLUMNS)
+
+
+def _trace_row(cols) -> str:
+    t, cg, name, pid, comm, kind, size, est = cols
+    return (f"{t:<12} {cg:<32} {name:<16} {pid:>7} {comm:<16} {kind:<7} {size:>10} "
+            f"{est:>10}").rstrip()
+
+
+def trace_line(rec: dict) -> str:
+    """One `grow` record of `trace` as a line under trace_header (bytes exact: the size
+    of the change in bytes; estimate: the cgroup's, after it)."""
+    import time as _time
+    ts = rec["ts"]
+    stamp = _time.strftime("%H:%M:%S", _time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}"
+    cgroup = printable(rec["cgroup"]) if rec["cgroup"] is not None else f"id:{rec['cgroup_id']}"
+    path, name = path_and_name(rec["cgroup"]) if rec["cgroup"] is not None else (cgroup, "-")
+    return _trace_row((stamp, path, name, str(rec["pid"]), printable(rec["comm"] or "?"),
+                       rec["kind"], str(rec["bytes"]), format_size(rec["estimate_bytes"])))
+
+
 def describe(record: dict) -> str:
     """A one-line account of a non-snapshot record, for stderr and the demo log."""
     ev, cg = record["event"], display_name(str(record.get("cgroup")))
