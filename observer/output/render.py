@@ -88,6 +88,13 @@ def beancounters(records: list[dict]) -> str:
                 to_pages(lim) if lim is not None else "unlimited", rec["failcnt"]]
         out.append(f"{printable(rec['cgroup'])}:")
         out.append(f"{'':10}  {'physpages':<12}" + "".join(f"{v:>21}" for v in vals))
+        # privvmpages: the mapped total, which is the estimate (`status` measures once, so
+        # maxheld is the same figure); against a vm-limit where one is set (none is yet)
+        vm = to_pages(rec["estimate_bytes"] or 0)
+        vm_lim = rec.get("vm_limit_bytes")
+        vm_lim = to_pages(vm_lim) if vm_lim is not None else "unlimited"
+        vals = [vm, vm, vm_lim, vm_lim, 0]
+        out.append(f"{'':10}  {'privvmpages':<12}" + "".join(f"{v:>21}" for v in vals))
     return "\n".join(out)
 
 
