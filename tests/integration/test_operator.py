@@ -133,12 +133,12 @@ def test_top_drill_down_in_tmux(cgroups):
     slow = cgroups.make("slow")
     exe = shutil.which("beanwatch", path=os.path.dirname(sys.executable))
     session = f"bwdrill{os.getpid()}"
-    # 64 MiB touched by a Python process: its mappings pass 80M (slow mode, an exact
-    # check every interval) while its resident memory stays under it
+    # 128 MiB reserved and 32 MiB touched by a Python process: its mappings pass 100M (slow
+    # mode, an exact check every interval) while its resident memory stays under it
     tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "30",
-         f"{exe} top --interval 0.3 --limit {slow}=80M; echo EXIT=$?; sleep 30")
+         f"{exe} top --interval 0.3 --limit {slow}=100M; echo EXIT=$?; sleep 30")
     try:
-        p = cgroups.workload(slow, "touch:64M", "hold")
+        p = cgroups.workload(slow, "reserve:128M", "touch:32M", "hold")
 
         def screen():
             return tmux("capture-pane", "-p", "-t", session)

@@ -58,6 +58,9 @@ def test_trace_names_every_growth_at_or_above_the_size(cgroups, watcher, exes):
         return reply
 
     step(f"mmap {16 * MiB}", "mmap")
+    # comm is read from /proc when the record is made: waited for here, before the exec
+    first = tracer.wait_for(lambda r: r["event"] == "grow" and r["pid"] == p.pid, what="mmap")
+    assert first["comm"] == "grower" and first["kind"] == "mmap", first
     step(f"mmap {2 * MiB}", None)                # below the size: not traced
     step(f"brk {8 * MiB}", "brk")
     step(f"brk {1 * MiB}", None)
@@ -99,7 +102,6 @@ def test_trace_names_every_growth_at_or_above_the_size(cgroups, watcher, exes):
     for rec, (_pid, _kind, _size, after) in zip(records, expected):
         if after is not None and rec["kind"] != "fork":
             assert rec["estimate_bytes"] == after, (rec, after)
-    assert records[0]["comm"] == "grower"
     p.stdin.close()
     p.wait(timeout=10)
     assert tracer.stop() == 0
