@@ -398,8 +398,9 @@ def run_watch(host: Host, watches, options: Options, reload=None, signals=None,
 def run_top(host: Host, watches, interval: float) -> int:
     from ..output.top import run_top as top
     signals = Signals()
+    # no config to reload: a hang-up is the terminal gone, and ends top
     return top(lambda sink: build_session(host, watches, sink, Options(interval=interval)),
-               signals)
+               lambda: signals() or signals.hup)
 
 
 def run_verify(host: Host, watches, duration: float, interval: float, as_json: bool) -> int:
@@ -461,7 +462,8 @@ def run_trace(host: Host, watches, everything: bool, min_bytes: int, duration: f
                        + " (Ctrl-C stops)")
         if not as_json:
             print(render.trace_header(), flush=True)
-        session.run(duration, stop, on_loop=tracer.flush)
+        # no config to reload: a hang-up is the terminal gone, and ends the trace
+        session.run(duration, lambda: stop() or stop.hup, on_loop=tracer.flush)
         tracer.flush()
     except BeanwatchError as e:
         render.message(str(e))
