@@ -132,7 +132,8 @@ class EventPane:
         return len(self.lines)
 
     def text(self) -> list[str]:
-        return [f"{s} {t}" + (f" (x{n} checks)" if c is not None and n > 1 else "")
+        # the count first: a long line is cut at the screen's edge
+        return [f"{s} " + (f"x{n} checks, latest: " if c is not None and n > 1 else "") + t
                 for s, t, c, n in self.lines]
 
 

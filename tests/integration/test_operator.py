@@ -152,7 +152,8 @@ def test_top_drill_down_in_tmux(cgroups):
             assert pred(text), f"{what}:\n{text}"
             return text
 
-        text = wait(lambda t: "checks)" in t and "/slow" in t, "collapsed checks")
+        text = wait(lambda t: re.search(r"x\d+ checks, latest: ", t) and "/slow" in t,
+                    "collapsed checks")
         row = next(line for line in text.splitlines() if "/slow" in line and " slow " in line)
         assert re.search(r"#+\.* \d+", row), row                 # the use% bar
         checks = [line for line in text.splitlines() if "exact check" in line]

@@ -87,6 +87,6 @@ def test_event_pane_collapses_repeated_checks_into_a_count():
     pane.add(_event("check", "/a", exact_bytes=MiB // 2))
     text = pane.text()
     assert len(text) == 3, text
-    assert text[0].endswith("(x6 checks)") and "exact check" in text[0]
-    assert "(x" not in text[1]             # /b: one check, no count
+    assert "x6 checks, latest: " in text[0][:40] and "exact check" in text[0]
+    assert "checks" not in text[1]         # /b: one check, no count
     assert "fast -> slow" in text[2]       # the switch stays
