@@ -459,7 +459,7 @@ def run_trace(host: Host, watches, everything: bool, min_bytes: int, duration: f
         what = "every cgroup" if everything else ", ".join(w.name for w in watches)
         render.message(f"tracing address-space growth of {format_size(min_bytes)} or more "
                        f"in {what}" + (f" for {duration:g}s" if duration else "")
-                       + " (Ctrl-C stops)")
+                       + f" (address space via {session.probes.vm_hook}; Ctrl-C stops)")
         if not as_json:
             print(render.trace_header(), flush=True)
         # no config to reload: a hang-up is the terminal gone, and ends the trace
