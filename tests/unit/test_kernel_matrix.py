@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import time
 
@@ -111,9 +112,15 @@ def test_a_lock_held_by_a_parent_is_not_waited_for(tmp_path):
             "km = importlib.util.module_from_spec(spec); spec.loader.exec_module(km)\n"
             "with km.locked(sys.argv[2]): print('inside', flush=True)")
     script = os.path.join(ROOT, "scripts", "kernel_matrix.py")
-    p = subprocess.run(["flock", lock, "python3", "-c", code, script, lock],
-                       capture_output=True, text=True, timeout=20)
-    assert p.returncode == 0 and p.stdout == "inside\n", p
+    p = subprocess.Popen(["flock", lock, "python3", "-c", code, script, lock],
+                         stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, _ = p.communicate(timeout=20)
+    finally:   # waiting for itself: the whole group goes, the child holding the lock too
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    assert p.returncode == 0 and out == "inside\n", (p.returncode, out)
     # held by an unrelated process: waited for until it lets go
     holder = subprocess.Popen(["flock", lock, "sleep", "1.5"])
     try:
