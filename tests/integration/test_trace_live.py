@@ -104,6 +104,8 @@ def test_trace_names_every_growth_at_or_above_the_size(cgroups, watcher, exes):
     tracer.wait_for(lambda r: r["event"] == "grow" and r["kind"] == "exec", what="exec growth")
     time.sleep(0.3 * TIME_SCALE)
     records = got()
+    print(f"hook {hook}; trace's records (pid, kind, bytes):",   # shown with -rA (guest logs)
+          *[(r["pid"], r["kind"], r["bytes"]) for r in records], sep="\n  ")
     execs = [r for r in records if r["kind"] == "exec"]
     others = [r for r in records if r["kind"] != "exec"]
     if hook == "syscalls":
