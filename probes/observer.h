@@ -10,6 +10,16 @@
 #define EV_VM_LOW     3 /* ... fell below the bound Python set */
 #define EV_RSS_HIGH   4 /* a slow-mode cgroup's resident growth passed the bound Python set */
 #define EV_MOVED      5 /* a known process moved to another cgroup */
+/* `beanwatch trace` only (sent while trace_min[0] > 0): one change of a process's total_vm
+ * reached trace_min pages. value: the change (pages); aux: its cgroup's kernel-side count
+ * after it (pages, Python adds its seed); extra: the syscall in progress (EV_GROW). */
+#define EV_GROW       6 /* at an mmap-lock release (or a mapping syscall's exit) */
+#define EV_GROW_EXEC  7 /* exec built a new address space */
+#define EV_GROW_FORK  8 /* fork copied the parent's address space into the child */
+
+/* EV_GROW's extra when no syscall number is known: */
+#define GROW_NO_SYSCALL  -1 /* not in a syscall: a page fault from user mode (stack growth) */
+#define GROW_UNKNOWN     -2 /* this kernel or architecture does not say */
 
 /* indexes into the per-CPU stats array */
 #define STAT_RINGBUF_FULL  0 /* ringbuf_reserve failed: an event was lost */
@@ -27,6 +37,7 @@ struct event {
 	long long value;           /* kind-specific: pages */
 	unsigned long long aux;    /* kind-specific: old cgroup id for EV_MOVED */
 	unsigned long long ts_ns;  /* bpf_ktime_get_ns() */
+	long long extra;           /* kind-specific: the syscall number for EV_GROW */
 };
 
 /* one entry per process (thread group): what is counted for it in its cgroup */

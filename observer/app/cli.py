@@ -284,6 +284,39 @@ def verify(cgroups, duration, interval, as_json):
     sys.exit(runtime.run_verify(host, watches, duration, interval, as_json))
 
 
+def _min_size_callback(ctx, param, value):
+    from ..core.sizes import PAGE_SIZE, parse_size
+    try:
+        size = parse_size(value)
+    except BeanwatchError as e:
+        raise click.BadParameter(str(e)) from None
+    if size < PAGE_SIZE:
+        raise click.BadParameter(f"{value!r} is below one page ({PAGE_SIZE} bytes)")
+    return size
+
+
+@cli.command()
+@click.option("--cgroup", "cgroups", multiple=True, metavar="CGROUP",
+              help="Trace this cgroup (and its descendants); repeatable. Default: all.")
+@click.option("--min-size", "min_size", default="64M", show_default=True, metavar="SIZE",
+              callback=_min_size_callback,
+              help="Show one change of a process's address space of this size or more.")
+@click.option("--duration", type=FiniteFloatRange(0, min_open=True), default=None,
+              help="Seconds to run (default: until Ctrl-C).")
+@json_option
+def trace(cgroups, min_size, duration, as_json):
+    """Live stream of address-space growth: which process grew, when, by how much.
+
+    One line per change of a process's mapped total (VmSize) of at least --min-size:
+    time, cgroup and name, pid and comm, kind (mmap, brk, mremap, stack, shm, exec, fork,
+    or mapping where the kernel does not say), the change in bytes, and the cgroup's
+    estimate after it. Report only: nothing is limited, frozen or killed.
+    """
+    require_root()
+    host, watches = open_host_or_exit(lambda host: runtime.all_cgroups(host, cgroups))
+    sys.exit(runtime.run_trace(host, watches, not cgroups, min_size, duration, as_json))
+
+
 @cli.command()
 @limit_option
 @json_option

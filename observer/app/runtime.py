@@ -11,6 +11,8 @@ from dataclasses import dataclass, replace
 from ..core.config import DEFAULT_HYSTERESIS, Action, ConfigError, Limit
 from ..core.errors import BeanwatchError
 from ..core.model import Account
+from ..core.sizes import format_size, to_pages
+from ..kernel import wire
 from ..host.cgroupfs import CgroupFS, find_mounts
 from ..host.procfs import ProcFS
 from ..output import render
@@ -272,7 +274,9 @@ def read_pid_max(path: str = "/proc/sys/kernel/pid_max") -> int | None:
         return None
 
 
-def build_session(host: Host, watches, sink, options: Options = Options()) -> Session:
+def build_session(host: Host, watches, sink, options: Options = Options(),
+                  on_growth=None) -> Session:
+    """on_growth takes the kernel's EV_GROW* events (`trace`); the session the others."""
     from ..host.actions import Actor
     from ..host.hooks import HookRunner, reap_hook_cgroups
     from ..host.netlink import PeakReader
@@ -282,7 +286,14 @@ def build_session(host: Host, watches, sink, options: Options = Options()) -> Se
     holder = {}
     from ..kernel.loader import map_sizes
     procs, leaves = map_sizes(read_pid_max(), host.cg.count(), o.max_procs, o.max_leaves)
-    probes = Probes(lambda ev: holder["s"].on_event(ev),
+    def on_event(ev):
+        if ev.kind in wire.GROWTH_KINDS:
+            if on_growth is not None:
+                on_growth(ev)
+            return
+        holder["s"].on_event(ev)
+
+    probes = Probes(on_event,
                     ProbeOptions(ring_pages=o.ringbuf_pages, vm_hook=o.vm_hook,
                                  max_procs=procs, max_leaves=leaves,
                                  vm_limits=bool(o.vm_limits)))
@@ -435,8 +446,9 @@ def run_watch(host: Host, watches, options: Options, reload=None, signals=None,
 def run_top(host: Host, watches, interval: float) -> int:
     from ..output.top import run_top as top
     signals = Signals()
+    # no config to reload: a hang-up is the terminal gone, and ends top
     return top(lambda sink: build_session(host, watches, sink, Options(interval=interval)),
-               signals)
+               lambda: signals() or signals.hup)
 
 
 def run_verify(host: Host, watches, duration: float, interval: float, as_json: bool) -> int:
@@ -464,6 +476,49 @@ def run_verify(host: Host, watches, duration: float, interval: float, as_json: b
     if not as_json:
         print(render.verify_table(verifier.tallies))
     return 1 if verifier.violations else 0
+
+
+def run_trace(host: Host, watches, everything: bool, min_bytes: int, duration: float | None,
+              as_json: bool) -> int:
+    """`trace`: one line (or JSON record) per change of a process's address space of at
+    least min_bytes, in the cgroups named (and their descendants), else in every one."""
+    from .trace import Tracer
+
+    holder = {}
+    stop = Signals()
+
+    def sink(rec):
+        if as_json:
+            json_sink(rec)
+        else:
+            print(render.trace_line(rec), flush=True)
+
+    def session_sink(rec):   # the accounting's own records: only losses are worth saying
+        if rec["event"] == "lost":
+            render.message(render.describe(rec))
+
+    session = build_session(host, watches, session_sink, Options(),
+                            on_growth=lambda ev: holder["t"].on_growth(ev))
+    tracer = Tracer(session, sink, max(1, to_pages(min_bytes)), everything=everything)
+    holder["t"] = tracer
+    try:
+        session.start()
+        session.probes.set_trace_min(tracer.min_pages)
+        what = "every cgroup" if everything else ", ".join(w.name for w in watches)
+        render.message(f"tracing address-space growth of {format_size(min_bytes)} or more "
+                       f"in {what}" + (f" for {duration:g}s" if duration else "")
+                       + f" (address space via {session.probes.vm_hook}; Ctrl-C stops)")
+        if not as_json:
+            print(render.trace_header(), flush=True)
+        # no config to reload: a hang-up is the terminal gone, and ends the trace
+        session.run(duration, lambda: stop() or stop.hup, on_loop=tracer.flush)
+        tracer.flush()
+    except BeanwatchError as e:
+        render.message(str(e))
+        return 1
+    finally:
+        session.stop()
+    return 0
 
 
 def status_records(host: Host, watches) -> list[dict]:

@@ -231,6 +231,15 @@ def map_sizes(pid_max: int | None, n_cgroups: int, procs: int | None = None,
     return procs, leaves
 
 
+def has_task_pt_regs(machine: str | None = None, release: str | None = None) -> bool:
+    """Whether the probes can read the syscall in progress (trace's kind): the
+    bpf_task_pt_regs helper (5.15) and x86-64's orig_ax."""
+    machine = machine or os.uname().machine
+    release = release or os.uname().release
+    m = re.match(r"(\d+)\.(\d+)", release)
+    return machine == "x86_64" and bool(m) and (int(m.group(1)), int(m.group(2))) >= (5, 15)
+
+
 @dataclass(frozen=True)
 class ProbeOptions:
     ring_pages: int = 64          # ring buffer size in pages (a power of two)
@@ -271,6 +280,8 @@ class Probes:
             defs["HAS_RSS_STAT_TP"] = 1
         if self.rss_stat_raw:
             defs["FOLLOW_RSS_STAT"] = 1
+        if has_task_pt_regs():
+            defs["HAS_TASK_PT_REGS"] = 1
         if self.tracefs and {"root", "id"} <= tracepoint_fields(self.tracefs, *RMDIR_TRACEPOINT):
             defs["HAS_CGROUP_RMDIR"] = 1
         if not self.atomic_fetch:
@@ -518,6 +529,12 @@ class Probes:
         except KeyError:
             return False
         return True
+
+    def set_trace_min(self, pages: int) -> None:
+        """`trace`: one change of total_vm of at least this many pages is sent as an
+        EV_GROW* event (0: none, as for watch)."""
+        table = self.bpf["trace_min"]
+        table[table.Key(0)] = table.Leaf(max(0, pages))
 
     def stats(self) -> list[int]:
         """Per-CPU stats summed: indexes are wire.STAT_*."""

@@ -13,6 +13,13 @@ EV_VM_HIGH = 2
 EV_VM_LOW = 3
 EV_RSS_HIGH = 4
 EV_MOVED = 5
+EV_GROW = 6
+EV_GROW_EXEC = 7
+EV_GROW_FORK = 8
+GROWTH_KINDS = frozenset((EV_GROW, EV_GROW_EXEC, EV_GROW_FORK))
+
+GROW_NO_SYSCALL = -1
+GROW_UNKNOWN = -2
 
 STAT_RINGBUF_FULL = 0
 STAT_PROCS_FULL = 1
@@ -23,10 +30,11 @@ STAT_LEAVES_FREED = 5
 STAT_MAX = 6
 
 KIND_NAMES = {EV_NEW_LEAF: "new_leaf", EV_VM_HIGH: "vm_high", EV_VM_LOW: "vm_low",
-              EV_RSS_HIGH: "rss_high", EV_MOVED: "moved"}
+              EV_RSS_HIGH: "rss_high", EV_MOVED: "moved", EV_GROW: "grow",
+              EV_GROW_EXEC: "grow_exec", EV_GROW_FORK: "grow_fork"}
 
-# struct event { u32 kind; u32 tgid; u64 cgid; s64 value; u64 aux; u64 ts_ns; }
-EVENT_FORMAT = "<IIQqQQ"
+# struct event { u32 kind; u32 tgid; u64 cgid; s64 value; u64 aux; u64 ts_ns; s64 extra; }
+EVENT_FORMAT = "<IIQqQQq"
 EVENT_SIZE = struct.calcsize(EVENT_FORMAT)
 
 
@@ -42,6 +50,7 @@ class Event:
     value: int
     aux: int
     ts_ns: int
+    extra: int = 0
 
     @property
     def kind_name(self) -> str:
@@ -59,4 +68,5 @@ def decode(data: bytes) -> Event:
 
 def encode(ev: Event) -> bytes:
     """For tests: what the kernel side would send."""
-    return struct.pack(EVENT_FORMAT, ev.kind, ev.tgid, ev.cgid, ev.value, ev.aux, ev.ts_ns)
+    return struct.pack(EVENT_FORMAT, ev.kind, ev.tgid, ev.cgid, ev.value, ev.aux, ev.ts_ns,
+                       ev.extra)

@@ -100,9 +100,9 @@ def cgroups():
 class Watcher:
     """`beanwatch watch --json` as a real process; its records are collected as they come."""
 
-    def __init__(self, args: list[str]):
+    def __init__(self, args: list[str], command: str = "watch"):
         exe = shutil.which("beanwatch", path=os.path.dirname(sys.executable)) or "beanwatch"
-        self.proc = subprocess.Popen([exe, "watch", "--json", *args], stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen([exe, command, "--json", *args], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, cwd="/")
         self.records: list[dict] = []
         self.stderr = ""
@@ -155,8 +155,8 @@ class Watcher:
 def watcher():
     started: list[Watcher] = []
 
-    def start(*args: str) -> Watcher:
-        w = Watcher(list(args))
+    def start(*args: str, command: str = "watch") -> Watcher:
+        w = Watcher(list(args), command)
         started.append(w)
         return w
     try:
