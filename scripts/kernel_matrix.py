@@ -166,6 +166,18 @@ def locked(path: str | None):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+# Guests boot with BPF LSM active (Debian's kernels build it in, but leave it out of the
+# default list), so that --vm-limit's refusal tests run in the same boot as the rest; a
+# kernel without BPF LSM ignores the name. VM_APPEND set by the caller wins.
+GUEST_LSM = "lsm=lockdown,capability,landlock,yama,apparmor,bpf"
+
+
+def guest_env() -> dict:
+    env = dict(os.environ)
+    env.setdefault("VM_APPEND", GUEST_LSM)
+    return env
+
+
 def run_kernel(kernel: str, args, log) -> dict:
     guest_argv = [".venv/bin/python", "scripts/kernel_matrix.py", "--guest",
                   "--step-timeout", str(args.step_timeout), "--tests-timeout", str(args.tests_timeout)]
@@ -178,7 +190,7 @@ def run_kernel(kernel: str, args, log) -> dict:
     t0 = time.monotonic()
     with locked(lock):
         t_locked = time.monotonic()
-        p = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+        p = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=guest_env())
     secs = round(time.monotonic() - t_locked, 1)
     log.write(f"##### {kernel}: {' '.join(argv)} (waited {t_locked - t0:.0f}s for {lock})\n"
               f"{p.stderr}\n{p.stdout}\n")
