@@ -119,25 +119,27 @@ def guest(args) -> int:
 
 # --- on the host ------------------------------------------------------------------------------
 
-def flock_holders(path: str) -> set[int]:
-    """PIDs holding a flock on path (/proc/locks; waiters, marked "->", left out)."""
+def lock_holders(path: str, locks: str = "/proc/locks") -> set[int]:
+    """PIDs holding (not waiting for) a flock on the file at path, from /proc/locks."""
     st = os.stat(path)
     dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    holders = set()
-    with open("/proc/locks") as f:
+    out = set()
+    with open(locks) as f:
         for line in f:
+            # "2: FLOCK  ADVISORY  WRITE 11047 fe:00:2147879 0 EOF"; waiters have "->"
             parts = line.split()
             if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == dev:
-                holders.add(int(parts[4]))
-    return holders
+                out.add(int(parts[4]))
+    return out
 
 
 def ancestors(pid: int) -> list[int]:
+    """pid's parent, grandparent, ... up to init."""
     out = []
     while pid > 1:
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                pid = int(f.read().rsplit(b")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             break
         out.append(pid)
@@ -146,9 +148,9 @@ def ancestors(pid: int) -> list[int]:
 
 @contextlib.contextmanager
 def locked(path: str | None):
-    """Holds path's flock; where a process above this one holds it already (`flock
-    /tmp/bw-vm.lock make test-kernels`, as CI and the notes write it), that hold is ours:
-    waiting for it would wait forever."""
+    """Holds the lock at path while running a guest. If one of our ancestors holds it
+    already (`flock /tmp/bw-vm.lock make test-kernels`, or CI wrapped in the lock), the lock
+    is ours: taking it again would wait for ourselves forever."""
     if not path:
         yield
         return
@@ -156,7 +158,10 @@ def locked(path: str | None):
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            if flock_holders(path) & {os.getpid(), *ancestors(os.getpid())}:
+            mine = lock_holders(path) & set(ancestors(os.getpid()))
+            if mine:
+                print(f"kernel_matrix: {path} is held by our ancestor {min(mine)}: "
+                      "running under it", file=sys.stderr, flush=True)
                 yield
                 return
             fcntl.flock(f, fcntl.LOCK_EX)

@@ -297,7 +297,7 @@ def build_session(host: Host, watches, sink, options: Options = Options(),
                     ProbeOptions(ring_pages=o.ringbuf_pages, vm_hook=o.vm_hook,
                                  max_procs=procs, max_leaves=leaves,
                                  vm_limits=bool(o.vm_limits)))
-    actor = Actor(host.cg, host.procfs, host.own_cgroup, host.init_cgroup,
+    actor = Actor(host.cg, host.own_cgroup, host.init_cgroup, procfs=host.procfs,
                   use_cgroup_kill=(o.kill_via == "auto"))
     hooks = None
     if o.on_action or o.on_exceed:

@@ -82,6 +82,13 @@ FAULT_PROBE_GRACE = 10.0
 # the cgroup is resynchronised at the next tick instead, so others are still served.
 EVENT_RATE = 200.0
 EVENT_BURST = 100.0
+# The records a flapping cgroup makes by the hundred a second (a process moved in and out of
+# it in a loop, or mapping and unmapping across its limit): per cgroup and kind, at most
+# RECORD_RATE a second after a burst of RECORD_BURST. The ones over it are counted, and the
+# next one sent says how many were left out (`suppressed`). Decisions are not affected:
+# only the telling is. Actions, barrier and exceeded records are limited by policy already.
+RECORD_RATE = {"mode": 2.0, "check": 5.0}
+RECORD_BURST = 10.0
 
 # The tree (and memory.max, when limits come from it) is walked again at least this often,
 # and on news of an unknown cgroup no sooner than TREE_GAP_FACTOR times the last walk's
@@ -145,6 +152,10 @@ class Session:
         self.walk_took = 0.0
         # per-source rate limit of events; over it: counted, resynchronised at the tick
         self.buckets = Buckets(event_rate, event_burst)
+        self.record_buckets = {kind: Buckets(rate, RECORD_BURST)
+                               for kind, rate in RECORD_RATE.items()}
+        self.left_out: dict[str, dict[int, int]] = {kind: {} for kind in RECORD_RATE}
+        self.records_suppressed = 0
         self.resync: set[int] = set()
         self.events_seen = 0
         self.events_throttled = 0
@@ -283,6 +294,9 @@ class Session:
         self.rearm &= tree.keys()
         self.unwritten &= tree.keys()
         self.buckets.keep_only(tree)
+        for kind, buckets in self.record_buckets.items():
+            buckets.keep_only(tree)
+            self.left_out[kind] = {c: n for c, n in self.left_out[kind].items() if c in tree}
 
     def tree_due_in(self) -> float:
         """Seconds until a walk asked for by an event may run."""
@@ -392,7 +406,7 @@ class Session:
                 newly_slow.append(acc)
                 self.exact_due.add(acc.name)
             if effects:
-                self.sink(account_record("mode", acc, now, previous=before.value))
+                self.tell(acc, account_record("mode", acc, now, previous=before.value))
             if acc.mode is Mode.SLOW and (force_all or periodic):
                 self.exact_due.add(acc.name)
         if newly_slow:
@@ -510,8 +524,8 @@ class Session:
                         if base is not None else None)
         held = hold["held"]
         # frozen meanwhile: the records cost the workload nothing
-        self.sink(account_record("check", acc, now, **({"held_while_measured": True}
-                                                       if held else {})))
+        self.tell(acc, account_record("check", acc, now, **({"held_while_measured": True}
+                                                            if held else {})))
         # barrier/exceeded: recorded on the way there, then as a reminder (core/policy)
         level = next((e.value for e in effects if e in (Effect.WARN, Effect.EXCEED)), None)
         told = self.notices.setdefault(acc.name, OverNotice()).note(level, now)
@@ -548,6 +562,19 @@ class Session:
                 self.rearm.update(self.leaves_of.get(acc.name, ()))
                 if acc.mode is Mode.SLOW:
                     self.exact_due.add(acc.name)
+
+    def tell(self, acc: Account, rec: dict) -> None:
+        """A mode or check record, within its rate per cgroup (RECORD_RATE)."""
+        kind = rec["event"]
+        if not self.record_buckets[kind].take(acc.cgroup_id, rec["ts"]):
+            self.records_suppressed += 1
+            left = self.left_out[kind]
+            left[acc.cgroup_id] = left.get(acc.cgroup_id, 0) + 1
+            return
+        missed = self.left_out[kind].pop(acc.cgroup_id, 0)
+        if missed:
+            rec["suppressed"] = missed
+        self.sink(rec)
 
     def note_map_full(self, count: int, why: str) -> None:
         """A kernel map is full. The estimate is no longer an upper bound: every limited

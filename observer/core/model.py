@@ -19,6 +19,10 @@ S64_MAX = 2**63 - 1
 # up to MAX_ADAPTIVE_HYSTERESIS; a quiet window brings it back to the configured one.
 ADAPT_WINDOW = 10.0
 MAX_ADAPTIVE_HYSTERESIS = 0.5
+# Switches remembered for the adaptive hysteresis: 0.05 * 2 ** (32 // 2) is far past the
+# maximum already, so more would only cost memory (a cgroup flapping 50,000 times a second
+# made the list huge and 2 ** (len // 2) overflow a float).
+ADAPT_KEEP = 32
 
 
 class Mode(str, enum.Enum):
@@ -107,6 +111,8 @@ class Account:
         self.switches += 1
         if now is not None:
             self.recent_switches.append(now)
+            if len(self.recent_switches) > ADAPT_KEEP:
+                del self.recent_switches[:-ADAPT_KEEP]
         return [Effect.SWITCH_SLOW if mode is Mode.SLOW else Effect.SWITCH_FAST]
 
     def force_slow(self) -> list[Effect]:

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 from .cgroupfs import CgroupFS
 from ..core.errors import BeanwatchError
-from .procfs import ProcFS
 
 
 class ActionRefused(BeanwatchError):
@@ -102,12 +101,12 @@ class Actor:
     ROUND_PAUSE = 0.005  # seconds between kill rounds, to let forks in flight land in cgroup.procs
 
     def __init__(
-        self, cg: CgroupFS, procfs: ProcFS, own_cgroup: str, init_cgroup: str, signaller=None,
-        use_cgroup_kill: bool = True,
+        self, cg: CgroupFS, own_cgroup: str, init_cgroup: str, signaller=None,
+        use_cgroup_kill: bool = True, procfs=None,
     ):
+        self.procfs = procfs   # one chosen process (kill scope process): its cgroup, start time
         self.use_cgroup_kill = use_cgroup_kill   # False: always the pidfd path (tests, old kernels)
         self.cg = cg
-        self.procfs = procfs
         self.own_cgroup = own_cgroup
         self.init_cgroup = init_cgroup
         self.signaller = signaller or PidfdSignaller()
@@ -158,16 +157,8 @@ class Actor:
             return self.kill(name, cid)
         self.guard(name, cid)
         pids = self.cg.subtree_procs(name)
-        sent, failed = 0, []
-        for pid in pids:
-            try:
-                sent += self._kill_one(pid, name, sig)
-            except Exception as e:  # noqa: BLE001 - reported in the result
-                failed.append(f"{pid}: {e}")
-        detail = f"{signal.Signals(sig).name} via pidfd to {sent} processes"
-        if failed:
-            detail += f"; {len(failed)} could not be signalled (first {failed[0]})"
-        return ActionResult("kill", name, pids, not failed, detail)
+        out = kill_members(lambda: self.cg.subtree_procs(name), self.signaller, sig=sig)
+        return ActionResult("kill", name, pids, out.ok, out.detail)
 
     def signal_process(self, limited: str, limited_id: int, pid: int, start_time: int | None,
                        sig: int = signal.SIGKILL) -> ActionResult:
@@ -247,57 +238,111 @@ class Actor:
     def _kill_by_pidfd(self, name: str, pids: list[int], rounds: int) -> ActionResult:
         # Without cgroup.kill: freeze so that nothing forks, then SIGKILL each member through a
         # pidfd, re-reading cgroup.procs until a round finds no new PID (as systemd does).
-        # Frozen tasks still die of fatal signals, and SIGKILL is one.
+        # Frozen tasks still die of fatal signals, and SIGKILL is one. Membership is read from
+        # the subtree's own cgroup.procs files (through directory fds), never from
+        # /proc/PID/cgroup: 5.10 refuses that file (ENAMETOOLONG) for a cgroup past PATH_MAX.
         frozen = self.cg.has_freeze(name) and self.cg.freeze(name, True)
-        seen: set[int] = set()
-        signalled = done = 0
-        settled = False
-        failed: list[str] = []
         try:
-            while done < rounds and not settled:
-                done += 1
-                # Each PID is tried once. If it was gone and the number is reused by a new
-                # member within these milliseconds, that member survives: the safe direction.
-                new = [p for p in self.cg.subtree_procs(name) if p not in seen]
-                seen.update(new)
-                for pid in new:
-                    # One PID that cannot be read or signalled (EACCES, EIO, a pidfd error)
-                    # must not spare the others: note it and go on.
-                    try:
-                        signalled += self._kill_one(pid, name)
-                    except Exception as e:  # noqa: BLE001 - reported in the result
-                        failed.append(f"{pid}: {e}")
-                settled = not new
-                if new:
-                    time.sleep(self.ROUND_PAUSE)
+            out = kill_members(lambda: self.cg.subtree_procs(name), self.signaller, rounds,
+                               self.ROUND_PAUSE)
         finally:
             if frozen:
                 # Thaw even on error: a cgroup must never be left frozen behind us.
                 self.cg.freeze(name, False)
-        detail = f"SIGKILL via pidfd to {signalled} processes in {done} rounds"
-        if not settled:
-            detail += f"; new processes still appearing after {rounds} rounds"
-        if failed:
-            detail += f"; {len(failed)} could not be signalled (first {failed[0]})"
-        return ActionResult("kill", name, pids, settled and not failed, detail)
+        return ActionResult("kill", name, pids, out.ok, out.detail)
 
-    def _kill_one(self, pid: int, name: str, sig: int = signal.SIGKILL) -> bool:
-        if pid in (1, os.getpid()):
-            return False
-        fd = self.signaller.pidfd_open(pid)
-        if fd is None:
-            return False
+
+@dataclass
+class KillOutcome:
+    signalled: int
+    rounds: int
+    settled: bool
+    failed: list[str]
+    unreadable: str | None = None   # why cgroup.procs could not be read, if it could not
+    sig: int = signal.SIGKILL
+
+    @property
+    def ok(self) -> bool:
+        return self.settled and not self.failed and not self.unreadable
+
+    @property
+    def detail(self) -> str:
+        out = (f"{signal.Signals(self.sig).name} via pidfd to {self.signalled} processes "
+               f"in {self.rounds} rounds")
+        if self.unreadable:
+            out += f"; cgroup.procs unreadable ({self.unreadable})"
+        elif not self.settled:
+            out += f"; new processes still appearing after {self.rounds} rounds"
+        if self.failed:
+            out += f"; {len(self.failed)} could not be signalled (first {self.failed[0]})"
+        return out
+
+
+def kill_members(members, signaller, rounds: int = 10, pause: float = 0.005,
+                 batch: int = 256, sig: int = signal.SIGKILL) -> KillOutcome:
+    """SIGKILL every process that members() lists (the PIDs of a cgroup's cgroup.procs
+    files), each PID tried once, in rounds until a read brings no new PID.
+
+    No process outside the cgroup is signalled: a PID read from cgroup.procs may have exited
+    and its number gone to an unrelated process before it is acted on. So a pidfd is opened
+    first; then members() is read again; only a pidfd whose PID that second read still lists
+    is signalled. If the pidfd's process was alive at the second read, the PID it holds is
+    its own, so it was a member; if it had exited, pidfd_send_signal fails with ESRCH and
+    the newcomer with its number is not touched. Never PID 1 nor beanwatch itself.
+    One PID that cannot be opened or signalled is noted in failed; the others go on."""
+    seen: set[int] = set()
+    signalled = done = 0
+    settled = False
+    failed: list[str] = []
+    while done < rounds and not settled:
+        done += 1
         try:
-            # The PID was read from cgroup.procs before the pidfd was opened: in between, the
-            # process may have exited and its number gone to an unrelated process. Holding
-            # the pidfd, check that the number still belongs to this cgroup; if the process
-            # exits after this check, the pidfd refers to it, and the signal fails with ESRCH.
-            where = self.procfs.cgroup2_path(pid)
-            if where is None or not _within(where, name):
-                return False
-            self.signaller.send(fd, sig)
-            return True
-        except ProcessLookupError:
-            return False
-        finally:
-            self.signaller.close(fd)
+            new = [p for p in members() if p not in seen]
+        except Exception as e:  # noqa: BLE001 - reported in the outcome
+            return KillOutcome(signalled, done, False, failed, str(e), sig=sig)
+        seen.update(new)
+        for i in range(0, len(new), batch):
+            signalled += _kill_batch(new[i:i + batch], members, signaller, failed, sig)
+        settled = not new
+        if new:
+            time.sleep(pause)
+    return KillOutcome(signalled, done, settled, failed, sig=sig)
+
+
+def _kill_batch(pids: list[int], members, signaller, failed: list[str],
+                sig: int = signal.SIGKILL) -> int:
+    fds: dict[int, int] = {}
+    try:
+        for pid in pids:
+            if pid in (1, os.getpid()):
+                continue
+            try:
+                fd = signaller.pidfd_open(pid)
+            except Exception as e:  # noqa: BLE001 - reported in the outcome
+                failed.append(f"{pid}: {e}")
+                continue
+            if fd is not None:
+                fds[pid] = fd
+        if not fds:
+            return 0
+        # Holding every pidfd, read the membership again.
+        try:
+            still = set(members())
+        except Exception as e:  # noqa: BLE001 - nothing is signalled without the re-read
+            failed.extend(f"{pid}: membership unconfirmed: {e}" for pid in fds)
+            return 0
+        count = 0
+        for pid, fd in fds.items():
+            if pid not in still:
+                continue   # gone, moved out, or its number reused elsewhere
+            try:
+                signaller.send(fd, sig)
+                count += 1
+            except ProcessLookupError:
+                pass       # exited after the re-read: the pidfd says so, nobody else is hit
+            except Exception as e:  # noqa: BLE001 - reported in the outcome
+                failed.append(f"{pid}: {e}")
+        return count
+    finally:
+        for fd in fds.values():
+            signaller.close(fd)

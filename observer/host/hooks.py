@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fcntl
 import os
 import signal
@@ -12,6 +13,7 @@ import time
 
 from ..core.errors import BeanwatchError
 from ..core.names import display_name, printable
+from .actions import PidfdSignaller, kill_members
 
 HOOK_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 OUTPUT_LIMIT = 4096           # bytes of the hook's stdout+stderr kept
@@ -153,28 +155,55 @@ def kill_cgroup(path: str, wait: float = KILL_WAIT) -> bool:
 
 
 def signal_cgroup(path: str) -> None:
-    """cgroup.kill (5.14) where it exists, else freeze and SIGKILL each member."""
+    """cgroup.kill (5.14) where it exists, else freeze and SIGKILL each member through a
+    pidfd, its membership read again from the cgroup's own cgroup.procs (actions.kill_members):
+    a PID that exited meanwhile and was given to another process is never signalled."""
     if os.path.exists(os.path.join(path, "cgroup.kill")):
         write_quietly(os.path.join(path, "cgroup.kill"), "1")
-    else:
-        frozen = write_quietly(os.path.join(path, "cgroup.freeze"), "1")
-        try:
-            for _ in range(10):
-                try:
-                    with open(os.path.join(path, "cgroup.procs")) as f:
-                        pids = [int(x) for x in f.read().split()]
-                except OSError:
-                    break
-                if not pids:
-                    break
-                for pid in pids:
-                    try:
-                        os.kill(pid, signal.SIGKILL)   # only members of our own scratch cgroup
-                    except OSError:
-                        pass
-        finally:
-            if frozen:
-                write_quietly(os.path.join(path, "cgroup.freeze"), "0")
+        return
+    try:
+        dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return   # gone
+    frozen = False
+    try:
+        frozen = _write_at(dfd, "cgroup.freeze", "1")
+
+        def members() -> list[int]:
+            try:
+                fd = os.open("cgroup.procs", os.O_RDONLY | os.O_CLOEXEC, dir_fd=dfd)
+            except FileNotFoundError:
+                return []
+            try:
+                data = b""
+                while chunk := os.read(fd, 1 << 16):
+                    data += chunk
+            except OSError as e:
+                if e.errno == errno.ENODEV:   # removed while open
+                    return []
+                raise
+            finally:
+                os.close(fd)
+            return [int(x) for x in data.split()]
+        kill_members(members, PidfdSignaller())
+    finally:
+        if frozen:
+            _write_at(dfd, "cgroup.freeze", "0")
+        os.close(dfd)
+
+
+def _write_at(dfd: int, file: str, value: str) -> bool:
+    try:
+        fd = os.open(file, os.O_WRONLY | os.O_CLOEXEC, dir_fd=dfd)
+    except OSError:
+        return False
+    try:
+        os.write(fd, value.encode())
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def remove_cgroup(path: str, wait: float = KILL_WAIT) -> bool:

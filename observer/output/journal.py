@@ -32,7 +32,8 @@ def fields_of(record: dict) -> dict[str, str]:
     try:
         message = describe(record)
     except (KeyError, TypeError, ValueError):  # a record of a shape describe() does not know
-        message = f"{record.get('cgroup')}: {record.get('event')}"
+        cgroup = record.get("cgroup")
+        message = (f"{cgroup}: " if cgroup is not None else "") + str(record.get("event"))
     fields = {"MESSAGE": message,
               "PRIORITY": str(PRIORITY.get(record["event"], 6)),
               "SYSLOG_IDENTIFIER": "beanwatch"}

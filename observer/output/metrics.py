@@ -125,6 +125,32 @@ class SessionCollector:
         faults = CounterMetricFamily("beanwatch_faults_followed", "Page faults followed in slow mode.")
         faults.add_metric([], stats[wire.STAT_FAULTS])
         yield faults
+        throttled = CounterMetricFamily(
+            "beanwatch_events_throttled",
+            "Wake-ups over a cgroup's rate limit (token bucket): not handled one by one, the "
+            "cgroup resynchronised at the next tick instead.")
+        throttled.add_metric([], s.events_throttled)
+        yield throttled
+        quiet = CounterMetricFamily(
+            "beanwatch_records_suppressed",
+            "mode and check records of a cgroup over their rate, left out (counted in the next).")
+        quiet.add_metric([], s.records_suppressed)
+        yield quiet
+        full = CounterMetricFamily(
+            "beanwatch_map_full",
+            "Kernel map entries that could not be made or bounds not written (maps full): "
+            "every limited cgroup is then measured exactly every interval.")
+        full.add_metric([], s.map_full)
+        yield full
+        skipped = CounterMetricFamily(
+            "beanwatch_cgroups_skipped",
+            "Cgroups a walk of the tree could not open or list (not accounted), counted once each.")
+        skipped.add_metric([], s.cgroups_skipped)
+        yield skipped
+        unreadable = GaugeMetricFamily("beanwatch_cgroups_unreadable",
+                                       "Cgroups the last walk of the tree could not read.")
+        unreadable.add_metric([], len(s.skipped))
+        yield unreadable
         errors = CounterMetricFamily("beanwatch_errors", "Callback and loop errors (logged).")
         errors.add_metric([], s.probes.callback_errors + s.loop_errors)
         yield errors

@@ -157,11 +157,17 @@ def describe(record: dict) -> str:
         return (f"probes attached (address space via {record.get('vm_hook')}, slow mode via "
                 f"{record.get('slow_source')})"
                 + "".join(f"; not covered: {g}" for g in gaps))
-    if ev == "lost":
-        return (f"{cg}: events lost {record.get('events_lost')}, processes unaccounted "
-                f"{record.get('processes_unaccounted')}; resynchronising")
     detail = record.get("detail")
-    return f"{cg}: {ev}" + (f": {detail}" if detail else "")
+    if ev == "reload":
+        if record.get("ok"):
+            return f"config reloaded (SIGHUP): now watching {detail}"
+        return f"config reload (SIGHUP) refused, the running config is kept: {detail}"
+    # records about no one cgroup (cgroup null) name none: never "None: ..."
+    where = f"{cg}: " if record.get("cgroup") is not None else ""
+    if ev == "lost":
+        return (f"{where}events lost {record.get('events_lost')}, processes unaccounted "
+                f"{record.get('processes_unaccounted')}; resynchronising")
+    return f"{where}{ev}" + (f": {detail}" if detail else "")
 
 
 def _pids(pids, shown: int = 16) -> str:

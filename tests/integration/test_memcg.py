@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, TIME_SCALE
 
 MiB = 1 << 20
 
@@ -75,6 +75,61 @@ def test_without_limit_the_limits_come_from_memory_max(memcg, watcher):
     assert 60 * MiB < check["exact_bytes"] < 512 * MiB
     assert p.poll() is None
     assert not w.of("action", cg)
+    assert w.stop() == 0
+
+
+@pytest.mark.kernel
+def test_limits_from_memory_max_follow_new_cgroups_and_changed_values_live(memcg, watcher):
+    """Issue 10 item 10: without --limit the limits are not frozen at start. A cgroup made
+    after the start is taken with its memory.max and measured against it; a memory.max
+    changed (lowered, then set to max) is followed with a `limit` record; a cgroup removed
+    is dropped without an error. The tree and memory.max are read again at least every 2 s."""
+    def snap(cg, limit):
+        return lambda r: (r["event"] == "snapshot" and r["cgroup"] == cg
+                          and r["limit_bytes"] == limit)
+
+    old = memcg.make("live-old")
+    write(memcg, old, "memory.max", str(768 * MiB))
+    w = watcher("--interval", "0.2")
+    w.wait_for(snap(old, 768 * MiB), timeout=60, what="snapshot of the cgroup there at start")
+    started = len(w.records)
+
+    # a cgroup made after the start, with its own memory.max
+    new = memcg.make("live-new")
+    write(memcg, new, "memory.max", str(512 * MiB))
+    w.wait_for(snap(new, 512 * MiB), timeout=30, what="the new cgroup with its memory.max")
+    # and measured against it: a 1 GiB reservation with 64 MiB touched crosses 512 MiB in the
+    # estimate, so the new cgroup goes to slow mode and gets exact checks
+    p = memcg.workload(new, "reserve:1G", "touch:64M", "hold")
+    check = w.wait_for(lambda r: r["event"] == "check" and r["cgroup"] == new
+                       and r["estimate_bytes"] > 512 * MiB
+                       and (r["exact_bytes"] or 0) > 60 * MiB, timeout=120,
+                       what="an exact check of the new cgroup")
+    assert check["limit_bytes"] == 512 * MiB
+
+    # a changed value: lowered, then lifted (max: no limit)
+    write(memcg, old, "memory.max", str(256 * MiB))
+    lowered = w.wait_for(lambda r: r["event"] == "limit" and r["cgroup"] == old
+                         and r["limit_bytes"] == 256 * MiB, timeout=30, what="lowered limit")
+    assert lowered["previous_limit_bytes"] == 768 * MiB
+    w.wait_for(snap(old, 256 * MiB), timeout=30, what="snapshot with the lowered limit")
+    write(memcg, old, "memory.max", "max")
+    lifted = w.wait_for(lambda r: r["event"] == "limit" and r["cgroup"] == old
+                        and r["limit_bytes"] is None, timeout=30, what="lifted limit")
+    assert lifted["previous_limit_bytes"] == 256 * MiB
+
+    # a cgroup removed goes from the snapshots, and nothing fails
+    p.kill()
+    p.wait()
+    from observer.host.scratch import remove_cgroup
+    remove_cgroup(memcg.path(new))
+    time.sleep(3 * TIME_SCALE)   # past one more walk of the tree (at least every 2 s)
+    last = len(w.records)
+    time.sleep(1 * TIME_SCALE)
+    after = [r["cgroup"] for r in w.records[last:] if r["event"] == "snapshot"]
+    assert old in after and new not in after
+    assert not [r for r in w.records[started:] if r["event"] == "error"]
+    assert p.returncode == -signal.SIGKILL
     assert w.stop() == 0
 
 

@@ -1,7 +1,9 @@
-"""Actor and guard against a fake cgroup tree, a fake /proc and a recording signaller."""
+"""Actor and guard against a fake cgroup tree and a recording signaller (no /proc: the kill
+fallback reads membership from cgroup.procs only)."""
 
 import errno
 import os
+import re
 import signal
 import subprocess
 
@@ -10,8 +12,8 @@ import pytest
 import observer.host.cgroupfs as cgroupfs
 from observer.host.actions import ActionRefused, Actor, PidfdSignaller, guard
 from observer.host.cgroupfs import CgroupFS
-from observer.core.errors import BeanwatchError
 from observer.host.procfs import ProcFS
+from observer.core.errors import BeanwatchError
 
 OWN, INIT, TARGET = "/user/session", "/init.scope", "/work/job"
 
@@ -65,6 +67,8 @@ class ScriptedCgroupFS(CgroupFS):
             return super()._procs_at(fd, name)
         pids = self.script[min(self.reads, len(self.script) - 1)]
         self.reads += 1
+        if isinstance(pids, Exception):
+            raise pids
         return pids
 
     def freeze(self, name, frozen):
@@ -98,8 +102,10 @@ def proc(tmp_path):
     return ProcFS(str(root))
 
 
-def actor(cg, proc, signaller):
-    a = Actor(cg, proc, own_cgroup=OWN, init_cgroup=INIT, signaller=signaller)
+def actor(cg, *args):
+    """actor(cg, signaller) or actor(cg, procfs, signaller)."""
+    procfs, signaller = args if len(args) == 2 else (None, args[0])
+    a = Actor(cg, own_cgroup=OWN, init_cgroup=INIT, signaller=signaller, procfs=procfs)
     a.ROUND_PAUSE = 0
     return a
 
@@ -185,24 +191,24 @@ def test_guard_refuses_recreated_and_gone(tree):
 
 @pytest.mark.parametrize("action", ["freeze", "thaw", "kill"])
 @pytest.mark.parametrize("name", ["/", OWN, "/user", INIT])
-def test_forbidden_targets_are_refused_without_trace(tree, proc, action, name):
+def test_forbidden_targets_are_refused_without_trace(tree, action, name):
     cg, sig = CgroupFS(str(tree)), FakeSignaller()
     before = snapshot(tree)
     with pytest.raises(ActionRefused):
-        getattr(actor(cg, proc, sig), action)(name, cg.cgroup_id(name))
+        getattr(actor(cg, sig), action)(name, cg.cgroup_id(name))
     assert snapshot(tree) == before
     assert sig.opened == sig.sent == []
 
 
 @pytest.mark.parametrize("action", ["freeze", "thaw", "kill"])
-def test_recreated_cgroup_is_refused_without_trace(tree, proc, action):
+def test_recreated_cgroup_is_refused_without_trace(tree, action):
     cg, sig = CgroupFS(str(tree)), FakeSignaller()
     old = cg.cgroup_id(TARGET)
     recreate(tree / "work" / "job")
     (tree / "work" / "job" / "cgroup.kill").unlink()  # would force the pidfd path
     before = snapshot(tree)
     with pytest.raises(ActionRefused, match="recreated"):
-        getattr(actor(cg, proc, sig), action)(TARGET, old)
+        getattr(actor(cg, sig), action)(TARGET, old)
     assert snapshot(tree) == before
     assert sig.opened == sig.sent == []
 
@@ -211,19 +217,19 @@ def test_recreated_cgroup_is_refused_without_trace(tree, proc, action):
 
 
 @pytest.mark.parametrize("name", ["/", TARGET, OWN])
-def test_report_writes_nothing_and_signals_nothing(tree, proc, name):
+def test_report_writes_nothing_and_signals_nothing(tree, name):
     cg, sig = CgroupFS(str(tree)), FakeSignaller()
     before = snapshot(tree)
-    result = actor(cg, proc, sig).report(name)
+    result = actor(cg, sig).report(name)
     assert snapshot(tree) == before
     assert sig.opened == sig.sent == []
     assert result.ok and result.action == "report" and result.cgroup == name
     assert set(result.pids) == set(cg.subtree_procs(name))
 
 
-def test_freeze_then_thaw(tree, proc):
+def test_freeze_then_thaw(tree):
     cg = CgroupFS(str(tree))
-    a = actor(cg, proc, FakeSignaller())
+    a = actor(cg, FakeSignaller())
     result = a.freeze(TARGET, cg.cgroup_id(TARGET))
     assert (result.ok, sorted(result.pids), result.detail) == (True, [100, 101, 102], "frozen")
     assert (tree / "work/job/cgroup.freeze").read_text() == "1"
@@ -234,9 +240,9 @@ def test_freeze_then_thaw(tree, proc):
 # kill
 
 
-def test_kill_with_cgroup_kill_writes_it_and_signals_nothing(tree, proc):
+def test_kill_with_cgroup_kill_writes_it_and_signals_nothing(tree):
     cg, sig = CgroupFS(str(tree)), FakeSignaller()
-    result = actor(cg, proc, sig).kill(TARGET, cg.cgroup_id(TARGET))
+    result = actor(cg, sig).kill(TARGET, cg.cgroup_id(TARGET))
     assert (result.ok, sorted(result.pids)) == (True, [100, 101, 102])
     assert (tree / "work/job/cgroup.kill").read_text() == "1"
     assert (tree / "work/job/cgroup.freeze").read_text() == "0\n"  # untouched
@@ -244,10 +250,10 @@ def test_kill_with_cgroup_kill_writes_it_and_signals_nothing(tree, proc):
     assert sig.opened == []
 
 
-def test_kill_of_cgroup_removed_after_the_guard_is_not_ok(tree, proc, monkeypatch):
+def test_kill_of_cgroup_removed_after_the_guard_is_not_ok(tree, monkeypatch):
     cg = CgroupFS(str(tree))
     monkeypatch.setattr(cg, "kill", lambda name: False)
-    result = actor(cg, proc, FakeSignaller()).kill(TARGET, cg.cgroup_id(TARGET))
+    result = actor(cg, FakeSignaller()).kill(TARGET, cg.cgroup_id(TARGET))
     assert (result.ok, result.detail) == (False, "gone")
 
 
@@ -258,60 +264,112 @@ def fallback_tree(tree, script):
     return ScriptedCgroupFS(str(tree), script)
 
 
+def rounds_of(result) -> int:
+    return int(re.search(r"in (\d+) rounds", result.detail)[1])
+
+
 @pytest.mark.parametrize("n", [1, 3, 9])
-def test_fallback_catches_forks_in_bounded_rounds(tree, proc, n):
+def test_fallback_catches_forks_in_bounded_rounds(tree, n):
     # Read k shows k + 1 processes, for the first n reads; then no new ones appear.
     script = [list(range(100, 101 + k)) for k in range(n)]
     cg, sig = fallback_tree(tree, script), FakeSignaller()
-    result = actor(cg, proc, sig).kill(TARGET, cg.cgroup_id(TARGET))
+    result = actor(cg, sig).kill(TARGET, cg.cgroup_id(TARGET))
     assert result.ok, result.detail
     assert result.pids == [100]  # members when the kill began
     assert sorted(sig.killed) == list(range(100, 100 + n))  # each once
     assert sorted(sig.closed) == sorted(sig.opened) == sorted(sig.killed)
-    # One read for the result, then rounds: reads 1..n-1 (at least one) bring news, one more none.
-    assert cg.reads == 1 + max(n - 1, 1) + 1
+    # One read for the result; each round with news reads twice (to find the new PIDs, then
+    # again holding their pidfds, to confirm them); one round without news ends it.
+    rounds = rounds_of(result)
+    assert rounds <= n + 1
+    assert cg.reads == 1 + 2 * (rounds - 1) + 1
     assert cg.freezes == [True, False]
     assert (tree / "work/job/cgroup.freeze").read_text() == "0"
 
 
-def test_fallback_gives_up_after_the_round_limit_and_thaws(tree, proc):
+def test_fallback_gives_up_after_the_round_limit_and_thaws(tree):
     script = [list(range(100, 101 + k)) for k in range(50)]
     cg, sig = fallback_tree(tree, script), FakeSignaller()
-    result = actor(cg, proc, sig).kill(TARGET, cg.cgroup_id(TARGET), rounds=4)
+    result = actor(cg, sig).kill(TARGET, cg.cgroup_id(TARGET), rounds=4)
     assert not result.ok and "after 4 rounds" in result.detail
-    assert cg.reads == 1 + 4
-    assert sorted(sig.killed) == list(range(100, 105))
+    assert cg.reads == 1 + 4 * 2
     assert len(set(sig.killed)) == len(sig.killed)
+    assert sorted(sig.killed) == list(range(100, 100 + len(sig.killed)))
+    assert len(sig.killed) >= 4
     assert cg.freezes == [True, False]
 
 
-def test_fallback_never_signals_init_or_itself(tree, proc):
+def test_fallback_never_signals_init_or_itself(tree):
     cg, sig = fallback_tree(tree, [[1, os.getpid(), 100]]), FakeSignaller()
-    result = actor(cg, proc, sig).kill(TARGET, cg.cgroup_id(TARGET))
+    result = actor(cg, sig).kill(TARGET, cg.cgroup_id(TARGET))
     assert result.ok and sig.killed == [100]
     assert 1 not in sig.opened and os.getpid() not in sig.opened
 
 
-def test_fallback_skips_reused_and_vanished_pids(tree, proc):
-    # 200: its number now belongs to a process elsewhere (PID reuse).
-    # 300: no /proc entry any more. 103: pidfd_open says gone. 104: exits before the signal.
-    cg = fallback_tree(tree, [[100, 200, 300, 103, 104]])
+def test_fallback_skips_reused_and_vanished_pids(tree):
+    # Read 0 is the result's, read 1 finds the PIDs, read 2 is made holding their pidfds:
+    # 200's number now belongs to a process elsewhere (PID reuse), 300 has exited.
+    # 103: pidfd_open says gone. 104: exits before the signal.
+    everyone = [100, 200, 300, 103, 104]
+    cg = fallback_tree(tree, [everyone, everyone, [100, 103, 104]])
     sig = FakeSignaller(gone=[103], dies=[104])
-    result = actor(cg, proc, sig).kill(TARGET, cg.cgroup_id(TARGET))
+    result = actor(cg, sig).kill(TARGET, cg.cgroup_id(TARGET))
     assert result.ok and sig.killed == [100]
     assert "to 1 processes" in result.detail
     assert sorted(sig.closed) == [100, 104, 200, 300]  # every pidfd opened is closed
 
 
-def test_fallback_kills_members_of_child_cgroups(tree, proc):
+class OrderLog(FakeSignaller):
+    """Logs pidfd_open, send and the reads of cgroup.procs of the ScriptedCgroupFS, in order."""
+
+    def __init__(self, cg, **kw):
+        super().__init__(**kw)
+        self.cg, self.log = cg, []
+
+    def pidfd_open(self, pid):
+        self.log.append(("open", pid, self.cg.reads))
+        return super().pidfd_open(pid)
+
+    def send(self, pidfd, sig):
+        self.log.append(("send", pidfd - 1000, self.cg.reads))
+        return super().send(pidfd, sig)
+
+
+def test_a_pid_is_signalled_only_after_a_read_made_holding_its_pidfd_lists_it(tree):
+    """The guarantee that replaces /proc/PID/cgroup (refused past PATH_MAX on 5.10): between
+    a PID's pidfd_open and its signal there is a read of cgroup.procs that lists it."""
+    script = [[100, 101], [100, 101], [101, 105], [101, 105, 106], [101, 105, 106]]
+    cg = fallback_tree(tree, script)
+    sig = OrderLog(cg)
+    result = actor(cg, sig).kill(TARGET, cg.cgroup_id(TARGET))
+    assert result.ok, result.detail
+    # 100 left between the reads (its number could now be anyone's): not signalled.
+    assert sorted(sig.killed) == [101, 105, 106]
+    opened = {pid: reads for what, pid, reads in sig.log if what == "open"}
+    for what, pid, reads in sig.log:
+        if what == "send":
+            assert reads > opened[pid]                      # a read came after the open
+            assert pid in script[min(reads - 1, len(script) - 1)]   # and it listed the pid
+
+
+def test_a_failed_reread_signals_nobody_it_could_not_confirm(tree):
+    cg = fallback_tree(tree, [[100, 101], [100, 101], OSError(errno.EIO, "Input/output error")])
+    sig = FakeSignaller()
+    result = actor(cg, sig).kill(TARGET, cg.cgroup_id(TARGET))
+    assert sig.killed == [] and sorted(sig.closed) == sorted(sig.opened) == [100, 101]
+    assert not result.ok and "2 could not be signalled" in result.detail
+    assert cg.freezes == [True, False]
+
+
+def test_fallback_kills_members_of_child_cgroups(tree):
     cg, sig = fallback_tree(tree, [[100]]), FakeSignaller()
     (tree / "work/job/child/cgroup.procs").write_text("102\n")
-    actor(cg, proc, sig).kill(TARGET, cg.cgroup_id(TARGET))
+    actor(cg, sig).kill(TARGET, cg.cgroup_id(TARGET))
     assert sorted(sig.killed) == [100, 102]  # 102 sits in /work/job/child
 
 
 @pytest.mark.parametrize("err", [errno.ENOENT, errno.ENODEV])
-def test_procs_unreadable_means_nothing_to_kill(tree, proc, monkeypatch, err):
+def test_procs_unreadable_means_nothing_to_kill(tree, monkeypatch, err):
     (tree / "work/job/cgroup.kill").unlink()
     cg, sig = CgroupFS(str(tree)), FakeSignaller()
     real_open = open
@@ -322,29 +380,29 @@ def test_procs_unreadable_means_nothing_to_kill(tree, proc, monkeypatch, err):
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr(cgroupfs, "open", failing_open, raising=False)
-    result = actor(cg, proc, sig).kill(TARGET, cg.cgroup_id(TARGET))
+    result = actor(cg, sig).kill(TARGET, cg.cgroup_id(TARGET))
     assert result.ok and result.pids == [] and sig.opened == []
     assert (tree / "work/job/cgroup.freeze").read_text() == "0"
 
 
-def test_fallback_thaws_when_signalling_fails(tree, proc):
+def test_fallback_thaws_when_signalling_fails(tree):
     cg = fallback_tree(tree, [[100, 101]])
 
     class Broken(FakeSignaller):
         def send(self, pidfd, sig):
             raise BeanwatchError("pidfd_send_signal(9): Operation not permitted")
 
-    result = actor(cg, proc, Broken()).kill(TARGET, cg.cgroup_id(TARGET))
+    result = actor(cg, Broken()).kill(TARGET, cg.cgroup_id(TARGET))
     assert not result.ok and "2 could not be signalled" in result.detail
     assert "not permitted" in result.detail
     assert cg.freezes == [True, False]
     assert (tree / "work/job/cgroup.freeze").read_text() == "0"
 
 
-def test_fallback_without_freezer_still_kills(tree, proc):
+def test_fallback_without_freezer_still_kills(tree):
     cg, sig = fallback_tree(tree, [[100]]), FakeSignaller()
     (tree / "work/job/cgroup.freeze").unlink()
-    result = actor(cg, proc, sig).kill(TARGET, cg.cgroup_id(TARGET))
+    result = actor(cg, sig).kill(TARGET, cg.cgroup_id(TARGET))
     assert result.ok and sig.killed == [100] and cg.freezes == []
 
 
@@ -372,41 +430,14 @@ def test_pidfd_signaller_kills_own_child():
             child.kill()
 
 
-class FailingProcFS(ProcFS):
-    """/proc/PID/cgroup of some pids fails with an unexpected error (EACCES, EIO)."""
-
-    def __init__(self, root, errors):
-        super().__init__(root)
-        self.errors = errors
-
-    def _read(self, pid, name):
-        if pid in self.errors and name == "cgroup":
-            raise OSError(self.errors[pid], os.strerror(self.errors[pid]), f"/proc/{pid}/cgroup")
-        return super()._read(pid, name)
-
-
-def test_fallback_goes_on_past_a_pid_that_proc_refuses(tree, proc):
-    """EACCES on 101 and EIO on 103: every other member is still killed, each pidfd
-    closed, the cgroup thawed, and the result says what failed."""
-    cg = fallback_tree(tree, [[100, 101, 102, 103, 104]])
-    sig = FakeSignaller()
-    procfs = FailingProcFS(proc.root, {101: errno.EACCES, 103: errno.EIO})
-    result = actor(cg, procfs, sig).kill(TARGET, cg.cgroup_id(TARGET))
-    assert sorted(sig.killed) == [100, 102, 104]
-    assert sorted(sig.closed) == sorted(sig.opened) == [100, 101, 102, 103, 104]
-    assert not result.ok and "2 could not be signalled" in result.detail
-    assert "101" in result.detail
-    assert cg.freezes == [True, False]
-
-
-def test_fallback_goes_on_past_a_pidfd_error(tree, proc):
+def test_fallback_goes_on_past_a_pidfd_error(tree):
     class Broken(FakeSignaller):
         def pidfd_open(self, pid):
             if pid == 100:
                 raise BeanwatchError("pidfd_open(100): Operation not permitted")
             return super().pidfd_open(pid)
     cg, sig = fallback_tree(tree, [[100, 101]]), Broken()
-    result = actor(cg, proc, sig).kill(TARGET, cg.cgroup_id(TARGET))
+    result = actor(cg, sig).kill(TARGET, cg.cgroup_id(TARGET))
     assert sig.killed == [101] and not result.ok
 
 

@@ -367,3 +367,23 @@ def test_before_action_never_raises(veto_runner, record):
     assert "\n" not in out.detail
     after = r.after_action(record)
     assert after.ran and not after.vetoed and "\n" not in after.detail
+
+
+def test_signal_cgroup_without_cgroup_kill_signals_listed_members_through_pidfds(tmp_path):
+    """Before 5.14 (no cgroup.kill) signal_cgroup reads cgroup.procs through the directory's
+    fd and kills through pidfds; a number no longer listed at the confirming read is spared.
+    A plain directory stands in for the cgroup: cgroup.procs lists our child, no kill file."""
+    from observer.host.hooks import signal_cgroup
+    listed = subprocess.Popen(["sleep", "30"])
+    spared = subprocess.Popen(["sleep", "30"])
+    try:
+        (tmp_path / "cgroup.procs").write_text(f"{listed.pid}\n")
+        signal_cgroup(str(tmp_path))
+        assert listed.wait(timeout=10) < 0
+        assert spared.poll() is None
+        assert not (tmp_path / "cgroup.freeze").exists()   # never created, only written
+    finally:
+        for p in (listed, spared):
+            if p.poll() is None:
+                p.kill()
+            p.wait()

@@ -149,3 +149,26 @@ def test_no_journald_is_said_at_start_and_counted(tmp_path):
     path, server = bound(tmp_path)
     assert JournalSink(path).problem() is None
     server.close()
+
+
+def test_records_about_no_cgroup_say_something_meaningful():
+    """A reload, a map_full or an error record has cgroup null: its MESSAGE must not start
+    with 'None:' (it said 'None: reload')."""
+    from observer.output.journal import fields_of
+    ok = fields_of({"event": "reload", "ts": 1.0, "cgroup": None, "ok": True,
+                    "detail": "3 cgroup(s)"})["MESSAGE"]
+    refused = fields_of({"event": "reload", "ts": 1.0, "cgroup": None, "ok": False,
+                         "detail": "config: unknown key 'x'"})["MESSAGE"]
+    full = fields_of({"event": "map_full", "ts": 1.0, "cgroup": None,
+                      "detail": "leaves: kernel map full", "map_full": 1})["MESSAGE"]
+    odd = fields_of({"event": "error", "ts": 1.0, "cgroup": None})["MESSAGE"]
+    assert ok == "config reloaded (SIGHUP): now watching 3 cgroup(s)"
+    assert refused == ("config reload (SIGHUP) refused, the running config is kept: "
+                       "config: unknown key 'x'")
+    assert full == "map_full: leaves: kernel map full"
+    assert odd == "error"
+    for m in (ok, refused, full, odd):
+        assert "None" not in m
+    # a record about a cgroup still names it
+    assert fields_of({"event": "waiting", "ts": 1.0, "cgroup": "/a",
+                      "detail": "no such cgroup"})["MESSAGE"] == "/a: waiting: no such cgroup"

@@ -104,33 +104,60 @@ def test_vm_sh_without_a_command_prints_usage():
     assert p.returncode == 2 and "KERNEL COMMAND" in p.stderr and p.stdout == ""
 
 
-def test_a_lock_held_by_a_parent_is_not_waited_for(tmp_path):
-    """`flock LOCK make test-kernels`: the matrix's own per-guest flock of LOCK would wait
-    for its parent forever (CI deadlocked so); a lock held elsewhere is still waited for."""
+def test_lock_holders_reads_holders_not_waiters(tmp_path):
+    lock = tmp_path / "vm.lock"
+    lock.write_text("")
+    st = os.stat(lock)
+    dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    locks = tmp_path / "locks"
+    locks.write_text(f"1: FLOCK  ADVISORY  WRITE 11047 {dev} 0 EOF\n"
+                     f"1: -> FLOCK  ADVISORY  WRITE 27370 {dev} 0 EOF\n"
+                     f"2: FLOCK  ADVISORY  WRITE 999 00:00:1 0 EOF\n"
+                     f"3: POSIX  ADVISORY  WRITE 555 {dev} 0 EOF\n")
+    assert km.lock_holders(str(lock), str(locks)) == {11047}
+
+
+LOCKER = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("km", sys.argv[1])
+km = importlib.util.module_from_spec(spec); spec.loader.exec_module(km)
+with km.locked(sys.argv[2]):
+    print("in", flush=True)
+"""
+
+
+def test_a_lock_held_by_an_ancestor_is_ours_not_a_deadlock(tmp_path):
+    """`flock /tmp/bw-vm.lock make test-kernels` (CI wrapped in the lock) waited forever:
+    kernel_matrix took the lock again under its own ancestor."""
     lock = str(tmp_path / "vm.lock")
-    code = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('km', sys.argv[1]); "
-            "km = importlib.util.module_from_spec(spec); spec.loader.exec_module(km)\n"
-            "with km.locked(sys.argv[2]): print('inside', flush=True)")
     script = os.path.join(ROOT, "scripts", "kernel_matrix.py")
-    p = subprocess.Popen(["flock", lock, "python3", "-c", code, script, lock],
-                         stdout=subprocess.PIPE, text=True, start_new_session=True)
+    p = subprocess.run(["flock", lock, "sh", "-c", f'"$0" -c \'{LOCKER}\' "$1" "$2"',
+                        os.sys.executable, script, lock],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0 and p.stdout == "in\n", p.stderr
+    assert "held by our ancestor" in p.stderr
+
+
+def test_a_lock_held_by_another_process_is_waited_for(tmp_path):
+    lock = str(tmp_path / "vm.lock")
+    holder = subprocess.Popen([os.sys.executable, "-c",
+                               "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); time.sleep(30)", lock])
     try:
-        out, _ = p.communicate(timeout=20)
-    finally:   # waiting for itself: the whole group goes, the child holding the lock too
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-    assert p.returncode == 0 and out == "inside\n", (p.returncode, out)
-    # held by an unrelated process: waited for until it lets go
-    holder = subprocess.Popen(["flock", lock, "sleep", "1.5"])
-    try:
-        deadline = time.time() + 10
-        while not km.flock_holders(lock) and time.time() < deadline:
-            time.sleep(0.02)
-        assert km.flock_holders(lock) == {holder.pid}
-        t0 = time.monotonic()
-        p = subprocess.run(["python3", "-c", code, script, lock], capture_output=True, text=True,
-                           timeout=20)
-        assert p.stdout == "inside\n" and time.monotonic() - t0 > 0.5, p
+        deadline = 0
+        while not (os.path.exists(lock) and km.lock_holders(lock)) and deadline < 100:
+            deadline += 1
+            subprocess.run(["sleep", "0.05"])
+        waiter = subprocess.Popen([os.sys.executable, "-c", LOCKER,
+                                   os.path.join(ROOT, "scripts", "kernel_matrix.py"), lock],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        with pytest.raises(subprocess.TimeoutExpired):
+            waiter.wait(timeout=1.0)          # not ours: it waits
+        holder.kill()
+        holder.wait()
+        out, err = waiter.communicate(timeout=10)
+        assert out == "in\n" and "ancestor" not in err
     finally:
-        holder.wait(timeout=10)
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()

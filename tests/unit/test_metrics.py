@@ -40,6 +40,9 @@ class FakeSession:
         self.last_stats[wire.STAT_RINGBUF_FULL] = 4
         self.probes = FakeProbes()
         self.loop_errors = 1
+        self.events_throttled, self.map_full, self.cgroups_skipped = 1800, 2, 3
+        self.records_suppressed = 640
+        self.skipped = {"/tenant/locked": "Permission denied"}
 
 
 def scrape_text(session) -> str:
@@ -75,6 +78,11 @@ def test_exposition_names_units_and_values():
     assert got[("beanwatch_events_lost_total", ())] == 4
     assert got[("beanwatch_errors_total", ())] == 3
     assert got[("beanwatch_fault_probe_attached", ())] == 1
+    assert got[("beanwatch_events_throttled_total", ())] == 1800
+    assert got[("beanwatch_map_full_total", ())] == 2
+    assert got[("beanwatch_records_suppressed_total", ())] == 640
+    assert got[("beanwatch_cgroups_skipped_total", ())] == 3
+    assert got[("beanwatch_cgroups_unreadable", ())] == 1
     # a cgroup without a limit has no limit series and no exact one until measured
     free = (("cgroup", "/free"),)
     assert ("beanwatch_cgroup_limit_bytes", free) not in got

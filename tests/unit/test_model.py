@@ -500,3 +500,14 @@ def test_constant_estimate_does_not_flip_modes_with_huge_trigger():
     acc = account(2**60 + 200, h=0.0)
     assert acc.on_estimate(2**60 + 201) == [SW_SLOW]
     assert acc.on_estimate(2**60 + 201) == []
+
+
+def test_a_cgroup_flapping_thousands_of_times_neither_overflows_nor_grows_without_bound():
+    """The storm test saw 'OverflowError: int too large to convert to float' at 51,500
+    moves/s: 2 ** (switches in the window // 2) past 2 ** 1024."""
+    acc = Account("/flap", 1, Limit(100, None, Action.REPORT, 0.1, adaptive=True))
+    now = 1000.0
+    for i in range(5000):
+        acc.on_estimate(200 if i % 2 == 0 else 10, now + i * 1e-5)
+    assert acc.hysteresis(now + 0.1) == 0.5
+    assert len(acc.recent_switches) <= 32

@@ -791,3 +791,39 @@ def test_a_bound_written_again_without_a_check_keeps_counting_from_the_check(hos
     s.reconcile()
     s.reconcile()
     assert len(host.events("check", "/job")) == checks + 1
+
+
+def test_a_flapping_cgroup_floods_no_mode_or_check_records(host):
+    """A process moved in and out of a limited cgroup in a loop: its estimate crosses the
+    limit and falls back at every move. Each crossing still switches the mode (and measures);
+    the records of it are limited per cgroup and say how many were left out. Another
+    cgroup's records are not affected."""
+    from observer.app.session import RECORD_BURST, RECORD_RATE
+    cid = host.cgroup("/job")
+    other = host.cgroup("/other")
+    host.process(100, "/job", 8 * MiB, 8 * MiB)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB)),
+                      Watch("/other", other, Limit(256 * MiB))])
+    s.start()
+    host.records.clear()
+    flips = 2000
+    for i in range(flips):          # 2,000 crossings in 10 s
+        host.now = 1000.0 + i * 0.005
+        host.probes.vm[cid] = (600 * MiB if i % 2 == 0 else 0) // PAGE_SIZE
+        s.reconcile()
+    acc = next(a for a in s.accounts if a.name == "/job")
+    assert acc.switches >= flips                     # the model followed every crossing
+    modes, checks = host.events("mode", "/job"), host.events("check", "/job")
+    seconds = flips * 0.005
+    assert len(modes) <= RECORD_BURST + RECORD_RATE["mode"] * seconds + 1
+    assert len(checks) <= RECORD_BURST + RECORD_RATE["check"] * seconds + 1
+    assert len(modes) >= RECORD_RATE["mode"] * seconds   # still told, at the rate
+    told = len(modes) + sum(r.get("suppressed", 0) for r in modes)
+    # every switch is either in a record, counted in a later one's `suppressed`, or waiting
+    # to be counted in the next one
+    assert told + s.left_out["mode"].get(cid, 0) == flips
+    assert s.records_suppressed >= flips - len(modes)
+    # the other cgroup, crossing once now, is told at once
+    host.probes.vm[other] = 600 * MiB // PAGE_SIZE
+    s.reconcile()
+    assert [r["mode"] for r in host.events("mode", "/other")] == ["slow"]
