@@ -15,6 +15,7 @@ from ..core.model import Account, Effect, LeafBounds, LeafCounters, Mode, leaf_b
 from ..core.policy import OverNotice
 from ..core.records import account_record, record
 from ..core.sizes import PAGE_SIZE, to_bytes, to_pages
+from .barrier import BarrierActions
 from .enforcer import Enforcer
 
 
@@ -73,7 +74,7 @@ class Session:
                  keep_frozen=False, clock=time.time, taskstats=None, ledger=None, hooks=None,
                  memory_max: Limit | None = None, tree_every: float = TREE_EVERY,
                  tree_gap: float | None = None, event_rate: float = EVENT_RATE,
-                 event_burst: float = EVENT_BURST):
+                 event_burst: float = EVENT_BURST, throttle_ledger=None):
         self.cg, self.procfs, self.probes, self.actor = cg, procfs, probes, actor
         self.sink = sink
         self.interval = interval
@@ -83,6 +84,8 @@ class Session:
         self.ledger = ledger            # state.FrozenLedger, or None
         self.enforcer = Enforcer(actor, sink, clock, hooks=hooks, taskstats=taskstats,
                                  ledger=ledger, keep_frozen=keep_frozen)
+        self.barrier = BarrierActions(actor, sink, clock, enforcer=self.enforcer,
+                                      ledger=throttle_ledger)
         self.accounts = [Account(w.name, w.cgroup_id, w.limit) for w in watches]
         self.seed: dict[int, int] = defaultdict(int)   # cgroup id -> pages found in /proc
         self.tree: dict[int, str] = {}                  # cgroup id -> name
@@ -126,6 +129,7 @@ class Session:
         """Attach first, then seed from /proc: a process changing its address space in
         between is then counted by the kernel side, and the seed for it is skipped."""
         self.thaw_orphans()
+        self.barrier.restore_orphans()
         self.probes.start()
         self.sink(record("start", self.clock(), None,
                          vm_hook=getattr(self.probes, "vm_hook", None),
@@ -199,6 +203,7 @@ class Session:
                 self.missing.discard(acc.name)
                 continue
             previous = acc.cgroup_id
+            self.barrier.forget(acc.name)
             acc.cgroup_id = cid
             acc.acted_at = None
             acc.exact = None
@@ -344,6 +349,8 @@ class Session:
                 self.exact_due.add(acc.name)
             if effects:
                 self.sink(account_record("mode", acc, now, previous=before.value))
+            if Effect.SWITCH_FAST in effects:
+                self.barrier.on_fast(acc)
             if acc.mode is Mode.SLOW and (force_all or periodic):
                 self.exact_due.add(acc.name)
         if newly_slow:
@@ -433,6 +440,7 @@ class Session:
             self.sink(account_record(level, acc, now, reminder=told[0], repeats=told[1]))
         if Effect.ACT in effects:
             self.enforcer.enforce(acc, per_pid)
+        self.barrier.on_check(acc, now)
 
     def check_losses(self) -> None:
         stats = self.probes.stats()
@@ -540,6 +548,8 @@ class Session:
                     acc.mode = Mode.FAST
             accounts.append(acc)
         self.accounts = accounts
+        self.barrier.keep_only({a.name for a in accounts
+                                if a.limit is not None and a.limit.barrier is not None})
         self.refresh_tree()
         self.rearm.update(self.written)
         self.reconcile(force_all=True)
@@ -552,8 +562,12 @@ class Session:
             if self.taskstats is not None and hasattr(self.taskstats, "close"):
                 self.taskstats.close()
         finally:
-            # hooks ended, holds and (unless --keep-frozen) freezes thawed, failures recorded
-            thawed = self.enforcer.close()
+            # memory.high put back; hooks ended, holds and (unless --keep-frozen) freezes
+            # thawed, failures recorded
+            try:
+                self.barrier.close()
+            finally:
+                thawed = self.enforcer.close()
         return thawed
 
     def thaw_orphans(self) -> None:

@@ -179,7 +179,65 @@ class Actor:
             detail += f"; {len(failed)} could not be signalled (first {failed[0]})"
         return ActionResult("kill", name, pids, settled and not failed, detail)
 
+    def signal(self, name: str, expected_id: int, sig: int) -> ActionResult:
+        """Sends sig to every process of the cgroup and its descendants, each through a
+        pidfd and only while it is still a member (never init, never beanwatch itself)."""
+        self.guard(name, expected_id)
+        pids = self.cg.subtree_procs(name)
+        sent, failed = 0, []
+        for pid in pids:
+            try:
+                sent += self._signal_one(pid, name, sig)
+            except Exception as e:  # noqa: BLE001 - reported in the result
+                failed.append(f"{pid}: {e}")
+        signame = signal.Signals(sig).name if sig in signal.valid_signals() else str(sig)
+        detail = f"{signame} to {sent} of {len(pids)} processes"
+        if failed:
+            detail += f"; {len(failed)} could not be signalled (first {failed[0]})"
+        return ActionResult("signal", name, pids, not failed, detail)
+
+    def throttle(self, name: str, expected_id: int, high: int):
+        """Writes memory.high = high unless it is already at or below. Returns the result
+        and, when written, (previous value, value the kernel now shows) for the restore."""
+        self.guard(name, expected_id)
+        pids = self.cg.subtree_procs(name)
+        if not self.cg.has_memory_high(name):
+            return ActionResult("throttle", name, pids, False,
+                                "no memory.high: the memory controller is not enabled for "
+                                "this cgroup (cgroup2 with +memory in its parent's "
+                                "cgroup.subtree_control)"), None
+        previous = self.cg.memory_high(name)
+        if previous is None:
+            return ActionResult("throttle", name, pids, False, "gone"), None
+        if previous != "max" and previous.isdigit() and int(previous) <= high:
+            return ActionResult("throttle", name, pids, True,
+                                f"memory.high is already {previous}, at or below the barrier: "
+                                "left as is"), None
+        if not self.cg.set_memory_high(name, str(high)):
+            return ActionResult("throttle", name, pids, False, "gone"), None
+        written = self.cg.memory_high(name) or str(high)
+        return ActionResult("throttle", name, pids, True,
+                            f"memory.high {previous} -> {written}"), (previous, written)
+
+    def unthrottle(self, name: str, expected_id: int, previous: str, written: str) -> ActionResult:
+        """Puts memory.high back to previous if it still holds what throttle wrote (someone
+        who changed it since keeps their value)."""
+        self.guard(name, expected_id)
+        now = self.cg.memory_high(name)
+        if now is None:
+            return ActionResult("unthrottle", name, [], False, "gone")
+        if now != written:
+            return ActionResult("unthrottle", name, [], True,
+                                f"memory.high was changed to {now} since it was set to "
+                                f"{written}: left as is")
+        if not self.cg.set_memory_high(name, previous):
+            return ActionResult("unthrottle", name, [], False, "gone")
+        return ActionResult("unthrottle", name, [], True, f"memory.high {now} -> {previous}")
+
     def _kill_one(self, pid: int, name: str) -> bool:
+        return self._signal_one(pid, name, signal.SIGKILL)
+
+    def _signal_one(self, pid: int, name: str, sig: int) -> bool:
         if pid in (1, os.getpid()):
             return False
         fd = self.signaller.pidfd_open(pid)
@@ -193,7 +251,7 @@ class Actor:
             where = self.procfs.cgroup2_path(pid)
             if where is None or not _within(where, name):
                 return False
-            self.signaller.send(fd, signal.SIGKILL)
+            self.signaller.send(fd, sig)
             return True
         except ProcessLookupError:
             return False

@@ -8,8 +8,8 @@ import os
 from dataclasses import dataclass, field, replace
 from stat import S_ISBLK, S_ISCHR, S_ISDIR, S_ISFIFO, S_ISLNK, S_ISREG, S_ISSOCK
 
-from ..core.config import (DEFAULT_HYSTERESIS, Action, ConfigError, Limit, barrier_fits,
-                           check_minimum)
+from ..core.config import (DEFAULT_HYSTERESIS, Action, BarrierAction, ConfigError, Limit,
+                           barrier_fits, check_minimum, parse_barrier_action)
 from ..core.sizes import MAX_SIZE, SizeError, format_size, parse_size
 
 try:
@@ -22,8 +22,8 @@ except ModuleNotFoundError:  # Python < 3.11
 
 MAX_CONFIG_BYTES = 1 << 20
 MIN_INTERVAL, MAX_INTERVAL = 0.05, 3600.0
-_DEFAULT_KEYS = ("action", "hysteresis", "interval")
-_CGROUP_KEYS = ("limit", "barrier", "action", "hysteresis")
+_DEFAULT_KEYS = ("action", "hysteresis", "interval", "barrier_action")
+_CGROUP_KEYS = ("limit", "barrier", "action", "hysteresis", "barrier_action")
 _ACTIONS = ", ".join(a.value for a in Action)
 
 
@@ -38,6 +38,7 @@ class CgroupConfig:
     # what its table says itself (None: not set there), for the command line's precedence
     own_action: Action | None = field(default=None, compare=False)
     own_hysteresis: float | None = field(default=None, compare=False)
+    own_barrier_action: BarrierAction | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,10 @@ class FileConfig:
     interval: float | None
     default_action: Action | None = field(default=None, compare=False)       # [defaults]
     default_hysteresis: float | None = field(default=None, compare=False)
+    default_barrier_action: BarrierAction | None = field(default=None, compare=False)
 
-    def limits(self, action: Action | None = None, hysteresis: float | None = None):
+    def limits(self, action: Action | None = None, hysteresis: float | None = None,
+               barrier_action: BarrierAction | None = None):
         """(cgroup, Limit) per table, each setting taken from, in order: the cgroup's own
         table, the command line (action, hysteresis: None where not given), the file's
         [defaults], the built-in default."""
@@ -56,7 +59,10 @@ class FileConfig:
             act = first(c.own_action, action, self.default_action, Action.REPORT)
             hyst = first(c.own_hysteresis, hysteresis, self.default_hysteresis,
                          DEFAULT_HYSTERESIS)
-            out.append((c.cgroup, replace(c.limit, action=act, hysteresis=hyst)))
+            bact = first(c.own_barrier_action, barrier_action, self.default_barrier_action,
+                         BarrierAction())
+            out.append((c.cgroup, replace(c.limit, action=act, hysteresis=hyst,
+                                          barrier_action=bact)))
         return out
 
 
@@ -189,6 +195,17 @@ class _Table:
         except ValueError:
             raise self.error(f"action {_q(value)} is not one of {_ACTIONS}") from None
 
+    def barrier_action(self) -> BarrierAction | None:
+        if "barrier_action" not in self.table:
+            return None
+        value = self.table["barrier_action"]
+        if not isinstance(value, str):
+            raise self.error(f"barrier_action must be a string, not {_toml_type(value)}")
+        try:
+            return parse_barrier_action(value)
+        except ConfigError as e:
+            raise self.error(str(e)) from None
+
     def size(self, key: str) -> int | None:
         value = self.table.get(key)
         if value is None:
@@ -257,6 +274,7 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> FileConfig:
     action = defaults.action(Action.REPORT)
     hysteresis = defaults.number("hysteresis", 0.0, 1.0, True, DEFAULT_HYSTERESIS)
     interval = defaults.number("interval", MIN_INTERVAL, MAX_INTERVAL, False, None)
+    default_barrier = defaults.barrier_action()
 
     cgroups, seen = [], {}
     for name, table in doc.get("cgroup", {}).items():
@@ -285,14 +303,18 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> FileConfig:
             except ConfigError as e:
                 raise t.error(str(e)) from None
         own_action, own_hysteresis = t.action(action), t.number("hysteresis", 0.0, 1.0, True, hysteresis)
+        own_barrier = t.barrier_action()
+        if own_barrier is not None and own_barrier.kind != "report" and barrier is None:
+            raise t.error(f"barrier_action {_q(str(own_barrier))} needs a barrier")
         try:
-            built = Limit(limit, barrier, own_action, own_hysteresis)
+            built = Limit(limit, barrier, own_action, own_hysteresis,
+                          barrier_action=first(own_barrier, default_barrier, BarrierAction()))
         except ConfigError as e:  # checked above already; kept so Limit stays the final word
             raise t.error(str(e)) from None
         cgroups.append(CgroupConfig(name, built, t.action(None), t.number(
-            "hysteresis", 0.0, 1.0, True, None)))
+            "hysteresis", 0.0, 1.0, True, None), own_barrier))
 
     if not cgroups:
         raise ConfigFileError(f'{source}: no [cgroup."NAME"] tables: the config limits nothing')
     return FileConfig(tuple(cgroups), interval, defaults.action(None),
-                      defaults.number("hysteresis", 0.0, 1.0, True, None))
+                      defaults.number("hysteresis", 0.0, 1.0, True, None), default_barrier)
