@@ -456,3 +456,6 @@ int on_rss_change(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 #endif
+
+/* Kernel OOM kills in their own file: they share this file's ring buffer and helpers. */
+#include "oom.c"

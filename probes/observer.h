@@ -10,6 +10,10 @@
 #define EV_VM_LOW     3 /* ... fell below the bound Python set */
 #define EV_RSS_HIGH   4 /* a slow-mode cgroup's resident growth passed the bound Python set */
 #define EV_MOVED      5 /* a known process moved to another cgroup */
+#define EV_OOM_KILL   6 /* the kernel's OOM killer chose a victim (probes/oom.c); tgid: the
+                         * victim's process, cgid: its cgroup, value: its thread id, aux: 1
+                         * when the cgroup was read from the task (else from procs); the
+                         * event is followed by the victim's comm (OOM_COMM_LEN bytes) */
 
 /* indexes into the per-CPU stats array */
 #define STAT_RINGBUF_FULL  0 /* ringbuf_reserve failed: an event was lost */
@@ -18,7 +22,8 @@
 #define STAT_VM_UPDATES    3 /* address-space changes accounted */
 #define STAT_FAULTS        4 /* page faults followed in slow-mode cgroups */
 #define STAT_LEAVES_FREED  5 /* per-cgroup entries freed at rmdir */
-#define STAT_MAX           6
+#define STAT_OOM_KILLS     6 /* OOM victims marked by the kernel, in any cgroup */
+#define STAT_MAX           7
 
 struct event {
 	unsigned int kind;
@@ -28,6 +33,8 @@ struct event {
 	unsigned long long aux;    /* kind-specific: old cgroup id for EV_MOVED */
 	unsigned long long ts_ns;  /* bpf_ktime_get_ns() */
 };
+
+#define OOM_COMM_LEN 16            /* TASK_COMM_LEN */
 
 /* one entry per process (thread group): what is counted for it in its cgroup */
 struct proc_state {

@@ -12,6 +12,7 @@ from ..core.config import Action, Limit
 from ..core.errors import BeanwatchError
 from ..core.ratelimit import Buckets
 from ..core.model import Account, Effect, LeafBounds, LeafCounters, Mode, leaf_bounds
+from ..core.names import display_name, printable
 from ..core.policy import OverNotice
 from ..core.records import account_record, record
 from ..core.sizes import PAGE_SIZE, to_bytes, to_pages
@@ -50,6 +51,11 @@ FAULT_PROBE_GRACE = 10.0
 # the cgroup is resynchronised at the next tick instead, so others are still served.
 EVENT_RATE = 200.0
 EVENT_BURST = 100.0
+
+# oom_kill records per second per cgroup, and the burst: past that, kills are counted (the
+# metric) and the next record says how many went unrecorded.
+OOM_RECORD_RATE = 2.0
+OOM_RECORD_BURST = 20.0
 
 # The tree (and memory.max, when limits come from it) is walked again at least this often,
 # and on news of an unknown cgroup no sooner than TREE_GAP_FACTOR times the last walk's
@@ -123,6 +129,10 @@ class Session:
         self.map_full_reported = False
         self.unwritten: set[int] = set()     # bounds that could not be written (map full)
         self.notices: dict[str, OverNotice] = {}   # per account: above barrier/limit told when
+        # kernel OOM kills in watched cgroups: per account, and records rate-limited per cgroup
+        self.oom_kills: dict[str, int] = defaultdict(int)
+        self.oom_buckets = Buckets(OOM_RECORD_RATE, OOM_RECORD_BURST)
+        self.oom_unrecorded: dict[int, int] = defaultdict(int)
 
     # -- start-up -----------------------------------------------------------------------
     def start(self) -> None:
@@ -285,6 +295,9 @@ class Session:
         take, tree = self.buckets.take, self.tree
         for ev in events:
             self.events_seen += 1
+            if ev.kind == wire.EV_OOM_KILL:
+                self.on_oom_kill(ev)
+                continue
             if not take(ev.cgid, ev.ts_ns / 1e9):
                 self.events_throttled += 1
                 self.resync.add(ev.cgid)
@@ -300,6 +313,47 @@ class Session:
                     if acc.mode is Mode.SLOW:
                         self.exact_due.add(acc.name)
         self.maybe_refresh()
+
+    def on_oom_kill(self, ev: wire.Event) -> None:
+        """The kernel's OOM killer chose a victim. In a watched cgroup (covered by some
+        account): counted for every account covering it, and recorded (rate-limited per
+        cgroup). The cgroup comes from the victim task (or, on kernels that pass only its
+        pid, from where its pages are counted, else from /proc)."""
+        cid, pid = ev.cgid, ev.value
+        if not cid:
+            path = self._proc_cgroup(pid)
+            cid = next((c for c, n in self.tree.items() if n == path), 0) if path else 0
+        if cid and cid not in self.tree and self.tree_due_in() <= 0.0:
+            self.refresh_tree()   # a cgroup made since the last walk
+        accounts = self.covered_by.get(cid, [])
+        if not accounts:
+            return
+        for acc in accounts:
+            self.oom_kills[acc.name] += 1
+        if not self.oom_buckets.take(cid, ev.ts_ns / 1e9):
+            self.oom_unrecorded[cid] += 1
+            return
+        comm = getattr(ev, "comm", b"") or self._proc_comm(pid)
+        name = self.tree.get(cid, "")
+        self.sink(record("oom_kill", self.clock(), name, name=display_name(name), cgroup_id=cid,
+                         pid=pid, tgid=ev.tgid,
+                         comm=printable(comm.decode("utf-8", "replace")) if comm else None,
+                         watched=[a.name for a in accounts],
+                         oom_kills=self.oom_kills[accounts[0].name],
+                         unrecorded=self.oom_unrecorded.pop(cid, 0)))
+
+    def _proc_cgroup(self, pid: int) -> str | None:
+        try:
+            return self.procfs.cgroup2_path(pid)
+        except Exception:  # noqa: BLE001 - gone already: unknown
+            return None
+
+    def _proc_comm(self, pid: int) -> bytes:
+        try:
+            st = self.procfs.stat(pid)   # a zombie keeps its comm until it is reaped
+        except Exception:  # noqa: BLE001 - gone already: unknown
+            return b""
+        return st.comm.encode() if st is not None else b""
 
     def resynchronise(self) -> None:
         """At a tick: the cgroups whose events were over their rate are re-armed and the
