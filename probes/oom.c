@@ -16,7 +16,7 @@ struct oom_event {
 RAW_TRACEPOINT_PROBE(mark_victim)
 {
 	stat_inc(STAT_OOM_KILLS);
-	struct oom_event *e = events.ringbuf_reserve(sizeof(struct oom_event));
+	struct oom_event *e = events_reserve(sizeof(struct oom_event));
 	if (!e) {
 		stat_inc(STAT_RINGBUF_FULL);
 		return 0;
@@ -34,7 +34,7 @@ RAW_TRACEPOINT_PROBE(mark_victim)
 	bpf_probe_read_kernel_str(e->comm, OOM_COMM_LEN, (char *)task + OFF_TASK_COMM);
 #else
 	u32 key = (u32)ctx->args[0];
-	struct proc_state *p = procs.lookup(&key);
+	struct proc_state *p = proc_of(key);
 	e->head.tgid = key;
 	e->head.value = key;
 	e->head.cgid = p ? p->cgid : 0;
@@ -44,7 +44,7 @@ RAW_TRACEPOINT_PROBE(mark_victim)
 #endif
 	e->head.kind = EV_OOM_KILL;
 	e->head.ts_ns = bpf_ktime_get_ns();
-	events.ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+	events_submit(e);
 	return 0;
 }
 #endif
