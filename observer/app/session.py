@@ -56,6 +56,7 @@ EVENT_BURST = 100.0
 # metric) and the next record says how many went unrecorded.
 OOM_RECORD_RATE = 2.0
 OOM_RECORD_BURST = 20.0
+OOM_WAITING_MAX = 1024   # kills in not yet walked cgroups kept until the next walk
 
 # The tree (and memory.max, when limits come from it) is walked again at least this often,
 # and on news of an unknown cgroup no sooner than TREE_GAP_FACTOR times the last walk's
@@ -133,6 +134,7 @@ class Session:
         self.oom_kills: dict[str, int] = defaultdict(int)
         self.oom_buckets = Buckets(OOM_RECORD_RATE, OOM_RECORD_BURST)
         self.oom_unrecorded: dict[int, int] = defaultdict(int)
+        self.oom_waiting: list = []          # kills in cgroups made since the last walk
 
     # -- start-up -----------------------------------------------------------------------
     def start(self) -> None:
@@ -193,6 +195,9 @@ class Session:
                     self.leaves_of[anc].append(cid)
                     self.covered_by.setdefault(cid, []).append(acc)
         self.prune()
+        waiting, self.oom_waiting = self.oom_waiting, []
+        for ev in waiting:
+            self.on_oom_kill(ev, walked=True)
 
     def resolve_accounts(self) -> None:
         """Each account to the cgroup now at its path. A new id (removed and made again,
@@ -314,7 +319,7 @@ class Session:
                         self.exact_due.add(acc.name)
         self.maybe_refresh()
 
-    def on_oom_kill(self, ev: wire.Event) -> None:
+    def on_oom_kill(self, ev: wire.Event, walked: bool = False) -> None:
         """The kernel's OOM killer chose a victim. In a watched cgroup (covered by some
         account): counted for every account covering it, and recorded (rate-limited per
         cgroup). The cgroup comes from the victim task (or, on kernels that pass only its
@@ -323,8 +328,13 @@ class Session:
         if not cid:
             path = self._proc_cgroup(pid)
             cid = next((c for c, n in self.tree.items() if n == path), 0) if path else 0
-        if cid and cid not in self.tree and self.tree_due_in() <= 0.0:
-            self.refresh_tree()   # a cgroup made since the last walk
+        if cid and cid not in self.tree and not walked:
+            # a cgroup made since the last walk: judged after the next one (as soon as the
+            # walk's rate limit allows), never dropped for being new
+            if len(self.oom_waiting) < OOM_WAITING_MAX:
+                self.oom_waiting.append(ev)
+            self.tree_wanted = True
+            return
         accounts = self.covered_by.get(cid, [])
         if not accounts:
             return

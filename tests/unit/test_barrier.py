@@ -307,3 +307,16 @@ def test_oom_kills_in_watched_cgroups_are_recorded_counted_and_rate_limited(host
     assert text[("beanwatch_cgroup_oom_kills_total", (("cgroup", "/jobs"), ("name", "/jobs")))] == 62
     assert text[("beanwatch_oom_kills_total", ())] == 63
     assert not host.events("action") and not host.events("lost")
+
+
+def test_an_oom_kill_in_a_cgroup_made_since_the_last_walk_is_judged_after_the_next(host):
+    parent = host.cgroup("/jobs")
+    s = host.session([Watch("/jobs", parent, Limit(1024 * MiB))], tree_gap=3600.0)
+    s.start()
+    fresh = host.cgroup("/jobs/new")             # made after the walk
+    s.on_event(wire.OomEvent(wire.EV_OOM_KILL, 7, fresh, 7, 1, 10**9, comm=b"late"))
+    s.handle_pending()
+    assert not host.events("oom_kill") and s.tree_wanted   # the walk is rate-limited
+    s.refresh_tree()
+    (rec,) = host.events("oom_kill")
+    assert rec["cgroup"] == "/jobs/new" and rec["comm"] == "late"
