@@ -320,3 +320,33 @@ def test_an_oom_kill_in_a_cgroup_made_since_the_last_walk_is_judged_after_the_ne
     s.refresh_tree()
     (rec,) = host.events("oom_kill")
     assert rec["cgroup"] == "/jobs/new" and rec["comm"] == "late"
+
+
+OLD_FORMAT = """name: mark_victim
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:int pid;\toffset:8;\tsize:4;\tsigned:1;
+"""
+
+
+def test_the_oom_tracepoints_form_is_read_at_load(tmp_path, monkeypatch):
+    """Debian's 5.10, 6.1 and 6.12 pass the victim task (the comm is in the format); older
+    kernels its pid alone; without the tracepoint, a gap is said."""
+    from observer.kernel.loader import Probes
+    from test_loader import fake_tracefs
+    root = fake_tracefs(tmp_path)
+    p = Probes(lambda e: None, tracefs=root)
+    monkeypatch.setattr(p, "btf", lambda: None)          # the format file decides
+    p.check()
+    assert p.oom_form is None and "-DHAS_OOM_TP=1" not in p.cflags({})
+    assert any("OOM kills" in g for g in p.not_covered())
+    fmt = tmp_path / "events" / "oom" / "mark_victim"
+    fmt.mkdir(parents=True)
+    (fmt / "format").write_text(OLD_FORMAT)
+    p.check()
+    assert p.oom_form == "pid" and "-DHAS_OOM_TP=1" in p.cflags({})
+    assert "-DOOM_VICTIM_TASK=1" not in p.cflags({})
+    (fmt / "format").write_text(OLD_FORMAT + "\tfield:__data_loc char[] comm;\toffset:12;\tsize:4;\tsigned:0;\n")
+    p.check()
+    assert p.oom_form == "task" and "-DOOM_VICTIM_TASK=1" in p.cflags({})
+    assert not any("OOM kills" in g for g in p.not_covered())
