@@ -350,3 +350,31 @@ def test_the_oom_tracepoints_form_is_read_at_load(tmp_path, monkeypatch):
     p.check()
     assert p.oom_form == "task" and "-DOOM_VICTIM_TASK=1" in p.cflags({})
     assert not any("OOM kills" in g for g in p.not_covered())
+
+
+def test_the_hook_barrier_action_runs_the_on_action_hook_with_its_event(tmp_path):
+    import os
+    from observer.app.barrier import BarrierActions
+    from observer.app.enforcer import Enforcer
+    from observer.core.model import Account
+    from observer.host.hooks import HookRunner
+    dump = tmp_path / "env"
+    hook = tmp_path / "after"
+    hook.write_text(f"#!/bin/sh\ncat /proc/$$/environ > {dump}\n")
+    hook.chmod(0o755)
+    records = []
+    e = Enforcer(None, records.append, lambda: 2.0,
+                 hooks=HookRunner(str(hook), None, 2.0, required_uid=os.getuid()))
+    b = BarrierActions(None, records.append, lambda: 2.0, enforcer=e)
+    acc = Account("/job", 5, Limit(100 << 20, 50 << 20, barrier_action=BarrierAction("hook")))
+    acc.on_estimate(200 << 20)
+    acc.on_exact(60 << 20, 1.0)
+    b.on_check(acc, 1.0)
+    b.on_check(acc, 1.5)                         # still above: not again
+    while e.busy():
+        e.poll()
+    env = dict(i.split("=", 1) for i in dump.read_bytes().decode().split("\0") if i)
+    assert env["BEANWATCH_EVENT"] == "barrier_action" and env["BEANWATCH_ACTION"] == "hook"
+    assert env["BEANWATCH_EXACT_BYTES"] == str(60 << 20)
+    assert [r["event"] for r in records] == ["barrier_action", "hook"]
+    assert records[1]["returncode"] == 0
