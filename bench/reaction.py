@@ -94,7 +94,7 @@ def run(ctx) -> dict:
                                                    5, mark)
                             if "t_cross_mono" in r:
                                 r["action_after"] = act["ts"] - (r["t_cross_mono"] + offset)
-                            r["seen_over"] = sum(act.get("rss_bytes", {}).values()) - LIMIT
+                            r["seen_over"] = sum(act.get("rss_by_pid", {}).values()) - LIMIT
                             watcher.wait_for(lambda x: x["event"] == "mode" and x["cgroup"] == R
                                              and x["mode"] == "fast", 10, mark)
                             if r.get("latency", 0) > OUTLIER_S:

@@ -17,7 +17,7 @@ from common import Scratch, bpf_objects, bpf_run_stats, summary
 from report import abs_cell, ratio_cell, target, text_cell
 
 NONE_GAP = 1.2   # s: about an observer's start-up
-COLUMNS = ["none", "none again", "bw fast", "floor fast", "bpftrace fast", "bw slow",
+COLUMNS = ["none", "none again", "bw fast", "bw trace", "floor fast", "bpftrace fast", "bw slow",
            "floor slow", "bpftrace slow", "bpftrace faults", "bw syscalls", "naive bcc",
            "bpftrace 1 syscall"]
 COLUMN_HELP = {
@@ -25,6 +25,8 @@ COLUMN_HELP = {
     "none again": f"no observer, measured again after a {NONE_GAP:g} s pause (like an observer's "
                   "start-up): the A/A ratio, the noise floor",
     "bw fast": "beanwatch watch --limit W=64G (fast mode), default mmap_lock hook",
+    "bw trace": "beanwatch trace (default --min-size 64M, every cgroup): watch's accounting "
+                "plus one comparison per address-space change; read against bw fast",
     "floor fast": "bench/floor.py: an empty RAW_TRACEPOINT_PROBE on each hook bw fast runs per "
                   f"operation ({', '.join(tracers.FLOOR_FAST)})",
     "bpftrace fast": f"bpftrace -e '{tracers.BPFTRACE_LOCK}' (the same hook, regular tracepoint)",
@@ -67,6 +69,9 @@ def observer(column: str, W: str, ctx):
         with tracers.beanwatch_watch(["--limit", f"{W}={SLOW_LIMIT}"], ctx.startups) as w:
             w.wait_for(lambda r: r["event"] == "check" and r["cgroup"] == W, 20)
             yield w
+    elif column == "bw trace":
+        with tracers.beanwatch_trace() as t:
+            yield t
     elif column == "bw syscalls":
         with tracers.beanwatch_watch(["--limit", f"{W}=64G", "--vm-hook", "syscalls"],
                                      ctx.startups) as w:

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 
-from common import ROOT, Watcher, stop_process
+from common import ROOT, Watcher, beanwatch, stop_process
 
 BPFTRACE_FAULTS = "tracepoint:exceptions:page_fault_user { @[cgroup] = count(); }"
 BPFTRACE_SYSCALL = "tracepoint:syscalls:sys_exit_mmap { @[cgroup] = count(); }"
@@ -87,6 +87,18 @@ def beanwatch_watch(args, startups=None):
         yield w
     finally:
         w.stop()
+
+
+@contextlib.contextmanager
+def beanwatch_trace(args=()):
+    """`beanwatch trace ARGS` (its own accounting session, with EV_GROW* at or above the
+    size: default 64M), yielded once the threshold is written."""
+    p = LineProcess(beanwatch("trace", *args), cwd="/")
+    try:
+        p.wait_line("beanwatch: tracing address-space growth")
+        yield p
+    finally:
+        p.stop()
 
 
 @contextlib.contextmanager

@@ -28,6 +28,9 @@ BPF_HASH(leaf_cnt, u64, struct leaf_cnt, MAX_LEAVES);
 /* ids of cgroup2 cgroups removed lately: no entry is made again for one of them */
 BPF_TABLE("lru_hash", u64, u8, dead_leaves, 4096);
 BPF_PERCPU_ARRAY(stats, u64, STAT_MAX);
+/* `beanwatch trace`: one change of total_vm of at least this many pages is sent as EV_GROW*
+ * (0: off, the default; watch never sets it) */
+BPF_ARRAY(trace_min, long long, 1);
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 
 static __always_inline void stat_inc(int idx)
@@ -81,7 +84,8 @@ static __always_inline u64 task_cgroup_id(void *task)
 	return id;
 }
 
-static __always_inline void emit(u32 kind, u32 tgid, u64 cgid, long long value, u64 aux)
+static __always_inline void emit_extra(u32 kind, u32 tgid, u64 cgid, long long value, u64 aux,
+				       long long extra)
 {
 	struct event *e = events.ringbuf_reserve(sizeof(struct event));
 	if (!e) {
@@ -94,9 +98,15 @@ static __always_inline void emit(u32 kind, u32 tgid, u64 cgid, long long value, 
 	e->value = value;
 	e->aux = aux;
 	e->ts_ns = bpf_ktime_get_ns();
+	e->extra = extra;
 	/* These events are rare (a bound crossed): wake the reader at once rather than let
 	 * the ring buffer batch wake-ups, so a kill is never late by a batching decision. */
 	events.ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+}
+
+static __always_inline void emit(u32 kind, u32 tgid, u64 cgid, long long value, u64 aux)
+{
+	emit_extra(kind, tgid, cgid, value, aux, 0);
 }
 
 /* The control entry of a cgroup. A cgroup seen for the first time gets one that never
@@ -137,20 +147,79 @@ static __always_inline struct leaf_cnt *cnt_of(u64 leaf)
 	return cnt;
 }
 
-static __always_inline void leaf_add_vm(u64 leaf, u32 tgid, long long delta)
+#ifdef VM_LIMITS
+#include "refuse.h"     /* --vm-limit only: pasted in here by the loader (probe_text) */
+#endif
+
+/* Adds a change to a cgroup's mapped total; returns the total after it. */
+static __always_inline long long leaf_add_vm(u64 leaf, u32 tgid, long long delta)
 {
 	if (!delta)
-		return;
+		return 0;
 	struct leaf_cnt *cnt = cnt_of(leaf);
 	struct leaf_ctl *ctl = ctl_of(leaf);
 	if (!cnt || !ctl)
-		return;
+		return 0;
 	long long now = ADD_FETCH(&cnt->vm_pages, delta);
+#ifdef VM_LIMITS
+	vm_limit_add(leaf, delta);
+#endif
 	if (ctl->vm_fired)
-		return;
+		return now;
 	if ((delta > 0 && now > ctl->vm_high) || (delta < 0 && now < ctl->vm_low)) {
 		ctl->vm_fired = 1;
 		emit(delta > 0 ? EV_VM_HIGH : EV_VM_LOW, tgid, leaf, now, 0);
+	}
+	return now;
+}
+
+/* Where account() was called from, for `beanwatch trace` (SRC_NONE: never traced) */
+#define SRC_NONE     0
+#define SRC_LOCK     1 /* an mmap-lock release: the syscall in progress is read from pt_regs */
+#define SRC_SYSCALL  2 /* a mapping syscall's exit: its number is in the tracepoint record */
+#define SRC_RSS      3 /* a resident-count change (syscall hook): stack growth or compat */
+#define SRC_EXEC     4
+#define SRC_FORK     5
+
+/* The syscall the current task is in: orig_ax of its user registers (x86-64, 5.15+). */
+static __always_inline long long current_syscall(void)
+{
+#ifdef HAS_TASK_PT_REGS
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task_btf();
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(t);
+	long long nr = GROW_UNKNOWN;
+	if (bpf_probe_read_kernel(&nr, sizeof(nr), &regs->orig_ax))
+		return GROW_UNKNOWN;
+	return nr < 0 ? GROW_NO_SYSCALL : nr;
+#else
+	return GROW_UNKNOWN;
+#endif
+}
+
+/* One change of at least trace_min pages (trace running): sent with what caused it. The only
+ * cost on the hot path is the look-up of trace_min and one comparison, on a change only. */
+static __always_inline void trace_change(void *ctx, int src, u32 tgid, u64 leaf,
+					 long long delta, long long now)
+{
+	if (src == SRC_NONE || delta <= 0)
+		return;
+	int zero = 0;
+	long long *min = trace_min.lookup(&zero);
+	if (!min || *min <= 0 || delta < *min)
+		return;
+	if (src == SRC_EXEC) {
+		emit_extra(EV_GROW_EXEC, tgid, leaf, delta, now, 0);
+	} else if (src == SRC_FORK) {
+		emit_extra(EV_GROW_FORK, tgid, leaf, delta, now, 0);
+	} else if (src == SRC_LOCK) {
+		emit_extra(EV_GROW, tgid, leaf, delta, now, current_syscall());
+	} else if (src == SRC_SYSCALL) {
+		/* syscalls:sys_exit_*: common fields (8 bytes), then int __syscall_nr */
+		int nr = GROW_UNKNOWN;
+		bpf_probe_read_kernel(&nr, sizeof(nr), (char *)ctx + 8);
+		emit_extra(EV_GROW, tgid, leaf, delta, now, nr);
+	} else {
+		emit_extra(EV_GROW, tgid, leaf, delta, now, GROW_UNKNOWN);
 	}
 }
 
@@ -185,7 +254,7 @@ static __always_inline void follow_rss(struct proc_state *p, struct leaf_ctl *ct
 }
 
 /* Record a process's current total_vm and cgroup, moving the difference into the sums. */
-static __always_inline void account(u32 tgid, void *mm, u64 leaf)
+static __always_inline void account(void *ctx, int src, u32 tgid, void *mm, u64 leaf)
 {
 	long long vm = mm_total_vm(mm);
 	struct proc_state *p = procs.lookup(&tgid);
@@ -201,7 +270,11 @@ static __always_inline void account(u32 tgid, void *mm, u64 leaf)
 			}
 		} else {
 			stat_inc(STAT_VM_UPDATES);
-			leaf_add_vm(leaf, tgid, vm);
+			long long now = leaf_add_vm(leaf, tgid, vm);
+			/* a new entry is one change only for a fork's child (a process seen first at
+			 * a later change was running before: its whole address space is not a change) */
+			if (src == SRC_FORK)
+				trace_change(ctx, src, tgid, leaf, vm, now);
 			return;
 		}
 	}
@@ -218,8 +291,10 @@ static __always_inline void account(u32 tgid, void *mm, u64 leaf)
 	}
 	if (p->vm_pages != vm) {
 		long long old = SWAP(&p->vm_pages, vm);
-		leaf_add_vm(leaf, tgid, vm - old);
+		long long now = leaf_add_vm(leaf, tgid, vm - old);
 		stat_inc(STAT_VM_UPDATES);
+		/* a fork's child under a reused PID: its whole copy is the change */
+		trace_change(ctx, src, tgid, leaf, src == SRC_FORK ? vm : vm - old, now);
 	}
 #ifndef FOLLOW_RSS_STAT
 	/* No kmem:rss_stat here: resident growth the faults did not show (MAP_POPULATE, mlock)
@@ -230,22 +305,22 @@ static __always_inline void account(u32 tgid, void *mm, u64 leaf)
 #endif
 }
 
-static __always_inline int account_current(void)
+static __always_inline int account_current(void *ctx, int src)
 {
 	void *task = (void *)bpf_get_current_task();
 	void *mm = task_mm(task);
 	if (!mm)
 		return 0;
-	account(bpf_get_current_pid_tgid() >> 32, mm, bpf_get_current_cgroup_id());
+	account(ctx, src, bpf_get_current_pid_tgid() >> 32, mm, bpf_get_current_cgroup_id());
 	return 0;
 }
 
 /* A tracepoint about some mm: account it when it is the current task's own. */
-static __always_inline int account_mm_if_current(void *mm)
+static __always_inline int account_mm_if_current(void *ctx, int src, void *mm)
 {
 	if (!mm || mm != task_mm((void *)bpf_get_current_task()))
 		return 0;
-	account(bpf_get_current_pid_tgid() >> 32, mm, bpf_get_current_cgroup_id());
+	account(ctx, src, bpf_get_current_pid_tgid() >> 32, mm, bpf_get_current_cgroup_id());
 	return 0;
 }
 
@@ -264,14 +339,14 @@ RAW_TRACEPOINT_PROBE(mmap_lock_released)
 	 * write); the loader checks that in BTF. Read releases are not left out: munmap, brk
 	 * and mremap shrinking and stack growth change total_vm under the write lock, downgrade
 	 * it, and release it as readers. An unchanged process costs one map lookup. */
-	return account_mm_if_current((void *)ctx->args[0]);
+	return account_mm_if_current(ctx, SRC_LOCK, (void *)ctx->args[0]);
 }
 #else
 /* Attached to sys_exit of every syscall that can change total_vm (see observer/loader.py),
  * where the kernel has no mmap_lock tracepoints. */
 int on_vm_syscall(void *ctx)
 {
-	return account_current();
+	return account_current(ctx, SRC_SYSCALL);
 }
 
 #ifdef HAS_RSS_STAT_TP
@@ -282,7 +357,7 @@ int on_vm_syscall(void *ctx)
  * above the resident count the kernel reports. Only the current task's own mm is taken. */
 RAW_TRACEPOINT_PROBE(rss_stat)
 {
-	return account_mm_if_current((void *)ctx->args[0]);
+	return account_mm_if_current(ctx, SRC_RSS, (void *)ctx->args[0]);
 }
 #endif
 #endif
@@ -290,7 +365,7 @@ RAW_TRACEPOINT_PROBE(rss_stat)
 /* exec replaced the address space: the program loader's mappings are counted here */
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
-	return account_current();
+	return account_current(args, SRC_EXEC);
 }
 
 /* A new process starts with a copy of its parent's address space (dup_mmap has run when
@@ -307,7 +382,7 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 	if (!mm)
 		return 0;
 	/* a stale entry under a reused PID is replaced, its pages taken out of its cgroup */
-	account(tgid, mm, task_cgroup_id(child));
+	account(ctx, SRC_FORK, tgid, mm, task_cgroup_id(child));
 	return 0;
 }
 
@@ -358,7 +433,7 @@ RAW_TRACEPOINT_PROBE(cgroup_attach_task)
 	u64 old_leaf = p ? p->cgid : 0;
 	if (p && old_leaf == leaf)
 		return 0;
-	account(key, mm, leaf);
+	account(ctx, SRC_NONE, key, mm, leaf);
 	emit(EV_MOVED, key, leaf, mm_total_vm(mm), old_leaf);
 	return 0;
 }

@@ -10,7 +10,18 @@
 #define EV_VM_LOW     3 /* ... fell below the bound Python set */
 #define EV_RSS_HIGH   4 /* a slow-mode cgroup's resident growth passed the bound Python set */
 #define EV_MOVED      5 /* a known process moved to another cgroup */
-#define EV_OOM_KILL   6 /* the kernel's OOM killer chose a victim (probes/oom.c); tgid: the
+/* `beanwatch trace` only (sent while trace_min[0] > 0): one change of a process's total_vm
+ * reached trace_min pages. value: the change (pages); aux: its cgroup's kernel-side count
+ * after it (pages, Python adds its seed); extra: the syscall in progress (EV_GROW). */
+#define EV_GROW       6 /* at an mmap-lock release (or a mapping syscall's exit) */
+#define EV_GROW_EXEC  7 /* exec built a new address space */
+#define EV_GROW_FORK  8 /* fork copied the parent's address space into the child */
+
+/* EV_GROW's extra when no syscall number is known: */
+#define GROW_NO_SYSCALL  -1 /* not in a syscall: a page fault from user mode (stack growth) */
+#define GROW_UNKNOWN     -2 /* this kernel or architecture does not say */
+
+#define EV_OOM_KILL   9 /* the kernel's OOM killer chose a victim (probes/oom.c); tgid: the
                          * victim's process, cgid: its cgroup, value: its thread id, aux: 1
                          * when the cgroup was read from the task (else from procs); the
                          * event is followed by the victim's comm (OOM_COMM_LEN bytes) */
@@ -32,6 +43,7 @@ struct event {
 	long long value;           /* kind-specific: pages */
 	unsigned long long aux;    /* kind-specific: old cgroup id for EV_MOVED */
 	unsigned long long ts_ns;  /* bpf_ktime_get_ns() */
+	long long extra;           /* kind-specific: the syscall number for EV_GROW */
 };
 
 #define OOM_COMM_LEN 16            /* TASK_COMM_LEN */

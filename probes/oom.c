@@ -44,6 +44,7 @@ RAW_TRACEPOINT_PROBE(mark_victim)
 #endif
 	e->head.kind = EV_OOM_KILL;
 	e->head.ts_ns = bpf_ktime_get_ns();
+	e->head.extra = 0;
 	events_submit(e);
 	return 0;
 }

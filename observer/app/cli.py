@@ -9,7 +9,8 @@ import sys
 import click
 
 from .. import __version__
-from ..core.config import DEFAULT_HYSTERESIS, Action, ConfigError, parse_limit_spec
+from ..core.config import (DEFAULT_HYSTERESIS, MAX_GRACE, Action, ConfigError, Count, KillScope,
+                           parse_limit_spec, parse_vm_limit_spec)
 from ..core.errors import BeanwatchError
 from ..output import render
 from . import demo, runtime
@@ -69,6 +70,13 @@ def _barrier_action_callback(ctx, param, value):
     return value
 
 
+def _vm_limits_callback(ctx, param, values):
+    try:
+        return [parse_vm_limit_spec(v) for v in values]
+    except BeanwatchError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 def _metrics_callback(ctx, param, value):
     from ..output.metrics import parse_address
     if value is not None:
@@ -114,6 +122,12 @@ def cli():
 
 @cli.command(epilog=EXAMPLES_WATCH)
 @limit_option
+@click.option("--vm-limit", "vm_limits", multiple=True, metavar="CGROUP=SIZE[:BARRIER]",
+              callback=_vm_limits_callback,
+              help="Refuse growth of CGROUP's mapped total (its processes' summed VmSize) past "
+                   "SIZE: mmap, shmat, mremap, brk fail with ENOMEM and the process lives; "
+                   "growth past BARRIER is counted. Needs BPF LSM (see `beanwatch check`). "
+                   "Repeatable.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=True), default=None,
               help="TOML file of limits (see README); reloaded on SIGHUP. It must be owned by "
                    "root and not writable by group or others.")
@@ -131,6 +145,20 @@ def cli():
 @click.option("--hysteresis", type=FiniteFloatRange(0, 1, max_open=True), default=None,
               help=f"Return to fast mode below limit x (1 - this) [default: "
                    f"{DEFAULT_HYSTERESIS:g}]; precedence as --action.")
+@click.option("--count", type=click.Choice([c.value for c in Count]), default=None,
+              help="What usage counts: resident memory, or resident memory and swap "
+                   "[default: rss].")
+@click.option("--kill-scope", type=click.Choice([k.value for k in KillScope]), default=None,
+              help="What --action kill takes: the whole limited cgroup, its largest child "
+                   "cgroup, or its largest process (by PSS) [default: cgroup].")
+@click.option("--prefer", multiple=True, metavar="PATTERN",
+              help="Kill first: child cgroups (path below the limited one) or processes "
+                   "(name) matching this glob. Repeatable. Also oomd's user.oomd_prefer.")
+@click.option("--avoid", multiple=True, metavar="PATTERN",
+              help="Kill last: as --prefer. Also oomd's user.oomd_avoid.")
+@click.option("--grace", type=FiniteFloatRange(0, MAX_GRACE), default=None,
+              help="Send SIGTERM to the victim first, and SIGKILL after this many seconds if "
+                   "usage is still over [default: 0: SIGKILL at once].")
 @click.option("--adaptive/--fixed-hysteresis", default=True, show_default=True,
               help="Widen the hysteresis while a cgroup flaps between modes (up to 50%).")
 @click.option("--interval", type=FiniteFloatRange(0.05, 3600), default=None,
@@ -163,7 +191,8 @@ def cli():
 @click.option("--max-leaves", type=click.IntRange(64, 1 << 22), default=None, hidden=True,
               help="Entries of the per-cgroup kernel maps (default: from the host; for tests).")
 @click.option("--print-bpf", is_flag=True, hidden=True, help="Print the BPF source and exit.")
-def watch(limits, config_path, action, barrier_action, hysteresis, adaptive, interval, duration, as_json,
+def watch(limits, vm_limits, config_path, action, barrier_action, hysteresis, count, kill_scope,
+          prefer, avoid, grace, adaptive, interval, duration, as_json,
           keep_frozen, on_exceed, on_action, hook_timeout, journal, metrics_addr, ringbuf_pages,
           vm_hook, kill_via, max_leaves, print_bpf):
     """Watch cgroups live and act on limits."""
@@ -189,26 +218,45 @@ def watch(limits, config_path, action, barrier_action, hysteresis, adaptive, int
     except BeanwatchError as e:
         fail(str(e), 2)
     require_root()
-    host, watches = open_host_or_exit(lambda host: runtime.resolve_watches(
-        host, limits, action, hysteresis, adaptive, file_config, wait_for_missing=True,
-        barrier_action=barrier_action, has_on_action=bool(on_action)))
+    policy = {k: v for k, v in (("count", count and Count(count)),
+                                ("kill_scope", kill_scope and KillScope(kill_scope)),
+                                ("grace", grace), ("prefer", tuple(prefer)),
+                                ("avoid", tuple(avoid))) if v not in (None, ())}
+    wants_vm = bool(vm_limits) or bool(file_config and file_config.vm_limits())
+    if wants_vm and (problem := runtime.refusal_problem()):
+        fail(f"--vm-limit cannot be enforced here: {problem}", 2)
+    vm = []
+
+    def watches_for(host, config):
+        """The watches: --limit and the config's limits, plus the vm-limited cgroups (vm
+        limits only: just those, not every cgroup's memory.max)."""
+        watches = []
+        if limits or (config and config.limits()) or not vm:
+            watches = runtime.resolve_watches(host, limits, action, hysteresis, adaptive,
+                                              config, wait_for_missing=True, policy=policy,
+                                              barrier_action=barrier_action,
+                                              has_on_action=bool(on_action))
+        return runtime.with_vm_watches(host, watches, vm)
+
+    def resolve(host):
+        vm.extend(runtime.resolve_vm_limits(host, vm_limits, file_config))
+        return watches_for(host, file_config)
+    host, watches = open_host_or_exit(resolve)
     if interval is None:
         interval = (file_config.interval if file_config and file_config.interval else 1.0)
 
     def reload():
-        """SIGHUP: the config file again; a bad one keeps the running config."""
-        return runtime.resolve_watches(host, limits, action, hysteresis, adaptive,
-                                       load(config_path), wait_for_missing=True,
-                                       barrier_action=barrier_action,
-                                       has_on_action=bool(on_action))
+        """SIGHUP: the config file again; a bad one keeps the running config. The vm
+        limits stay as they were at start (their programs are compiled in then)."""
+        return watches_for(host, load(config_path))
 
     options = runtime.Options(
         interval=interval, duration=duration, as_json=as_json, keep_frozen=keep_frozen,
         ringbuf_pages=ringbuf_pages, vm_hook=vm_hook, kill_via=kill_via,
         metrics_addr=metrics_addr, journal=journal, on_exceed=on_exceed, on_action=on_action,
-        hook_timeout=hook_timeout, max_leaves=max_leaves,
+        hook_timeout=hook_timeout, max_leaves=max_leaves, vm_limits=tuple(vm),
         # no --limit and no --config: limits from memory.max, followed live
-        memory_max=(None if limits or file_config else
+        memory_max=(None if limits or file_config or vm else
                     memory_max_template(DEFAULT_HYSTERESIS if hysteresis is None
                                         else hysteresis, adaptive)))
     sys.exit(runtime.run_watch(host, watches, options, reload if config_path else None,
@@ -256,6 +304,39 @@ def verify(cgroups, duration, interval, as_json):
     require_root()
     host, watches = open_host_or_exit(lambda host: runtime.all_cgroups(host, cgroups))
     sys.exit(runtime.run_verify(host, watches, duration, interval, as_json))
+
+
+def _min_size_callback(ctx, param, value):
+    from ..core.sizes import PAGE_SIZE, parse_size
+    try:
+        size = parse_size(value)
+    except BeanwatchError as e:
+        raise click.BadParameter(str(e)) from None
+    if size < PAGE_SIZE:
+        raise click.BadParameter(f"{value!r} is below one page ({PAGE_SIZE} bytes)")
+    return size
+
+
+@cli.command()
+@click.option("--cgroup", "cgroups", multiple=True, metavar="CGROUP",
+              help="Trace this cgroup (and its descendants); repeatable. Default: all.")
+@click.option("--min-size", "min_size", default="64M", show_default=True, metavar="SIZE",
+              callback=_min_size_callback,
+              help="Show one change of a process's address space of this size or more.")
+@click.option("--duration", type=FiniteFloatRange(0, min_open=True), default=None,
+              help="Seconds to run (default: until Ctrl-C).")
+@json_option
+def trace(cgroups, min_size, duration, as_json):
+    """Live stream of address-space growth: which process grew, when, by how much.
+
+    One line per change of a process's mapped total (VmSize) of at least --min-size:
+    time, cgroup and name, pid and comm, kind (mmap, brk, mremap, stack, shm, exec, fork,
+    or mapping where the kernel does not say), the change in bytes, and the cgroup's
+    estimate after it. Report only: nothing is limited, frozen or killed.
+    """
+    require_root()
+    host, watches = open_host_or_exit(lambda host: runtime.all_cgroups(host, cgroups))
+    sys.exit(runtime.run_trace(host, watches, not cgroups, min_size, duration, as_json))
 
 
 @cli.command()

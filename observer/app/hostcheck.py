@@ -88,7 +88,20 @@ def run_checks() -> list[Result]:
                           (f"cgroup1 memory at {mounts.memory_v1}" if mounts.memory_v1
                            else "no memory controller: give limits with --limit"),
                           required=False))
+    out.append(_refusal())
     return out
+
+
+def _refusal() -> Result:
+    """Whether `watch --vm-limit` can refuse allocations here (optional: without it,
+    --vm-limit is refused at start)."""
+    if os.geteuid() != 0:
+        return Result("vm-limit refusal", False, "not tried: needs root", required=False)
+    problem = loader.refusal_problem()
+    return Result("vm-limit refusal", problem is None,
+                  problem or "BPF LSM active and attachable: --vm-limit refuses mmap, shmat, "
+                             "mremap (and brk where fmod_ret is allowed) with ENOMEM",
+                  required=False)
 
 
 def _load_probes() -> Result:
@@ -123,6 +136,7 @@ def summary(results: list[Result]) -> dict:
         "kill_path": None if kill is None else ("cgroup.kill" if kill.ok else "freeze+pidfd"),
         "slow_source": PROBE_FACTS.get("slow_source"),
         "not_covered": PROBE_FACTS.get("not_covered", []),
+        "refusal": bool(by.get("vm-limit refusal") and by["vm-limit refusal"].ok),
         "kernel": platform.release(),
     }
 

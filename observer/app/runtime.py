@@ -11,11 +11,13 @@ from dataclasses import dataclass, replace
 from ..core.config import DEFAULT_HYSTERESIS, Action, BarrierAction, ConfigError, Limit
 from ..core.errors import BeanwatchError
 from ..core.model import Account
+from ..core.sizes import format_size, to_pages
+from ..kernel import wire
 from ..host.cgroupfs import CgroupFS, find_mounts
 from ..host.procfs import ProcFS
 from ..output import render
 from ..core.records import account_record, record
-from .session import Session, Watch, measure
+from .session import Session, Watch, measure, measure_usage
 
 
 @dataclass
@@ -56,10 +58,11 @@ class Options:
     memory_max: Limit | None = None   # limits from memory.max, followed live (no --limit)
     max_leaves: int | None = None     # kernel map sizes: None sizes them from the host
     max_procs: int | None = None
+    vm_limits: tuple = ()             # --vm-limit: (cgroup name, core.config.VmLimit) pairs
 
 
 def resolve_watches(host: Host, limits, action: Action | None, hysteresis: float | None,
-                    adaptive=False, file_config=None, wait_for_missing=False,
+                    adaptive=False, file_config=None, wait_for_missing=False, policy=None,
                     barrier_action=None, has_on_action=True):
     """--limit specs and --config entries to Watch objects, each checked (freeze and kill
     are refused where they could reach init or beanwatch). With neither, every cgroup
@@ -72,9 +75,13 @@ def resolve_watches(host: Host, limits, action: Action | None, hysteresis: float
     config.BarrierAction, None: not given) the same way. A barrier action other than report
     is refused, with the reason, where it cannot be carried out: on a cgroup the guard
     refuses, throttle where memory.high is missing, hook without an on-action hook
-    (has_on_action False), and on a --limit without a barrier."""
+    (has_on_action False), and on a --limit without a barrier.
+
+    policy: the Limit fields given on the command line (count, kill_scope, grace, prefer,
+    avoid), for every --limit, and for config entries whose own table does not set them."""
     from ..host.actions import ActionRefused, guard
     from ..host.configfile import first
+    policy = dict(policy or {})
     defaults = file_config if file_config is not None else None
     cli_action = first(action, defaults.default_action if defaults else None, Action.REPORT)
     cli_hyst = first(hysteresis, defaults.default_hysteresis if defaults else None,
@@ -83,16 +90,18 @@ def resolve_watches(host: Host, limits, action: Action | None, hysteresis: float
                         getattr(defaults, "default_barrier_action", None) if defaults else None,
                         BarrierAction())
     wanted = [(spec.cgroup, Limit(spec.limit, spec.barrier, cli_action, cli_hyst, adaptive,
-                                  cli_barrier))
+                                  barrier_action=cli_barrier, **policy))
               for spec in limits]
     for spec in limits:
         if barrier_action is not None and barrier_action.kind != "report" and spec.barrier is None:
             raise ConfigError(f"--barrier-action {barrier_action} on {spec.cgroup}: it has no "
                               "barrier (give CGROUP=SIZE:BARRIER)")
     if file_config is not None:
-        wanted += [(cg, replace(lim, adaptive=adaptive))
-                   for cg, lim in file_config.limits(action, hysteresis,
-                                                     barrier_action=barrier_action)]
+        wanted += [(cg, replace(lim, adaptive=adaptive,
+                                **{k: v for k, v in policy.items() if k not in c.explicit}))
+                   for c, (cg, lim) in zip(file_config.cgroups,
+                                           file_config.limits(action, hysteresis,
+                                                              barrier_action=barrier_action))]
     for _, lim in wanted:
         if lim.barrier is not None and lim.barrier_action.kind == "hook" and not has_on_action:
             raise ConfigError("barrier action hook needs --on-action PATH (the hook it runs)")
@@ -135,6 +144,45 @@ def resolve_watches(host: Host, limits, action: Action | None, hysteresis: float
                                   "parent's cgroup.subtree_control)")
         watches.append(Watch(name, cid, limit))
     return watches
+
+
+def refusal_problem() -> str | None:
+    """Why --vm-limit cannot be enforced here (None: it can): probed, no compiler."""
+    from ..kernel.loader import refusal_problem as probe
+    return probe()
+
+
+def resolve_vm_limits(host: Host, specs, file_config=None) -> list:
+    """--vm-limit specs and the config's vm_limit entries to (cgroup name, VmLimit); a
+    cgroup given twice, or vm limits that nest, are refused."""
+    from ..core.config import VmLimit, check_vm_limits_disjoint
+    wanted = [(s.cgroup, VmLimit(s.limit, s.barrier)) for s in specs]
+    if file_config is not None:
+        wanted += file_config.vm_limits()
+    out, seen = [], set()
+    for spec, limit in wanted:
+        name = host.cg.resolve(spec, missing_ok=True)
+        if name in seen:
+            raise ConfigError(f"cgroup {name} has two vm limits")
+        seen.add(name)
+        out.append((name, limit))
+    check_vm_limits_disjoint(seen)
+    return out
+
+
+def with_vm_watches(host: Host, watches, vm_limits) -> list[Watch]:
+    """The watches, plus one without a limit for each vm-limited cgroup not watched yet:
+    its refusals count toward its failcnt and show in its records and metrics."""
+    have = {w.name for w in watches}
+    out = list(watches)
+    for name, _ in vm_limits:
+        if name not in have:
+            try:
+                cid = host.cg.cgroup_id(name)
+            except OSError:
+                cid = 0
+            out.append(Watch(name, cid, None))
+    return out
 
 
 def all_cgroups(host: Host, cgroups=()) -> list[Watch]:
@@ -252,7 +300,9 @@ def read_pid_max(path: str = "/proc/sys/kernel/pid_max") -> int | None:
         return None
 
 
-def build_session(host: Host, watches, sink, options: Options = Options()) -> Session:
+def build_session(host: Host, watches, sink, options: Options = Options(),
+                  on_growth=None) -> Session:
+    """on_growth takes the kernel's EV_GROW* events (`trace`); the session the others."""
     from ..host.actions import Actor
     from ..host.hooks import HookRunner, reap_hook_cgroups
     from ..host.netlink import PeakReader
@@ -262,9 +312,17 @@ def build_session(host: Host, watches, sink, options: Options = Options()) -> Se
     holder = {}
     from ..kernel.loader import map_sizes
     procs, leaves = map_sizes(read_pid_max(), host.cg.count(), o.max_procs, o.max_leaves)
-    probes = Probes(lambda ev: holder["s"].on_event(ev),
+    def on_event(ev):
+        if ev.kind in wire.GROWTH_KINDS:
+            if on_growth is not None:
+                on_growth(ev)
+            return
+        holder["s"].on_event(ev)
+
+    probes = Probes(on_event,
                     ProbeOptions(ring_pages=o.ringbuf_pages, vm_hook=o.vm_hook,
-                                 max_procs=procs, max_leaves=leaves))
+                                 max_procs=procs, max_leaves=leaves,
+                                 vm_limits=bool(o.vm_limits)))
     actor = Actor(host.cg, host.procfs, host.own_cgroup, host.init_cgroup,
                   use_cgroup_kill=(o.kill_via == "auto"))
     hooks = None
@@ -277,7 +335,7 @@ def build_session(host: Host, watches, sink, options: Options = Options()) -> Se
     session = Session(watches, host.cg, host.procfs, probes, actor, sink, interval=o.interval,
                       keep_frozen=o.keep_frozen, taskstats=PeakReader(),
                       ledger=FrozenLedger(o.state_dir or DEFAULT_STATE_DIR), hooks=hooks,
-                      memory_max=o.memory_max,
+                      memory_max=o.memory_max, vm_limits=o.vm_limits,
                       throttle_ledger=ThrottleLedger(o.state_dir or DEFAULT_STATE_DIR))
     holder["s"] = session
     return session
@@ -415,8 +473,9 @@ def run_watch(host: Host, watches, options: Options, reload=None, signals=None,
 def run_top(host: Host, watches, interval: float) -> int:
     from ..output.top import run_top as top
     signals = Signals()
+    # no config to reload: a hang-up is the terminal gone, and ends top
     return top(lambda sink: build_session(host, watches, sink, Options(interval=interval)),
-               signals)
+               lambda: signals() or signals.hup)
 
 
 def run_verify(host: Host, watches, duration: float, interval: float, as_json: bool) -> int:
@@ -446,14 +505,60 @@ def run_verify(host: Host, watches, duration: float, interval: float, as_json: b
     return 1 if verifier.violations else 0
 
 
+def run_trace(host: Host, watches, everything: bool, min_bytes: int, duration: float | None,
+              as_json: bool) -> int:
+    """`trace`: one line (or JSON record) per change of a process's address space of at
+    least min_bytes, in the cgroups named (and their descendants), else in every one."""
+    from .trace import Tracer
+
+    holder = {}
+    stop = Signals()
+
+    def sink(rec):
+        if as_json:
+            json_sink(rec)
+        else:
+            print(render.trace_line(rec), flush=True)
+
+    def session_sink(rec):   # the accounting's own records: only losses are worth saying
+        if rec["event"] == "lost":
+            render.message(render.describe(rec))
+
+    session = build_session(host, watches, session_sink, Options(),
+                            on_growth=lambda ev: holder["t"].on_growth(ev))
+    tracer = Tracer(session, sink, max(1, to_pages(min_bytes)), everything=everything)
+    holder["t"] = tracer
+    try:
+        session.start()
+        session.probes.set_trace_min(tracer.min_pages)
+        what = "every cgroup" if everything else ", ".join(w.name for w in watches)
+        render.message(f"tracing address-space growth of {format_size(min_bytes)} or more "
+                       f"in {what}" + (f" for {duration:g}s" if duration else "")
+                       + f" (address space via {session.probes.vm_hook}; Ctrl-C stops)")
+        if not as_json:
+            print(render.trace_header(), flush=True)
+        # no config to reload: a hang-up is the terminal gone, and ends the trace
+        session.run(duration, lambda: stop() or stop.hup, on_loop=tracer.flush)
+        tracer.flush()
+    except BeanwatchError as e:
+        render.message(str(e))
+        return 1
+    finally:
+        session.stop()
+    return 0
+
+
 def status_records(host: Host, watches) -> list[dict]:
     """`status`: one-shot accounting from /proc, no BPF (model.Account.measured_once: a
     cgroup above its barrier or limit counts one failure)."""
     records = []
     now = time.time()
     for w in watches:
-        vm, rss_by_pid = measure(host.cg, host.procfs, w.name)
-        acc = Account.measured_once(w.name, w.cgroup_id, w.limit, vm, sum(rss_by_pid.values()))
+        vm, _ = measure(host.cg, host.procfs, w.name)
+        usage = measure_usage(host.cg, host.procfs, w.name, w.limit, now)
+        # the precise figure where the RSS sum is over, else the RSS sum
+        acc = Account.measured_once(w.name, w.cgroup_id, w.limit, vm, usage.figure)
+        acc.rss, acc.pss, acc.exact_ts = usage.rss, usage.pss, now
         records.append(account_record("status", acc, now, over_limit=acc.over_limit))
     return records
 

@@ -8,7 +8,7 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 
 from ..kernel import wire
-from ..core.config import Action, Limit
+from ..core.config import Action, Count, Limit
 from ..core.errors import BeanwatchError
 from ..core.ratelimit import Buckets
 from ..core.model import Account, Effect, LeafBounds, LeafCounters, Mode, leaf_bounds
@@ -16,8 +16,10 @@ from ..core.names import display_name, printable
 from ..core.policy import OverNotice
 from ..core.records import account_record, record
 from ..core.sizes import PAGE_SIZE, to_bytes, to_pages
+from ..core.usage import ProcUsage, Usage, needs_precise
 from .barrier import BarrierActions
 from .enforcer import Enforcer
+from .vmlimits import VmLimits
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,37 @@ def measure(cg, procfs, name: str) -> tuple[int, dict[int, int]]:
             vm += statm[0]
             rss_by_pid[pid] = statm[1]
     return vm, rss_by_pid
+
+
+def measure_usage(cg, procfs, name: str, limit: Limit | None, now: float,
+                  before_precise=None) -> Usage:
+    """The tiers below the estimate, from /proc: each process's RSS (statm; plus VmSwap when
+    swap counts), and, only when their sum is over the limit's trigger, each one's PSS
+    (smaps_rollup; plus SwapPss). A process gone between the two reads counts 0."""
+    swap = limit is not None and limit.count is Count.RSS_SWAP
+    procs = []
+    for cgroup, pids in cg.procs_in_subtree(name).items():
+        for pid in pids:
+            statm = procfs.statm(pid)
+            if statm is None:
+                continue
+            rss = statm[1] + ((procfs.vm_swap(pid) or 0) if swap else 0)
+            procs.append(ProcUsage(pid, cgroup, rss))
+    count = limit.count if limit is not None else Count.RSS
+    if not needs_precise(sum(p.rss for p in procs), limit):
+        return Usage(tuple(procs), now, count)
+    if before_precise is not None:
+        before_precise()
+    precise = []
+    for p in procs:
+        r = procfs.smaps_rollup(p.pid)
+        if r is None:
+            precise.append(replace(p, rss=0, pss=0))   # gone since statm
+            continue
+        # both from one read, so that the tiers stay ordered (PSS <= RSS) per process
+        precise.append(replace(p, rss=r.rss + (r.swap if swap else 0),
+                               pss=r.pss + (r.swap_pss if swap else 0)))
+    return Usage(tuple(precise), now, count, precise=True)
 
 
 # Detaching the page-fault programs blocks for ~0.1 s (the kernel waits for an RCU grace
@@ -81,7 +114,7 @@ class Session:
                  keep_frozen=False, clock=time.time, taskstats=None, ledger=None, hooks=None,
                  memory_max: Limit | None = None, tree_every: float = TREE_EVERY,
                  tree_gap: float | None = None, event_rate: float = EVENT_RATE,
-                 event_burst: float = EVENT_BURST, throttle_ledger=None):
+                 event_burst: float = EVENT_BURST, vm_limits=(), throttle_ledger=None):
         self.cg, self.procfs, self.probes, self.actor = cg, procfs, probes, actor
         self.sink = sink
         self.interval = interval
@@ -90,7 +123,7 @@ class Session:
         self.taskstats = taskstats
         self.ledger = ledger            # state.FrozenLedger, or None
         self.enforcer = Enforcer(actor, sink, clock, hooks=hooks, taskstats=taskstats,
-                                 ledger=ledger, keep_frozen=keep_frozen)
+                                 ledger=ledger, keep_frozen=keep_frozen, measure=self.measure)
         self.barrier = BarrierActions(actor, sink, clock, enforcer=self.enforcer,
                                       ledger=throttle_ledger)
         self.accounts = [Account(w.name, w.cgroup_id, w.limit) for w in watches]
@@ -135,6 +168,8 @@ class Session:
         self.oom_buckets = Buckets(OOM_RECORD_RATE, OOM_RECORD_BURST)
         self.oom_unrecorded: dict[int, int] = defaultdict(int)
         self.oom_waiting: list = []          # kills in cgroups made since the last walk
+        # --vm-limit: (name, VmLimit) pairs; refused in the kernel, counted here
+        self.vm = VmLimits(vm_limits, probes, sink, clock)
 
     # -- start-up -----------------------------------------------------------------------
     def start(self) -> None:
@@ -143,12 +178,15 @@ class Session:
         self.thaw_orphans()
         self.barrier.restore_orphans()
         self.probes.start()
+        extra = {"not_refused": self.probes.refusal_gaps()} if self.vm else {}
         self.sink(record("start", self.clock(), None,
                          vm_hook=getattr(self.probes, "vm_hook", None),
                          slow_source=getattr(self.probes, "slow_source", None),
-                         not_covered=list(getattr(self.probes, "not_covered", list)())))
+                         not_covered=list(getattr(self.probes, "not_covered", list)()), **extra))
         self.refresh_tree()
         self.seed_from_proc()
+        if self.vm:
+            self.vm.sync(self.tree, self.seed, force=True)   # the seed is in the totals now
         self.reconcile(force_all=True)
 
     def seed_from_proc(self) -> None:
@@ -195,6 +233,8 @@ class Session:
                     self.leaves_of[anc].append(cid)
                     self.covered_by.setdefault(cid, []).append(acc)
         self.prune()
+        if self.vm:
+            self.vm.sync(self.tree, self.seed)
         waiting, self.oom_waiting = self.oom_waiting, []
         for ev in waiting:
             self.on_oom_kill(ev, walked=True)
@@ -384,10 +424,17 @@ class Session:
         return self.covered_by.get(cgid, [])
 
     # -- the model in step --------------------------------------------------------------
-    def read_counters(self) -> dict[int, LeafCounters]:
-        raw = self.probes.counters()
+    def read_counters(self, only=None) -> dict[int, LeafCounters]:
+        """Every cgroup's counters; with only (cgroup ids), those alone, where the probes
+        can look them up one by one."""
+        if only is not None and hasattr(self.probes, "counters_of"):
+            raw = self.probes.counters_of(only)
+            ids = set(only)
+        else:
+            raw = self.probes.counters()
+            ids = set(raw) | set(self.seed)
         out = {}
-        for cid in set(raw) | set(self.seed):
+        for cid in ids:
             vm, growth = raw.get(cid, (0, 0))
             out[cid] = LeafCounters(vm=vm, seed=self.seed.get(cid, 0), rss_growth=growth)
         return out
@@ -398,6 +445,8 @@ class Session:
 
     def reconcile(self, force_all: bool = False, periodic: bool = False) -> None:
         self.check_losses()
+        if periodic and self.vm:
+            self.vm.collect(self.accounts)
         counters = self.read_counters()
         now = self.clock()
         newly_slow = []
@@ -425,7 +474,7 @@ class Session:
             counters = self.read_counters()
         for acc in self.accounts:
             if acc.name in self.exact_due and acc.mode is Mode.SLOW:
-                self.check_exact(acc, now)
+                self.check_exact(acc, now, counters)
         self.exact_due.clear()
         self.write_bounds(counters)
         self.update_fault_probe(now)
@@ -467,7 +516,7 @@ class Session:
         after writing and go round once more if any is already past."""
         if not cids:
             return
-        fresh = self.read_counters()
+        fresh = self.read_counters(cids)
         for cid in cids:
             b, c = self.written[cid], fresh.get(cid)
             if c is not None and (c.vm > b.vm_high or c.vm < b.vm_low
@@ -478,12 +527,19 @@ class Session:
                     if acc.mode is Mode.SLOW:
                         self.exact_due.add(acc.name)
 
-    def measure(self, acc: Account) -> tuple[int, dict[int, int]]:
-        """Summed RSS of the cgroup's processes, and each one's, from /proc."""
-        _, per_pid = measure(self.cg, self.procfs, acc.name)
-        return sum(per_pid.values()), per_pid
+    def measure(self, acc: Account, before_precise=None) -> Usage:
+        """The cgroup's processes from /proc: RSS, and PSS where the RSS sum is over."""
+        return measure_usage(self.cg, self.procfs, acc.name, acc.limit, self.clock(),
+                             before_precise)
 
-    def check_exact(self, acc: Account, now: float) -> None:
+    def check_exact(self, acc: Account, now: float, counters=None) -> None:
+        """Measures acc from /proc and decides. counters: the reconcile's, read before this
+        measurement. Their resident-growth counters become acc.rss_base, where the kernel's
+        growth bound counts from until the next measurement (growth after they were read
+        counts against the headroom the measurement leaves). Where the precise tier is read,
+        the account's counters are read again just before the walk and taken instead: the
+        bound then starts from the figure decided on (exactly so while held frozen), not
+        from a point before the cheap tier's reading."""
         try:
             found = self.cg.cgroup_id(acc.name)
         except OSError:
@@ -494,16 +550,54 @@ class Session:
             self.refresh_tree()
             if found is None or found != acc.cgroup_id:
                 return
-        exact, per_pid = self.measure(acc)
-        effects = acc.on_exact(exact, now)
-        self.sink(account_record("check", acc, now))
+        # The first time the RSS sum says "over" in a slow period, or while the precise figure
+        # was last found near the limit (within an eighth of it) or over, the cgroup is held
+        # frozen while PSS is read, where the action may freeze or kill: a toucher cannot run
+        # on during the walk. Sharers well under by PSS are read without a hold.
+        hold = {"held": False, "counters": None}
+        leaves = self.leaves_of.get(acc.name, ())
+
+        def before_precise():
+            lim = acc.limit.limit
+            if acc.pss is None or acc.pss > lim - lim // 8:
+                hold["held"] = self.enforcer.hold_while_measuring(acc)
+            # After the hold, before smaps_rollup: growth from here on counts against the
+            # headroom PSS leaves (sound: PSS is read later, so it may only include more).
+            # Frozen, it is exactly the growth counter at the figure decided on.
+            hold["counters"] = self.read_counters(leaves)
+        usage = self.measure(acc, before_precise)
+        # the growth counters the bound counts from: read before the tier decided on
+        base = hold["counters"] if hold["counters"] is not None else counters
+        # The estimate read after /proc: a process /proc lists (a child just forked) is
+        # then counted in it too, so a record never shows exact above its estimate.
+        acc.estimate = self.estimate(acc, self.read_counters(leaves))
+        for _ in range(3):
+            # a child in cgroup.procs before the fork tracepoint counted it: microseconds
+            if acc.estimate >= usage.rss:
+                break
+            acc.estimate = self.estimate(acc, self.read_counters(leaves))
+        effects = acc.on_exact(usage.figure, usage.ts, rss=usage.rss, pss=usage.pss)
+        acc.rss_base = ({leaf: base[leaf].rss_growth for leaf in leaves if leaf in base}
+                        if base is not None else None)
+        held = hold["held"]
+        # frozen meanwhile: the records cost the workload nothing
+        self.sink(account_record("check", acc, now, **({"held_while_measured": True}
+                                                       if held else {})))
         # barrier/exceeded: recorded on the way there, then as a reminder (core/policy)
         level = next((e.value for e in effects if e in (Effect.WARN, Effect.EXCEED)), None)
         told = self.notices.setdefault(acc.name, OverNotice()).note(level, now)
         if told is not None:
             self.sink(account_record(level, acc, now, reminder=told[0], repeats=told[1]))
         if Effect.ACT in effects:
-            self.enforcer.enforce(acc, per_pid)
+            self.enforcer.enforce(acc, usage, held=held)   # the attempt takes the hold
+            held = False
+        if held:
+            # Under the limit: the kernel's bound is re-armed from this figure before the
+            # thaw, so that growth past what is left wakes the loop at once: no moment
+            # where the processes run on against a bound that has fired already.
+            if counters is not None:
+                self.write_bounds(counters, only=set(leaves))
+            self.enforcer.release_measuring_hold(acc)
         self.barrier.on_check(acc, now)
 
     def check_losses(self) -> None:

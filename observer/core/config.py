@@ -19,7 +19,24 @@ class Action(str, enum.Enum):
     KILL = "kill"
 
 
+class Count(str, enum.Enum):
+    """What usage counts: resident memory, or resident memory and swap."""
+
+    RSS = "rss"
+    RSS_SWAP = "rss+swap"
+
+
+class KillScope(str, enum.Enum):
+    """What a kill takes: the whole limited cgroup, its largest child cgroup, or its
+    largest process (ranked by the precise figure; prefer and avoid marks first)."""
+
+    CGROUP = "cgroup"
+    CHILD = "child"
+    PROCESS = "process"
+
+
 DEFAULT_HYSTERESIS = 0.10
+MAX_GRACE = 3600.0
 
 
 BARRIER_KINDS = ("report", "signal", "throttle", "hook")
@@ -93,6 +110,11 @@ class Limit:
     action: Action = Action.REPORT
     hysteresis: float = DEFAULT_HYSTERESIS
     adaptive: bool = False   # widen the hysteresis while the cgroup flaps (model.Account)
+    count: Count = Count.RSS
+    kill_scope: KillScope = KillScope.CGROUP
+    prefer: tuple[str, ...] = ()   # glob patterns: child cgroups (relative) or process names
+    avoid: tuple[str, ...] = ()
+    grace: float = 0.0             # seconds between SIGTERM and SIGKILL; 0: SIGKILL at once
     barrier_action: BarrierAction = BarrierAction()   # once per crossing of the barrier
 
     def __post_init__(self):
@@ -104,6 +126,8 @@ class Limit:
                 f"the limit {format_size(self.limit)}")
         if not 0.0 <= self.hysteresis < 1.0:
             raise ConfigError(f"hysteresis must be in [0, 1), not {self.hysteresis}")
+        if not 0.0 <= self.grace <= MAX_GRACE:   # written so that nan fails too
+            raise ConfigError(f"grace must be in [0, {MAX_GRACE:g}] seconds, not {self.grace}")
 
     @property
     def trigger(self) -> int:
@@ -144,17 +168,48 @@ class LimitSpec:
     barrier: int | None
 
 
-def parse_limit_spec(text: str) -> LimitSpec:
+def parse_limit_spec(text: str, option: str = "--limit") -> LimitSpec:
     cgroup, sep, sizes = text.rpartition("=")
     if not sep or not cgroup:
-        raise ConfigError(f"bad --limit {text!r}: expected CGROUP=SIZE[:BARRIER]")
+        raise ConfigError(f"bad {option} {text!r}: expected CGROUP=SIZE[:BARRIER]")
     size_text, colon, barrier_text = sizes.partition(":")
     limit = parse_size(size_text)
     barrier = parse_size(barrier_text) if colon else None
     if limit <= 0:
-        raise ConfigError(f"bad --limit {text!r}: the limit must be above zero")
+        raise ConfigError(f"bad {option} {text!r}: the limit must be above zero")
     if not barrier_fits(limit, barrier):
-        raise ConfigError(f"bad --limit {text!r}: the barrier must be above zero and not above the limit")
-    check_minimum(f"bad --limit {text!r}: the limit", limit, size_text)
-    check_minimum(f"bad --limit {text!r}: the barrier", barrier, barrier_text if colon else None)
+        raise ConfigError(f"bad {option} {text!r}: the barrier must be above zero and not above the limit")
+    check_minimum(f"bad {option} {text!r}: the limit", limit, size_text)
+    check_minimum(f"bad {option} {text!r}: the barrier", barrier, barrier_text if colon else None)
     return LimitSpec(cgroup, limit, barrier)
+
+
+@dataclass(frozen=True)
+class VmLimit:
+    """--vm-limit: a limit on a cgroup's mapped total (the estimate, summed total_vm of its
+    processes and its descendants'), enforced at the allocation: growth past `limit` fails
+    with ENOMEM; growth past `barrier` is allowed and counted (failcnt)."""
+
+    limit: int
+    barrier: int | None = None
+
+    def __post_init__(self):
+        if self.limit <= 0:
+            raise ConfigError(f"vm limit must be above zero, not {self.limit}")
+        if not barrier_fits(self.limit, self.barrier):
+            raise ConfigError(
+                f"vm barrier {format_size(self.barrier)} must be above zero and not above "
+                f"the vm limit {format_size(self.limit)}")
+
+
+def parse_vm_limit_spec(text: str) -> LimitSpec:
+    return parse_limit_spec(text, "--vm-limit")
+
+
+def check_vm_limits_disjoint(names) -> None:
+    """vm limits may not nest (each cgroup's changes count toward one vm-limited total)."""
+    names = sorted(set(names))
+    for a in names:
+        for b in names:
+            if a != b and (a == "/" or b.startswith(a.rstrip("/") + "/")):
+                raise ConfigError(f"vm limits on {a} and {b} nest: give one of them only")

@@ -45,7 +45,13 @@ class Account:
     limit: Limit | None
     mode: Mode = Mode.FAST
     estimate: int = 0
-    exact: int | None = None
+    exact: int | None = None        # the figure the last decision used (usage.Usage.figure)
+    rss: int | None = None          # the RSS sum of that measurement
+    pss: int | None = None          # its precise figure, where taken (the RSS sum was over)
+    exact_ts: float | None = None   # when exact, rss and pss were measured
+    # per cgroup id, the kernel's resident-growth counter (pages) read just before that
+    # measurement: the growth bound counts from here, whenever it is written again
+    rss_base: dict | None = None
     maxheld: int | None = None      # the highest exact usage measured (never an estimate)
     failcnt: int = 0
     switches: int = 0
@@ -57,9 +63,9 @@ class Account:
 
     @property
     def held(self) -> int | None:
-        """Usage as beancounters define it: what was measured exactly (the summed RSS at the
-        last check), never the estimate. None where usage is not followed (fast mode) or not
-        measured yet."""
+        """Usage as beancounters define it: what was measured exactly at the last check
+        (the figure decided on: PSS where the RSS sum was over, else the RSS sum), never
+        the estimate. None where usage is not followed (fast mode) or not measured yet."""
         return self.exact
 
     def _measured(self, exact: int) -> None:
@@ -83,12 +89,17 @@ class Account:
         if self.limit is None:
             return []
         if self.mode is Mode.FAST and estimate > self.limit.trigger:
-            self.exact = None  # stale from an earlier slow period; measured again now
+            self.forget_exact()  # stale from an earlier slow period; measured again now
             return self._switch(Mode.SLOW, now)
         if self.mode is Mode.SLOW and estimate < self.low_water(now):
-            self.exact = None  # no longer followed: held is unknown in fast mode
+            # not measured in fast mode: a record must not pair an old exact figure with
+            # a fresh estimate
+            self.forget_exact()
             return self._switch(Mode.FAST, now)
         return []
+
+    def forget_exact(self) -> None:
+        self.exact = self.rss = self.pss = self.exact_ts = self.rss_base = None
 
     def _switch(self, mode: Mode, now: float | None) -> list[Effect]:
         """Counts a switch; with a time, it also counts towards the adaptive hysteresis."""
@@ -127,13 +138,19 @@ class Account:
         return (self.limit is not None and self.exact is not None
                 and self.exact > self.limit.limit)
 
-    def on_exact(self, exact: int, now: float, retry_after: float = 1.0) -> list[Effect]:
-        """An exact measurement. Counts failures and decides whether to act.
+    def on_exact(self, exact: int, now: float, retry_after: float = 1.0, *,
+                 rss: int | None = None, pss: int | None = None) -> list[Effect]:
+        """An exact measurement: exact is the figure decisions use (the precise one where
+        taken, else the RSS sum); rss and pss are recorded beside it. Counts failures and
+        decides whether to act.
 
         After an action no other is taken until a check finds the cgroup back under its
         limit; a kill that left the cgroup above its limit is retried after retry_after.
         """
         self._measured(exact)
+        self.exact_ts = now
+        self.rss = exact if rss is None else rss
+        self.pss = pss
         self.checks += 1
         lim = self.limit
         if lim is None:
@@ -155,7 +172,14 @@ class Account:
         return effects
 
     def rss_headroom(self) -> int:
-        """Bytes of resident growth allowed before the next exact check."""
+        """Bytes of resident growth allowed before the next exact check.
+
+        Measured from exact, the figure decisions use: where that is the precise figure
+        (PSS) and the RSS sum is above the limit, the kernel's bound on resident growth is
+        re-armed as limit - PSS above the current counter, i.e. the RSS baseline shifted by
+        RSS - PSS. Sound, since no fault grows the summed PSS more than the RSS it adds;
+        and a cgroup whose RSS sum is past the limit while its PSS is not is not woken at
+        every fault."""
         lim = self.limit
         if lim is None or self.exact is None:
             return S64_MAX
@@ -221,10 +245,15 @@ def leaf_bounds(accounts: list[Account], leaves_of: dict[str, list[int]],
             excess = max(est_pages - acc.low_water(now) // page_size, 0)
             share = excess // k
             rss_share = acc.rss_headroom() // page_size // k
+            base = acc.rss_base or {}
             for leaf in leaves:
                 c = counters.get(leaf, LeafCounters())
                 b = out.get(leaf, LeafBounds())
+                # from the counter at the measurement the headroom comes from, where known:
+                # a bound written again later (another cgroup's event, a new leaf) must not
+                # forgive the growth since that measurement
+                grown_from = base.get(leaf, c.rss_growth)
                 out[leaf] = replace(b, vm_low=max(b.vm_low, c.vm - share),
-                                    rss_high=min(b.rss_high, c.rss_growth + rss_share),
+                                    rss_high=min(b.rss_high, grown_from + rss_share),
                                     slow=True, gen=max(b.gen, acc.gen))
     return out

@@ -34,8 +34,10 @@ EVENTS = {
     "status": "`status`: one per cgroup",
     "verify": "`verify`: per cgroup per interval",
     "violation": "`verify`: an estimate found below RSS",
+    "grow": "`trace`: one change of a process's address space at or above --min-size",
     "host_check": "`check`: one per thing checked",
     "host_summary": "`check`: the facts (hook, kill path, slow-mode source)",
+    "refused": "--vm-limit: allocations refused (ENOMEM) or let past the vm barrier, since the last such record",
 }
 
 
@@ -54,6 +56,8 @@ def account_record(event: str, acc: Account, ts: float, **extra) -> dict:
     fields = {
         "name": display_name(acc.name), "cgroup_id": acc.cgroup_id,
         "estimate_bytes": acc.estimate, "exact_bytes": acc.exact,
+        "rss_bytes": acc.rss, "pss_bytes": acc.pss,
+        "exact_ts": None if acc.exact_ts is None else round(acc.exact_ts, 6),
         "held_bytes": acc.held, "maxheld_bytes": acc.maxheld,
         "limit_bytes": lim.limit if lim else None,
         "barrier_bytes": lim.barrier if lim else None,

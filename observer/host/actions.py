@@ -133,6 +133,103 @@ class Actor:
         detail = ("frozen" if frozen else "thawed") if ok else "gone"
         return ActionResult(action, name, pids, ok, detail)
 
+    def guard_within(self, name: str, limited: str, limited_id: int) -> int:
+        """The guard for a victim below the limited cgroup (a child, an oom.group): limited
+        is checked as usual (its id included), name must lie inside it, and name itself
+        must reach neither init nor beanwatch. Returns name's id, read now."""
+        self.guard(limited, limited_id)
+        if not _canonical(name) or not _within(name, limited):
+            raise ActionRefused(f"refusing to act on {name!r}: not inside {limited}")
+        try:
+            cid = self.cg.cgroup_id(name)
+        except FileNotFoundError:
+            raise ActionRefused(f"refusing to act on {name}: gone") from None
+        except OSError as e:
+            raise ActionRefused(f"refusing to act on {name}: {e.strerror}") from None
+        self.guard(name, cid)
+        return cid
+
+    def kill_within(self, name: str, limited: str, limited_id: int,
+                    sig: int = signal.SIGKILL) -> ActionResult:
+        """Kills (or, with another signal, signals every process of) cgroup name, a victim
+        at or below the limited cgroup."""
+        cid = limited_id if name == limited else self.guard_within(name, limited, limited_id)
+        if sig == signal.SIGKILL:
+            return self.kill(name, cid)
+        self.guard(name, cid)
+        pids = self.cg.subtree_procs(name)
+        sent, failed = self._signal_members(name, pids, sig)
+        detail = f"{signal.Signals(sig).name} via pidfd to {sent} processes"
+        if failed:
+            detail += f"; {len(failed)} could not be signalled (first {failed[0]})"
+        return ActionResult("kill", name, pids, not failed, detail)
+
+    def signal_process(self, limited: str, limited_id: int, pid: int, start_time: int | None,
+                       sig: int = signal.SIGKILL) -> ActionResult:
+        """Signals one process chosen in the limited cgroup: limited passes the guard, and,
+        holding a pidfd, the process must still be inside limited and be the one measured
+        (same start time), never init or beanwatch."""
+        self.guard(limited, limited_id)
+        name = signal.Signals(sig).name
+        if pid in (1, os.getpid()):
+            raise ActionRefused(f"refusing to signal pid {pid}: init or beanwatch")
+        fd = self.signaller.pidfd_open(pid)
+        if fd is None:
+            return ActionResult("kill", limited, [pid], False, f"pid {pid} gone")
+        try:
+            where = self.procfs.cgroup2_path(pid)
+            if where is None or not _within(where, limited):
+                raise ActionRefused(f"refusing to signal pid {pid}: no longer inside {limited}")
+            if where in self.cg.ancestors_or_self(self.own_cgroup):
+                raise ActionRefused(f"refusing to signal pid {pid}: its cgroup holds beanwatch")
+            st = self.procfs.stat(pid)
+            if st is None or (start_time is not None and st.start_time != start_time):
+                return ActionResult("kill", limited, [pid], False,
+                                    f"pid {pid} gone (exited or reused)")
+            self.signaller.send(fd, sig)
+            return ActionResult("kill", limited, [pid], True, f"{name} via pidfd to pid {pid}")
+        except ProcessLookupError:
+            return ActionResult("kill", limited, [pid], False, f"pid {pid} gone")
+        finally:
+            self.signaller.close(fd)
+
+    def alive(self, cgroup: str | None, pid: int | None, start_time: int | None) -> bool:
+        """Whether a victim still holds memory: its process (same start time) or any
+        process of its cgroup."""
+        if pid is not None:
+            st = self.procfs.stat(pid)
+            return (st is not None and st.state not in ("Z", "X")
+                    and (start_time is None or st.start_time == start_time))
+        return bool(cgroup and self.cg.subtree_procs(cgroup))
+
+    def candidates(self, limited: str, scope, usage, prefer=(), avoid=()):
+        """The facts victim selection needs (host reads): the candidates of scope with
+        their sizes (the precise figure) and marks, and the cgroups with memory.oom.group
+        on the way from limited to any of them."""
+        from ..core.config import KillScope
+        from ..core.victims import Candidate, between, config_mark
+        out = []
+        rel = lambda c: c[len(limited.rstrip("/")) + 1:]  # noqa: E731
+        if scope is KillScope.CHILD:
+            for child, size in usage.by_cgroup(limited).items():
+                mark = config_mark([rel(child)], prefer, avoid) or self.cg.mark(child)
+                out.append(Candidate(child, size, mark))
+        elif scope is KillScope.PROCESS:
+            for p in usage.procs:
+                st = self.procfs.stat(p.pid)
+                if st is None or p.pid in (1, os.getpid()):
+                    continue
+                mark = config_mark([st.comm, rel(p.cgroup)], prefer, avoid)
+                if mark is None:
+                    # oomd's marks are on cgroups: the nearest one below limited
+                    for c in reversed(between(limited, p.cgroup)[1:]):
+                        if (mark := self.cg.mark(c)) is not None:
+                            break
+                out.append(Candidate(p.cgroup, p.figure, mark, p.pid, st.comm, st.start_time))
+        chains = {c for cand in out for c in between(limited, cand.cgroup)} | {limited}
+        groups = {c for c in chains if self.cg.oom_group(c)}
+        return out, groups
+
     def kill(self, name: str, expected_id: int, rounds: int = 10) -> ActionResult:
         self.guard(name, expected_id)
         pids = self.cg.subtree_procs(name)
@@ -162,7 +259,7 @@ class Actor:
                     # One PID that cannot be read or signalled (EACCES, EIO, a pidfd error)
                     # must not spare the others: note it and go on.
                     try:
-                        signalled += self._kill_one(pid, name)
+                        signalled += self._signal_one(pid, name, signal.SIGKILL)
                     except Exception as e:  # noqa: BLE001 - reported in the result
                         failed.append(f"{pid}: {e}")
                 settled = not new
@@ -184,12 +281,7 @@ class Actor:
         pidfd and only while it is still a member (never init, never beanwatch itself)."""
         self.guard(name, expected_id)
         pids = self.cg.subtree_procs(name)
-        sent, failed = 0, []
-        for pid in pids:
-            try:
-                sent += self._signal_one(pid, name, sig)
-            except Exception as e:  # noqa: BLE001 - reported in the result
-                failed.append(f"{pid}: {e}")
+        sent, failed = self._signal_members(name, pids, sig)
         signame = signal.Signals(sig).name if sig in signal.valid_signals() else str(sig)
         detail = f"{signame} to {sent} of {len(pids)} processes"
         if failed:
@@ -234,10 +326,21 @@ class Actor:
             return ActionResult("unthrottle", name, [], False, "gone")
         return ActionResult("unthrottle", name, [], True, f"memory.high {now} -> {previous}")
 
-    def _kill_one(self, pid: int, name: str) -> bool:
-        return self._signal_one(pid, name, signal.SIGKILL)
+    def _signal_members(self, name: str, pids: list[int], sig: int) -> tuple[int, list[str]]:
+        """sig to each of pids still a member of name (or below), one pidfd each: how many
+        were signalled, and what failed. Used by --grace's first signal and the barrier's."""
+        sent, failed = 0, []
+        for pid in pids:
+            # One PID that cannot be read or signalled must not spare the others.
+            try:
+                sent += self._signal_one(pid, name, sig)
+            except Exception as e:  # noqa: BLE001 - reported in the result
+                failed.append(f"{pid}: {e}")
+        return sent, failed
 
     def _signal_one(self, pid: int, name: str, sig: int) -> bool:
+        """The one path every per-process signal takes (kill rounds, --grace, the barrier):
+        never init or beanwatch, and only while the pidfd's process is still inside name."""
         if pid in (1, os.getpid()):
             return False
         fd = self.signaller.pidfd_open(pid)

@@ -299,6 +299,57 @@ class CgroupFS:
         self._visit(name, lambda fd, n: pids.update(dict.fromkeys(self._procs_at(fd, n))))
         return list(pids)
 
+    def procs_in_subtree(self, name: str) -> dict[str, list[int]]:
+        """cgroup name -> the PIDs in its cgroup.procs, for name and every cgroup below it
+        (ones with no process left out). A PID seen twice (moved during the walk) is kept
+        in the first cgroup it was seen in."""
+        out: dict[str, list[int]] = {}
+        seen: set[int] = set()
+
+        def visit(fd, n):
+            pids = [p for p in self._procs_at(fd, n) if p not in seen]
+            if pids:
+                seen.update(pids)
+                out[n] = pids
+        self._visit(name, visit)
+        return out
+
+    def children(self, name: str) -> list[str]:
+        """The names of name's direct child cgroups ([] if it is gone)."""
+        try:
+            with self._dir(name) as fd:
+                return [name.rstrip("/") + "/" + c for c in self._subdirs(fd, name, None)]
+        except OSError as e:
+            self._gone_or_raise(e, name)
+            return []
+
+    # oomd's marks on cgroup directories (extended attributes; cgroupfs takes user.* since 5.7)
+    MARKS = (("prefer", "user.oomd_prefer"), ("avoid", "user.oomd_avoid"))
+
+    def mark(self, name: str) -> str | None:
+        """"prefer" or "avoid" where the cgroup carries oomd's attribute of that name (any
+        value but "0"), else None. Unreadable or unsupported attributes are no mark."""
+        try:
+            with self._dir(name) as fd:
+                for mark, attr in self.MARKS:
+                    try:
+                        if os.getxattr(fd, attr).strip() not in (b"0", b""):
+                            return mark
+                    except OSError:
+                        continue
+        except OSError:
+            return None
+        return None
+
+    def oom_group(self, name: str) -> bool:
+        """memory.oom.group is 1 (cgroup2 with the memory controller): the kernel's OOM
+        killer kills such a group whole, and so does beanwatch."""
+        try:
+            text = self._read(name, "memory.oom.group")
+        except BeanwatchError:
+            return False
+        return (text or "").strip() == "1"
+
     def memory_limit(self, name: str) -> int | None:
         """memory.max on cgroup2; on hybrid hosts the v1 memory hierarchy, assuming it mirrors
         the cgroup2 paths as systemd arranges. None when unlimited or unknown."""

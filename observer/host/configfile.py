@@ -8,8 +8,9 @@ import os
 from dataclasses import dataclass, field, replace
 from stat import S_ISBLK, S_ISCHR, S_ISDIR, S_ISFIFO, S_ISLNK, S_ISREG, S_ISSOCK
 
-from ..core.config import (DEFAULT_HYSTERESIS, Action, BarrierAction, ConfigError, Limit,
-                           barrier_fits, check_minimum, parse_barrier_action)
+from ..core.config import (DEFAULT_HYSTERESIS, MAX_GRACE, Action, BarrierAction, ConfigError,
+                           Count, KillScope, Limit, VmLimit, barrier_fits, check_minimum,
+                           parse_barrier_action)
 from ..core.sizes import MAX_SIZE, SizeError, format_size, parse_size
 
 try:
@@ -22,8 +23,10 @@ except ModuleNotFoundError:  # Python < 3.11
 
 MAX_CONFIG_BYTES = 1 << 20
 MIN_INTERVAL, MAX_INTERVAL = 0.05, 3600.0
-_DEFAULT_KEYS = ("action", "hysteresis", "interval", "barrier_action")
-_CGROUP_KEYS = ("limit", "barrier", "action", "hysteresis", "barrier_action")
+_POLICY_KEYS = ("count", "kill_scope", "grace", "prefer", "avoid")
+_DEFAULT_KEYS = ("action", "hysteresis", "interval", "barrier_action") + _POLICY_KEYS
+_CGROUP_KEYS = ("limit", "barrier", "action", "hysteresis", "barrier_action", "vm_limit",
+                "vm_barrier") + _POLICY_KEYS
 _ACTIONS = ", ".join(a.value for a in Action)
 
 
@@ -34,11 +37,15 @@ class ConfigFileError(ConfigError):
 @dataclass(frozen=True)
 class CgroupConfig:
     cgroup: str  # as written in the file; the caller resolves it against the cgroup mount
-    limit: Limit  # with the file alone: its own settings, else [defaults], else built-in
+    limit: Limit | None  # with the file alone: its own settings, else [defaults], else
+    #                      built-in; None: a vm_limit only
     # what its table says itself (None: not set there), for the command line's precedence
     own_action: Action | None = field(default=None, compare=False)
     own_hysteresis: float | None = field(default=None, compare=False)
     own_barrier_action: BarrierAction | None = field(default=None, compare=False)
+    vm_limit: VmLimit | None = None   # vm_limit / vm_barrier: refusal at the allocation
+    # the keys its own table sets (count, kill_scope, ... win over the command line)
+    explicit: frozenset = field(default=frozenset(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,8 @@ class FileConfig:
         [defaults], the built-in default."""
         out = []
         for c in self.cgroups:
+            if c.limit is None:
+                continue
             act = first(c.own_action, action, self.default_action, Action.REPORT)
             hyst = first(c.own_hysteresis, hysteresis, self.default_hysteresis,
                          DEFAULT_HYSTERESIS)
@@ -64,6 +73,10 @@ class FileConfig:
             out.append((c.cgroup, replace(c.limit, action=act, hysteresis=hyst,
                                           barrier_action=bact)))
         return out
+
+    def vm_limits(self):
+        """(cgroup, VmLimit) per table with a vm_limit."""
+        return [(c.cgroup, c.vm_limit) for c in self.cgroups if c.vm_limit is not None]
 
 
 def first(*values):
@@ -206,6 +219,36 @@ class _Table:
         except ConfigError as e:
             raise self.error(str(e)) from None
 
+    def choice(self, key: str, enum_type, default):
+        if key not in self.table:
+            return default
+        value = self.table[key]
+        allowed = ", ".join(e.value for e in enum_type)
+        if not isinstance(value, str):
+            raise self.error(f"{key} must be a string, not {_toml_type(value)}")
+        try:
+            return enum_type(value)
+        except ValueError:
+            raise self.error(f"{key} {_q(value)} is not one of {allowed}") from None
+
+    def patterns(self, key: str, default: tuple) -> tuple:
+        if key not in self.table:
+            return default
+        value = self.table[key]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.error(f"{key} must be an array of strings (glob patterns)")
+        if any(not v or "\0" in v or "\n" in v for v in value):
+            raise self.error(f"{key}: a pattern is empty or holds a NUL or a line break")
+        return tuple(value)
+
+    def policy(self, base: dict) -> dict:
+        """count, kill_scope, grace, prefer, avoid: this table's, else base's."""
+        return {"count": self.choice("count", Count, base["count"]),
+                "kill_scope": self.choice("kill_scope", KillScope, base["kill_scope"]),
+                "grace": self.number("grace", 0.0, MAX_GRACE, False, base["grace"]),
+                "prefer": self.patterns("prefer", base["prefer"]),
+                "avoid": self.patterns("avoid", base["avoid"])}
+
     def size(self, key: str) -> int | None:
         value = self.table.get(key)
         if value is None:
@@ -257,6 +300,24 @@ def _parse_toml(text: str, source: str) -> dict:
         raise ConfigFileError(f"{source}: invalid TOML: arrays or tables nested too deeply") from None
 
 
+def _vm_limit(t: "_Table", table: dict) -> VmLimit | None:
+    """vm_limit and vm_barrier of a cgroup's table (--vm-limit's SIZE and BARRIER)."""
+    if "vm_limit" not in table:
+        if "vm_barrier" in table:
+            raise t.error("vm_barrier needs a vm_limit")
+        return None
+    limit, barrier = t.size("vm_limit"), t.size("vm_barrier")
+    if not barrier_fits(limit, barrier):
+        raise t.error(f"vm_barrier {format_size(barrier, exact=True)} is above "
+                      f"vm_limit {format_size(limit, exact=True)}")
+    for key, value in (("vm_limit", limit), ("vm_barrier", barrier)):
+        try:
+            check_minimum(key, value, table.get(key))
+        except ConfigError as e:
+            raise t.error(str(e)) from None
+    return VmLimit(limit, barrier)
+
+
 def parse_config(data: bytes | str, *, source: str = "<config>") -> FileConfig:
     """A FileConfig from the text of a config file, or a one-line ConfigFileError."""
     text = _decode(data, source)
@@ -275,6 +336,8 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> FileConfig:
     hysteresis = defaults.number("hysteresis", 0.0, 1.0, True, DEFAULT_HYSTERESIS)
     interval = defaults.number("interval", MIN_INTERVAL, MAX_INTERVAL, False, None)
     default_barrier = defaults.barrier_action()
+    policy = defaults.policy({"count": Count.RSS, "kill_scope": KillScope.CGROUP, "grace": 0.0,
+                              "prefer": (), "avoid": ()})
 
     cgroups, seen = [], {}
     for name, table in doc.get("cgroup", {}).items():
@@ -291,8 +354,14 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> FileConfig:
         seen[same] = name
 
         t = _Table(source, where, table, _CGROUP_KEYS)
+        vm_limit = _vm_limit(t, table)
         if "limit" not in table:
-            raise t.error("limit is required")
+            if vm_limit is None:
+                raise t.error("limit is required (or a vm_limit)")
+            if "barrier" in table:
+                raise t.error("barrier needs a limit")
+            cgroups.append(CgroupConfig(name, None, vm_limit=vm_limit))
+            continue
         limit, barrier = t.size("limit"), t.size("barrier")
         if not barrier_fits(limit, barrier):   # above zero already: t.size says so
             raise t.error(f"barrier {format_size(barrier, exact=True)} is above "
@@ -308,11 +377,12 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> FileConfig:
             raise t.error(f"barrier_action {_q(str(own_barrier))} needs a barrier")
         try:
             built = Limit(limit, barrier, own_action, own_hysteresis,
-                          barrier_action=first(own_barrier, default_barrier, BarrierAction()))
+                          barrier_action=first(own_barrier, default_barrier, BarrierAction()),
+                          **t.policy(policy))
         except ConfigError as e:  # checked above already; kept so Limit stays the final word
             raise t.error(str(e)) from None
         cgroups.append(CgroupConfig(name, built, t.action(None), t.number(
-            "hysteresis", 0.0, 1.0, True, None), own_barrier))
+            "hysteresis", 0.0, 1.0, True, None), own_barrier, vm_limit, frozenset(table)))
 
     if not cgroups:
         raise ConfigFileError(f'{source}: no [cgroup."NAME"] tables: the config limits nothing')

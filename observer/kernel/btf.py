@@ -196,3 +196,11 @@ class BTF:
             return self._find(self.struct_id(struct_name), member) is not None
         except BTFError:
             return False
+
+    def func_id(self, name: str) -> int | None:
+        """The type id of a kernel function (BTF FUNC) by name, or None: what a BPF program
+        of type LSM or tracing names as the place it attaches to."""
+        if not hasattr(self, "_func_ids"):
+            self._func_ids = {self._name(t[3]): i for i, t in enumerate(self._types)
+                              if t[0] == KIND_FUNC and t[3]}
+        return self._func_ids.get(name)

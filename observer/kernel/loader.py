@@ -42,6 +42,22 @@ TASK_FIRST = "struct task_struct *"
 
 BPF_NOEXIST = 1
 
+# --vm-limit (probes/refuse.h)
+MAX_VM_LIMITS = 1024
+COMMIT_CHECK_PROG = b"kmod_ret__security_vm_enough_memory_mm"
+LSM_LIST = "/sys/kernel/security/lsm"
+SECURITYFS = "/sys/kernel/security"
+# Hooks the refusal needs: a BPF LSM program attaches to the kernel's bpf_lsm_NAME.
+REFUSAL_LSM_HOOKS = ("mmap_file", "mmap_addr")
+REFUSAL_NEVER = (
+    "stack growth: its commit check cannot be told apart from tmpfs and memfd page "
+    "commits, so it is counted at once but never refused",
+    "exec's own mappings, fork's copy of the address space, a process moved into the "
+    "cgroup, aio rings: counted, not refused",
+    "32-bit (compat) system calls: not refused (their numbers differ)",
+    "MAP_FIXED over an existing mapping is judged by its whole length",
+)
+
 
 class ProbeError(BeanwatchError):
     """The BPF programs cannot be built, loaded or attached on this host."""
@@ -50,6 +66,24 @@ class ProbeError(BeanwatchError):
 def probe_source() -> str:
     """Absolute path of the BPF C source shipped in the package (never relative to cwd)."""
     return str(resources.files("observer.probes").joinpath("accounting.c"))
+
+
+REFUSE_INCLUDE = '#include "refuse.h"'
+
+
+def probe_text(vm_limits: bool = False) -> str:
+    """The BPF source as bcc compiles it. With vm_limits, refuse.h is pasted in where
+    accounting.c includes it: bcc rewrites map calls (table.lookup()) only in the main
+    text, never in an included file (there they compile to indirect calls the verifier
+    refuses, "unknown opcode 8d")."""
+    with open(probe_source()) as f:
+        text = f.read()
+    if vm_limits:
+        with open(os.path.join(os.path.dirname(probe_source()), "refuse.h")) as f:
+            if REFUSE_INCLUDE not in text:
+                raise ProbeError("accounting.c does not include refuse.h")
+            text = text.replace(REFUSE_INCLUDE, f.read(), 1)
+    return text
 
 
 def find_tracefs() -> str | None:
@@ -202,12 +236,22 @@ def map_sizes(pid_max: int | None, n_cgroups: int, procs: int | None = None,
     return procs, leaves
 
 
+def has_task_pt_regs(machine: str | None = None, release: str | None = None) -> bool:
+    """Whether the probes can read the syscall in progress (trace's kind): the
+    bpf_task_pt_regs helper (5.15) and x86-64's orig_ax."""
+    machine = machine or os.uname().machine
+    release = release or os.uname().release
+    m = re.match(r"(\d+)\.(\d+)", release)
+    return machine == "x86_64" and bool(m) and (int(m.group(1)), int(m.group(2))) >= (5, 15)
+
+
 @dataclass(frozen=True)
 class ProbeOptions:
     ring_pages: int = 64          # ring buffer size in pages (a power of two)
     vm_hook: str = "auto"         # how address-space changes are seen: see VM_HOOKS
     max_procs: int = 131072
     max_leaves: int = 16384
+    vm_limits: bool = False       # --vm-limit: compile in and attach the refusal (refuse.h)
 
 
 class Probes:
@@ -242,6 +286,8 @@ class Probes:
             defs["HAS_RSS_STAT_TP"] = 1
         if self.rss_stat_raw:
             defs["FOLLOW_RSS_STAT"] = 1
+        if has_task_pt_regs():
+            defs["HAS_TASK_PT_REGS"] = 1
         if self.tracefs and {"root", "id"} <= tracepoint_fields(self.tracefs, *RMDIR_TRACEPOINT):
             defs["HAS_CGROUP_RMDIR"] = 1
         if not self.atomic_fetch:
@@ -250,6 +296,8 @@ class Probes:
             defs["HAS_OOM_TP"] = 1
             if self.oom_form == "task":
                 defs["OOM_VICTIM_TASK"] = 1
+        if o.vm_limits:
+            defs.update(refuse_defs(self.btf()))
         probes_dir = os.path.dirname(probe_source())
         return [f"-D{k}={v}" for k, v in defs.items()] + [f"-I{probes_dir}", "-Wno-macro-redefined"]
 
@@ -387,10 +435,16 @@ class Probes:
             raise ProbeError("bcc is not importable: install python3-bpfcc and run from a "
                              "venv made with --system-site-packages") from None
         try:
-            self.bpf = BPF(src_file=probe_source().encode(), cflags=self.cflags(offsets))
+            if self.options.vm_limits:
+                self.bpf = BPF(text=probe_text(vm_limits=True).encode(),
+                               cflags=self.cflags(offsets))
+            else:
+                self.bpf = BPF(src_file=probe_source().encode(), cflags=self.cflags(offsets))
         except Exception as e:  # bcc raises bare Exception on compile/load failure
             raise ProbeError(f"BPF programs failed to load: {e}") from None
         try:
+            if self.options.vm_limits:
+                self._attach_commit_check()
             for name in REQUIRED_VM_SYSCALLS + OPTIONAL_VM_SYSCALLS:
                 if self.vm_hook != "syscalls":
                     break
@@ -450,6 +504,18 @@ class Probes:
         return {k.value: (v.vm_pages, v.rss_growth)
                 for k, v in self.bpf["leaf_cnt"].items()}
 
+    def counters_of(self, cgids) -> dict[int, tuple[int, int]]:
+        """counters() for these cgroups only: one lookup each, not a walk of the whole map
+        (an exact check reads its estimate again this way, before it may act)."""
+        table, out = self.bpf["leaf_cnt"], {}
+        for cid in cgids:
+            try:
+                v = table[table.Key(cid)]
+            except KeyError:
+                continue
+            out[cid] = (v.vm_pages, v.rss_growth)
+        return out
+
     def set_bounds(self, cgid: int, b: LeafBounds) -> bool:
         """Programs a cgroup's bounds and re-arms its wake-ups; False if the map is full."""
         table = self.bpf["leaf_ctl"]
@@ -491,6 +557,12 @@ class Probes:
             return False
         return True
 
+    def set_trace_min(self, pages: int) -> None:
+        """`trace`: one change of total_vm of at least this many pages is sent as an
+        EV_GROW* event (0: none, as for watch)."""
+        table = self.bpf["trace_min"]
+        table[table.Key(0)] = table.Leaf(max(0, pages))
+
     def stats(self) -> list[int]:
         """Per-CPU stats summed: indexes are wire.STAT_*."""
         table = self.bpf["stats"]
@@ -501,7 +573,90 @@ class Probes:
         if fd is not None:
             os.close(fd)
 
+    # -- --vm-limit (refuse.h): only with ProbeOptions.vm_limits ------------------------
+    # The LSM programs (lsm__mmap_file, lsm__mmap_addr) are attached by bcc as it loads the
+    # source: if they cannot be, start() fails, so a vm limit is never silently unenforced.
+    commit_check_problem: str | None = None   # why brk/mremap in place are not refused
+
+    def _attach_commit_check(self) -> None:
+        """fmod_ret on security_vm_enough_memory_mm: brk and mremap growing in place. Where
+        the kernel refuses it, those two are counted but not refused (not_covered says so)."""
+        from bcc import BPF
+        from bcc.libbcc import lib
+        try:
+            fn = self.bpf.load_func(COMMIT_CHECK_PROG, BPF.TRACING)
+            fd = lib.bpf_attach_kfunc(fn.fd)
+        except Exception as e:  # bcc raises bare Exception when the verifier refuses
+            self.commit_check_problem = str(e).splitlines()[0] if str(e) else "refused"
+            return
+        if fd < 0:
+            self.commit_check_problem = f"attach failed: {os.strerror(-fd)}"
+            return
+        self._commit_fd = fd
+
+    def refusal_gaps(self) -> list[str]:
+        """What --vm-limit does not refuse on this kernel (counted all the same)."""
+        gaps = list(REFUSAL_NEVER)
+        if self.commit_check_problem is not None:
+            gaps.insert(0, "brk(2) and mremap(2) growing in place: fmod_ret on "
+                           f"security_vm_enough_memory_mm is unavailable ({self.commit_check_problem})")
+        return gaps
+
+    def set_vm_limit(self, lid: int, limit_pages: int, barrier_pages: int, base_pages: int) -> None:
+        """A vm-limited cgroup's limit, barrier and base; its counters are made once, zero."""
+        from bcc.libbcc import lib
+        cnt = self.bpf["vm_limit_cnt"]
+        zero = cnt.Leaf()
+        lib.bpf_update_elem(cnt.map_fd, ctypes.byref(cnt.Key(lid)), ctypes.byref(zero), BPF_NOEXIST)
+        ctl = self.bpf["vm_limit_ctl"]
+        leaf = ctl.Leaf()
+        leaf.limit, leaf.barrier, leaf.base = limit_pages, barrier_pages, base_pages
+        ctl[ctl.Key(lid)] = leaf
+
+    def drop_vm_limit(self, lid: int) -> None:
+        for name in ("vm_limit_ctl", "vm_limit_cnt"):
+            table = self.bpf[name]
+            try:
+                del table[table.Key(lid)]
+            except KeyError:
+                pass
+
+    def map_vm_leaf(self, leaf: int, lid: int | None) -> None:
+        """Counts a cgroup's changes into a vm-limited cgroup's total (None: no longer)."""
+        table = self.bpf["vm_leaf_limit"]
+        key = table.Key(leaf)
+        if lid is None:
+            try:
+                del table[key]
+            except KeyError:
+                pass
+        else:
+            table[key] = table.Leaf(lid)
+
+    def vm_delta(self, lid: int) -> int:
+        table = self.bpf["vm_limit_cnt"]
+        try:
+            return table[table.Key(lid)].delta
+        except KeyError:
+            return 0
+
+    def leaf_vm(self, leaf: int) -> int:
+        """One cgroup's counted pages (what counters() gives for it), by one lookup."""
+        table = self.bpf["leaf_cnt"]
+        try:
+            return table[table.Key(leaf)].vm_pages
+        except KeyError:
+            return 0
+
+    def vm_limit_counts(self) -> dict[int, tuple[int, int, int, int]]:
+        """vm-limited cgroup id -> (delta, refused, refused pages, over barrier)."""
+        return {k.value: (v.delta, v.refused, v.refused_pages, v.over_barrier)
+                for k, v in self.bpf["vm_limit_cnt"].items()}
+
     def close(self) -> None:
+        fd, self._commit_fd = getattr(self, "_commit_fd", None), None
+        if fd is not None:
+            os.close(fd)
         self._close_rss()
         if self.bpf is not None:
             try:
@@ -509,3 +664,92 @@ class Probes:
             finally:
                 self.bpf = None
                 self.faults_on = False
+
+
+def refuse_defs(btf: BTF | None) -> dict[str, int]:
+    """The -D flags refuse.h needs: struct offsets from BTF, the map size."""
+    if btf is None:
+        raise ProbeError("--vm-limit needs the kernel's BTF")
+    return {"VM_LIMITS": 1, "MAX_VM_LIMITS": MAX_VM_LIMITS,
+            "OFF_FILE_INODE": btf.offset("file", "f_inode"),
+            "OFF_INODE_SIZE": btf.offset("inode", "i_size")}
+
+
+def active_lsms(path: str = LSM_LIST) -> list[str] | None:
+    """The kernel's active LSMs, in order, from securityfs; where securityfs is not mounted,
+    read from a mount of it in a private mount namespace (nothing is left mounted). None
+    when it cannot be read."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        import subprocess
+        try:
+            run = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                                  f"mount -t securityfs securityfs {SECURITYFS} && cat {path}"],
+                                 capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        if run.returncode != 0:
+            return None
+        text = run.stdout
+    return [x for x in text.strip().split(",") if x]
+
+
+def _try_lsm_attach(btf_id: int) -> str | None:
+    """Loads a no-op BPF LSM program (r0 = 0: allow) on the hook with this BTF id and
+    attaches it for a moment: None where that works, else why not. No compiler needed."""
+    import errno as errno_mod
+    import platform
+    nr = _BPF_SYSCALL.get(platform.machine())
+    if nr is None:
+        return f"no bpf(2) number known for {platform.machine()}"
+    insns = struct.pack("<BBhi", 0xB7, 0x00, 0, 0) + struct.pack("<BBhi", 0x95, 0, 0, 0)
+    buf = ctypes.create_string_buffer(insns)
+    lic = ctypes.create_string_buffer(b"GPL")
+    attr = ctypes.create_string_buffer(128)
+    struct.pack_into("<IIQQ", attr, 0, 29, 2, ctypes.addressof(buf), ctypes.addressof(lic))
+    struct.pack_into("<I", attr, 68, 27)          # expected_attach_type: BPF_LSM_MAC
+    struct.pack_into("<I", attr, 108, btf_id)     # attach_btf_id
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.syscall(nr, 5, attr, 128)           # BPF_PROG_LOAD
+    if fd < 0:
+        e = ctypes.get_errno()
+        return f"the kernel refused a BPF LSM program ({errno_mod.errorcode.get(e, e)})"
+    try:
+        link_attr = ctypes.create_string_buffer(16)
+        struct.pack_into("<QI", link_attr, 0, 0, fd)
+        link = libc.syscall(nr, 17, link_attr, 16)   # BPF_RAW_TRACEPOINT_OPEN
+        if link < 0:
+            e = ctypes.get_errno()
+            why = "no BPF trampolines" if e in (errno_mod.EOPNOTSUPP, 524) else \
+                errno_mod.errorcode.get(e, str(e))
+            return f"a BPF LSM program cannot be attached here ({why})"
+        os.close(link)
+    finally:
+        os.close(fd)
+    return None
+
+
+def refusal_problem(btf: BTF | None = None, lsms: list[str] | None = None) -> str | None:
+    """Why --vm-limit cannot be enforced on this host (None: it can). Probed, not guessed
+    from versions: bpf among the active LSMs, the hooks in BTF, an LSM program attached."""
+    import platform
+    if platform.machine() != "x86_64":
+        return f"refusal reads x86-64 system-call registers; this is {platform.machine()}"
+    if lsms is None:
+        lsms = active_lsms()
+    if lsms is None:
+        return f"cannot read the active LSMs ({LSM_LIST}: securityfs not mounted?)"
+    if "bpf" not in lsms:
+        return (f"bpf is not an active LSM ({','.join(lsms) or 'none'}): boot with "
+                f"lsm={','.join(lsms + ['bpf'])}")
+    try:
+        btf = btf or BTF.from_file()
+    except BeanwatchError as e:
+        return str(e)
+    ids = {h: btf.func_id(f"bpf_lsm_{h}") for h in REFUSAL_LSM_HOOKS}
+    missing = [h for h, i in ids.items() if i is None]
+    if missing:
+        return "the kernel has no BPF LSM hook for " + ", ".join(missing)
+    return _try_lsm_attach(ids["mmap_file"])

@@ -13,7 +13,14 @@ EV_VM_HIGH = 2
 EV_VM_LOW = 3
 EV_RSS_HIGH = 4
 EV_MOVED = 5
-EV_OOM_KILL = 6
+EV_GROW = 6
+EV_GROW_EXEC = 7
+EV_GROW_FORK = 8
+EV_OOM_KILL = 9
+GROWTH_KINDS = frozenset((EV_GROW, EV_GROW_EXEC, EV_GROW_FORK))
+
+GROW_NO_SYSCALL = -1
+GROW_UNKNOWN = -2
 
 STAT_RINGBUF_FULL = 0
 STAT_PROCS_FULL = 1
@@ -25,10 +32,11 @@ STAT_OOM_KILLS = 6
 STAT_MAX = 7
 
 KIND_NAMES = {EV_NEW_LEAF: "new_leaf", EV_VM_HIGH: "vm_high", EV_VM_LOW: "vm_low",
-              EV_RSS_HIGH: "rss_high", EV_MOVED: "moved", EV_OOM_KILL: "oom_kill"}
+              EV_RSS_HIGH: "rss_high", EV_MOVED: "moved", EV_GROW: "grow",
+              EV_GROW_EXEC: "grow_exec", EV_GROW_FORK: "grow_fork", EV_OOM_KILL: "oom_kill"}
 
-# struct event { u32 kind; u32 tgid; u64 cgid; s64 value; u64 aux; u64 ts_ns; }
-EVENT_FORMAT = "<IIQqQQ"
+# struct event { u32 kind; u32 tgid; u64 cgid; s64 value; u64 aux; u64 ts_ns; s64 extra; }
+EVENT_FORMAT = "<IIQqQQq"
 EVENT_SIZE = struct.calcsize(EVENT_FORMAT)
 OOM_COMM_LEN = 16   # an EV_OOM_KILL event is followed by the victim's comm
 
@@ -45,6 +53,7 @@ class Event:
     value: int
     aux: int
     ts_ns: int
+    extra: int = 0
 
     @property
     def kind_name(self) -> str:
@@ -73,7 +82,8 @@ def decode(data: bytes) -> Event:
 
 def encode(ev: Event) -> bytes:
     """For tests: what the kernel side would send."""
-    data = struct.pack(EVENT_FORMAT, ev.kind, ev.tgid, ev.cgid, ev.value, ev.aux, ev.ts_ns)
+    data = struct.pack(EVENT_FORMAT, ev.kind, ev.tgid, ev.cgid, ev.value, ev.aux, ev.ts_ns,
+                       ev.extra)
     if isinstance(ev, OomEvent):
         data += ev.comm[:OOM_COMM_LEN].ljust(OOM_COMM_LEN, b"\0")
     return data

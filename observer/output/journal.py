@@ -46,7 +46,7 @@ def fields_of(record: dict) -> dict[str, str]:
 # sender's buffer bounds one (net.core.wmem_default, 208 KiB here); stay well under it.
 MAX_DATAGRAM = 48 * 1024
 QUEUE_LIMIT = 256      # records kept while journald is slow; the oldest go first
-LIST_FIELDS = ("pids", "rss_bytes", "peak")   # per-pid fields, cut together
+LIST_FIELDS = ("pids", "rss_by_pid", "pss_by_pid", "peak")   # per-pid fields, cut together
 
 
 def fit(record: dict, limit: int = MAX_DATAGRAM) -> bytes:

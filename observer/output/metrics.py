@@ -10,6 +10,7 @@ from .. import __version__
 from ..kernel import wire
 from ..core.errors import BeanwatchError
 from ..core.names import display_name
+from ..core.sizes import PAGE_SIZE
 
 
 class MetricsError(BeanwatchError):
@@ -63,7 +64,7 @@ class SessionCollector:
             return CounterMetricFamily(name, doc, labels=labels)
 
         est = gauge("beanwatch_cgroup_estimate_bytes", "Upper estimate: summed total_vm of the processes.")
-        exact = gauge("beanwatch_cgroup_exact_bytes", "Summed RSS at the last exact check (slow mode).")
+        exact = gauge("beanwatch_cgroup_exact_bytes", "Usage at the last exact check (slow mode): summed PSS where the RSS sum was over, else the RSS sum.")
         limit = gauge("beanwatch_cgroup_limit_bytes", "Limit on the cgroup and its descendants.")
         barrier = gauge("beanwatch_cgroup_barrier_bytes", "Warning level (barrier).")
         slow = gauge("beanwatch_cgroup_slow_mode", "1 while exact usage is followed (slow mode).")
@@ -107,6 +108,23 @@ class SessionCollector:
             oom.add_metric(lv, oom_kills.get(acc.name, 0))
         yield from (est, exact, limit, barrier, slow, held, maxheld, fails, switches, checks, actions,
                     barrier_actions, oom)
+        vm = getattr(s, "vm", None)   # --vm-limit (app/vmlimits.VmLimits)
+        if vm:
+            vm_limit = gauge("beanwatch_cgroup_vm_limit_bytes",
+                             "--vm-limit: mapped-total growth past this fails with ENOMEM.")
+            vm_mapped = gauge("beanwatch_cgroup_vm_mapped_bytes",
+                              "--vm-limit: the mapped total the kernel refuses on.")
+            refusals = counter("beanwatch_cgroup_vm_refusals",
+                               "--vm-limit: allocations refused with ENOMEM (also in failcnt).")
+            over = counter("beanwatch_cgroup_vm_over_barrier",
+                           "--vm-limit: growths let past the vm barrier (also in failcnt).")
+            for w in list(vm.watches):
+                lv = [label(w.name), label(display_name(w.name))]
+                vm_limit.add_metric(lv, w.limit.limit)
+                vm_mapped.add_metric(lv, max(w.total, 0) * PAGE_SIZE)
+                refusals.add_metric(lv, w.refused)
+                over.add_metric(lv, w.over_barrier)
+            yield from (vm_limit, vm_mapped, refusals, over)
 
         stats = s.last_stats
         lost = CounterMetricFamily("beanwatch_events_lost", "Wake-ups the kernel could not send (ring buffer full).")

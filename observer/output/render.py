@@ -88,7 +88,39 @@ def beancounters(records: list[dict]) -> str:
                 to_pages(lim) if lim is not None else "unlimited", rec["failcnt"]]
         out.append(f"{printable(rec['cgroup'])}:")
         out.append(f"{'':10}  {'physpages':<12}" + "".join(f"{v:>21}" for v in vals))
+        # privvmpages: the mapped total, which is the estimate (`status` measures once, so
+        # maxheld is the same figure); against a vm-limit where one is set (none is yet)
+        vm = to_pages(rec["estimate_bytes"] or 0)
+        vm_lim = rec.get("vm_limit_bytes")
+        vm_lim = to_pages(vm_lim) if vm_lim is not None else "unlimited"
+        vals = [vm, vm, vm_lim, vm_lim, 0]
+        out.append(f"{'':10}  {'privvmpages':<12}" + "".join(f"{v:>21}" for v in vals))
     return "\n".join(out)
+
+
+TRACE_COLUMNS = ("time", "cgroup", "name", "pid", "comm", "kind", "bytes", "estimate")
+
+
+def trace_header() -> str:
+    return _trace_row(TRACE_COLUMNS)
+
+
+def _trace_row(cols) -> str:
+    t, cg, name, pid, comm, kind, size, est = cols
+    return (f"{t:<12} {cg:<32} {name:<16} {pid:>7} {comm:<16} {kind:<7} {size:>10} "
+            f"{est:>10}").rstrip()
+
+
+def trace_line(rec: dict) -> str:
+    """One `grow` record of `trace` as a line under trace_header (bytes exact: the size
+    of the change in bytes; estimate: the cgroup's, after it)."""
+    import time as _time
+    ts = rec["ts"]
+    stamp = _time.strftime("%H:%M:%S", _time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}"
+    cgroup = printable(rec["cgroup"]) if rec["cgroup"] is not None else f"id:{rec['cgroup_id']}"
+    path, name = path_and_name(rec["cgroup"]) if rec["cgroup"] is not None else (cgroup, "-")
+    return _trace_row((stamp, path, name, str(rec["pid"]), printable(rec["comm"] or "?"),
+                       rec["kind"], str(rec["bytes"]), format_size(rec["estimate_bytes"])))
 
 
 def describe(record: dict) -> str:

@@ -21,7 +21,8 @@ import pytest
 from observer.host.cgroupfs import find_mounts
 from observer.host.scratch import ScratchCgroups
 
-OUR_PROGRAMS = ("on_vm_syscall", "on_page_fault", "raw_tracepoint__", "tracepoint__sched__")
+OUR_PROGRAMS = ("on_vm_syscall", "on_page_fault", "raw_tracepoint__", "tracepoint__sched__",
+                "lsm__mmap_", "kmod_ret__secur")   # the last two: --vm-limit (names cut at 15)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Deadlines for waiting on beanwatch are stretched under emulation: scripts/vm.sh sets 4 in
 # TCG guests, where code runs several times slower (bcc compiling the probes above all).
@@ -99,9 +100,9 @@ def cgroups():
 class Watcher:
     """`beanwatch watch --json` as a real process; its records are collected as they come."""
 
-    def __init__(self, args: list[str]):
+    def __init__(self, args: list[str], command: str = "watch"):
         exe = shutil.which("beanwatch", path=os.path.dirname(sys.executable)) or "beanwatch"
-        self.proc = subprocess.Popen([exe, "watch", "--json", *args], stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen([exe, command, "--json", *args], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, cwd="/")
         self.records: list[dict] = []
         self.stderr = ""
@@ -154,8 +155,8 @@ class Watcher:
 def watcher():
     started: list[Watcher] = []
 
-    def start(*args: str) -> Watcher:
-        w = Watcher(list(args))
+    def start(*args: str, command: str = "watch") -> Watcher:
+        w = Watcher(list(args), command)
         started.append(w)
         return w
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -120,6 +121,59 @@ def test_top_in_tmux(cgroups, tmp_path):
         assert "EXIT=0" in screen()
         assert no_programs_left()
         assert pn.poll() is None and pf.poll() is None   # top never acts
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+def test_top_drill_down_in_tmux(cgroups):
+    """Enter on a cgroup lists its processes; repeated exact checks of a slow cgroup are
+    one events line with a count; use% is a bar."""
+    if shutil.which("tmux") is None:
+        pytest.fail("tmux is not installed (scripts/setup-host.sh installs it)")
+    slow = cgroups.make("slow")
+    exe = shutil.which("beanwatch", path=os.path.dirname(sys.executable))
+    session = f"bwdrill{os.getpid()}"
+    # 128 MiB reserved and 32 MiB touched by a Python process: its mappings pass 100M (slow
+    # mode, an exact check every interval) while its resident memory stays under it
+    tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "30",
+         f"{exe} top --interval 0.3 --limit {slow}=100M; echo EXIT=$?; sleep 30")
+    try:
+        p = cgroups.workload(slow, "reserve:128M", "touch:32M", "hold")
+
+        def screen():
+            return tmux("capture-pane", "-p", "-t", session)
+
+        def wait(pred, what, timeout=40):
+            deadline = time.time() + timeout
+            text = screen()
+            while time.time() < deadline and not pred(text):
+                time.sleep(0.3)
+                text = screen()
+            assert pred(text), f"{what}:\n{text}"
+            return text
+
+        text = wait(lambda t: re.search(r"x\d+ checks, latest: ", t) and "/slow" in t,
+                    "collapsed checks")
+        row = next(line for line in text.splitlines() if "/slow" in line and " slow " in line)
+        assert re.search(r"#+\.* \d+", row), row                 # the use% bar
+        checks = [line for line in text.splitlines() if "exact check" in line]
+        assert len(checks) == 1, text                             # one line, with its count
+        tmux("send-keys", "-t", session, "Enter")
+        text = wait(lambda t: "rss/s" in t, "process list")
+        rows = [line.split() for line in text.splitlines()]
+        mine = [r for r in rows if r and r[0] == str(p.pid)]
+        assert mine and mine[0][1].startswith("python"), text
+        vmsize = mine[0][2]
+        assert vmsize != "-" and mine[0][3] != "-", text
+        wait(lambda t: any(line.split()[:1] == [str(p.pid)] and line.split()[-1].endswith("/s")
+                           for line in t.splitlines()), "growth per second")
+        tmux("send-keys", "-t", session, "Escape")
+        wait(lambda t: "sort: closeness" in t, "back to the cgroups")
+        tmux("send-keys", "-t", session, "q")
+        wait(lambda t: "EXIT=" in t, "exit", timeout=15)
+        assert "EXIT=0" in screen()
+        assert no_programs_left()
+        assert p.poll() is None   # top never acts
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
 

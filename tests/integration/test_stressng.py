@@ -19,7 +19,10 @@ MiB = 1 << 20
 
 # name, stress-ng arguments, limit, killed?
 CASES = [
-    ("vm-keep-over", ["--vm", "2", "--vm-bytes", "128M", "--vm-keep"], "160M", True),
+    # 2 workers of 64 MiB each (--vm-bytes is shared between them) and their parents, ~140
+    # MiB counted once (PSS); 160M was passed only by the RSS sum, which counts stress-ng's
+    # shared pages once per process (issue 11): the limit is under the real usage
+    ("vm-keep-over", ["--vm", "2", "--vm-bytes", "128M", "--vm-keep"], "120M", True),
     ("vm-keep-under", ["--vm", "1", "--vm-bytes", "64M", "--vm-keep"], "1G", False),
     ("mmap", ["--mmap", "2", "--mmap-bytes", "32M"], "1G", False),
     ("mmapmany", ["--mmapmany", "1"], "1G", False),

@@ -93,7 +93,7 @@ def _has_cgroup_kill() -> bool:
     from observer.app.hostcheck import _scratch_has
     from observer.host.cgroupfs import find_mounts
     mount = find_mounts().cgroup2
-    return not mount or _scratch_has(mount, "cgroup.kill") is not False
+    return not mount or _scratch_has(mount, "cgroup.kill")[0] is not False
 
 
 # Known gap (seen in the Debian 11 guest): without cgroup.kill the kill falls back to pidfds,

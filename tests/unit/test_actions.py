@@ -408,3 +408,81 @@ def test_fallback_goes_on_past_a_pidfd_error(tree, proc):
     cg, sig = fallback_tree(tree, [[100, 101]]), Broken()
     result = actor(cg, proc, sig).kill(TARGET, cg.cgroup_id(TARGET))
     assert sig.killed == [101] and not result.ok
+
+
+# victims below the limited cgroup: children and single processes (issue 11)
+
+
+def with_stat(proc_root, pid, start=777, comm=b"hog", state=b"S"):
+    after = [state, b"1"] + [b"0"] * 17 + [str(start).encode()] + [b"0"] * 30
+    (proc_root / str(pid) / "stat").write_bytes(
+        str(pid).encode() + b" (" + comm + b") " + b" ".join(after) + b"\n")
+
+
+def test_a_child_victim_is_guarded_and_must_lie_inside_the_limited_cgroup(tree, proc):
+    cg, sig = CgroupFS(str(tree)), FakeSignaller()
+    a = actor(cg, proc, sig)
+    tid = cg.cgroup_id(TARGET)
+    res = a.kill_within(TARGET + "/child", TARGET, tid)
+    assert res.ok and (tree / "work/job/child/cgroup.kill").read_text() == "1"
+    assert (tree / "work/job/cgroup.kill").read_text() == ""    # the parent untouched
+    for outside in ("/work/other", OWN, "/", "/work", INIT, "/work/jobless"):
+        with pytest.raises(ActionRefused):
+            a.kill_within(outside, TARGET, tid)
+    with pytest.raises(ActionRefused, match="recreated"):
+        a.kill_within(TARGET + "/child", TARGET, tid + 1)      # the limited cgroup changed
+    assert (tree / "work/other/cgroup.kill").read_text() == ""
+
+
+def test_a_sigterm_to_a_child_goes_through_pidfds(tree, proc):
+    cg, sig = CgroupFS(str(tree)), FakeSignaller()
+    res = actor(cg, proc, sig).kill_within(TARGET + "/child", TARGET, cg.cgroup_id(TARGET),
+                                           signal.SIGTERM)
+    assert res.ok and sig.sent == [(102, signal.SIGTERM)]
+    assert "SIGTERM" in res.detail
+
+
+def test_a_process_victim_is_rechecked_through_its_pidfd(tree, proc, tmp_path):
+    cg, sig = CgroupFS(str(tree)), FakeSignaller()
+    a = actor(cg, proc, sig)
+    tid = cg.cgroup_id(TARGET)
+    root = tmp_path / "proc"
+    for pid in (100, 102, 200):
+        with_stat(root, pid, start=777)
+    assert a.signal_process(TARGET, tid, 102, 777).ok           # in a child: inside
+    assert a.signal_process(TARGET, tid, 100, 777, signal.SIGTERM).ok
+    assert sig.sent == [(102, signal.SIGKILL), (100, signal.SIGTERM)]
+    # reused: same pid, another start time -> not signalled
+    res = a.signal_process(TARGET, tid, 100, 778)
+    assert not res.ok and "reused" in res.detail
+    # moved out of the limited cgroup (or a pid elsewhere): refused
+    with pytest.raises(ActionRefused, match="no longer inside"):
+        a.signal_process(TARGET, tid, 200, 777)
+    for pid in (1, os.getpid()):
+        with pytest.raises(ActionRefused):
+            a.signal_process(TARGET, tid, pid, None)
+    with pytest.raises(ActionRefused):
+        a.signal_process("/", cg.cgroup_id("/"), 100, 777)       # never under the root
+    assert len(sig.sent) == 2 and sorted(sig.closed) == [100, 100, 102, 200]
+
+
+def test_candidates_read_sizes_marks_and_oom_groups(tree, proc, tmp_path):
+    from observer.core.config import KillScope
+    from observer.core.usage import ProcUsage, Usage
+    cg = CgroupFS(str(tree))
+    (tree / "work/job/other").mkdir()
+    (tree / "work/job/other/cgroup.procs").write_text("103\n")
+    (tree / "work/job/child/memory.oom.group").write_text("1\n")
+    usage = Usage((ProcUsage(100, TARGET, 50, 50), ProcUsage(102, TARGET + "/child", 30, 30),
+                   ProcUsage(103, TARGET + "/other", 80, 80)), precise=True)
+    a = actor(cg, proc, FakeSignaller())
+    cands, groups = a.candidates(TARGET, KillScope.CHILD, usage, avoid=("other",))
+    assert sorted((c.cgroup, c.size, c.mark) for c in cands) == [
+        (TARGET + "/child", 30, None), (TARGET + "/other", 80, "avoid")]
+    assert groups == {TARGET + "/child"}
+    root = tmp_path / "proc"
+    for pid in (100, 102, 103):
+        with_stat(root, pid, start=pid, comm=b"w%d" % pid)
+    cands, _ = a.candidates(TARGET, KillScope.PROCESS, usage, prefer=("w100",))
+    assert sorted((c.pid, c.size, c.mark, c.start_time) for c in cands) == [
+        (100, 50, "prefer", 100), (102, 30, None, 102), (103, 80, None, 103)]

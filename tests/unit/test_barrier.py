@@ -293,10 +293,10 @@ def test_oom_kills_in_watched_cgroups_are_recorded_counted_and_rate_limited(host
     assert (rec["pid"], rec["tgid"], rec["comm"]) == (301, 300, "hog\ufffd")
     assert rec["watched"] == ["/jobs"] and rec["oom_kills"] == 1 and rec["unrecorded"] == 0
     for i in range(60):                          # a storm in one second: 20 recorded
-        s.on_event(wire.OomEvent(wire.EV_OOM_KILL, 500 + i, child, 500 + i, 1, 10**9, b"x"))
+        s.on_event(wire.OomEvent(wire.EV_OOM_KILL, 500 + i, child, 500 + i, 1, 10**9, comm=b"x"))
     s.handle_pending()
     assert len(host.events("oom_kill")) == 20 and s.oom_kills["/jobs"] == 61
-    s.on_event(wire.OomEvent(wire.EV_OOM_KILL, 900, child, 900, 1, 5 * 10**9, b"x"))
+    s.on_event(wire.OomEvent(wire.EV_OOM_KILL, 900, child, 900, 1, 5 * 10**9, comm=b"x"))
     s.handle_pending()
     assert host.events("oom_kill")[-1]["unrecorded"] == 41
     host.probes.stat[wire.STAT_OOM_KILLS] = 63

@@ -208,7 +208,7 @@ def test_hostile_cgroup_name_stays_on_one_row():
     evil = "/job\nfake        0     0     -     -       0 fast        0        0"
     assert len(render.table([record(evil)]).splitlines()) == 2
     assert len(render.table([record(evil)], 79).splitlines()) == 2
-    assert len(render.beancounters([record(evil)]).splitlines()) == 4
+    assert len(render.beancounters([record(evil)]).splitlines()) == 5
 
 
 def test_beancounters_layout():
@@ -222,8 +222,19 @@ def test_beancounters_layout():
     # maxheld is the highest usage measured, never the estimate (10G here)
     assert lines[3].split() == ["physpages", str((300 << 20) // P), str((300 << 20) // P),
                                 str((512 << 20) // P), str((1 << 30) // P), "3"]
-    assert lines[4] == "/free:"
-    assert lines[5].split() == ["physpages", "0", "0", "unlimited", "unlimited", "0"]   # not measured
+    # privvmpages: the mapped total (the estimate), with no vm-limit
+    assert lines[4].split() == ["privvmpages", str((10 << 30) // P), str((10 << 30) // P),
+                                "unlimited", "unlimited", "0"]
+    assert lines[5] == "/free:"
+    assert lines[6].split() == ["physpages", "0", "0", "unlimited", "unlimited", "0"]   # not measured
+    assert lines[7].split() == ["privvmpages", "2", "2", "unlimited", "unlimited", "0"]
+
+
+def test_beancounters_privvmpages_against_a_vm_limit():
+    rec = dict(record("/a", 1 << 30, None, 8 << 20, 4096), vm_limit_bytes=2 << 30)
+    row = render.beancounters([rec]).splitlines()[4].split()
+    assert row == ["privvmpages", str((8 << 20) // PAGE_SIZE), str((8 << 20) // PAGE_SIZE),
+                   str((2 << 30) // PAGE_SIZE), str((2 << 30) // PAGE_SIZE), "0"]
 
 
 def test_beancounters_barrier_defaults_to_limit():
@@ -234,8 +245,9 @@ def test_beancounters_barrier_defaults_to_limit():
 def test_beancounters_values_sit_under_their_headings():
     lines = render.beancounters([record("/a", 1 << 30, 512 << 20, 10 << 30, 300 << 20)]).splitlines()
     heads = {m.group(): m.end() for m in re.finditer(r"\S+", lines[1])}
-    ends = [m.end() for m in re.finditer(r"\S+", lines[3])][1:]
-    assert ends == [heads[h] for h in ("held", "maxheld", "barrier", "limit", "failcnt")]
+    for row in (lines[3], lines[4]):   # physpages and privvmpages
+        ends = [m.end() for m in re.finditer(r"\S+", row)][1:]
+        assert ends == [heads[h] for h in ("held", "maxheld", "barrier", "limit", "failcnt")]
 
 
 # -- --config: refused before anything touches the host ------------------------------------
@@ -271,3 +283,36 @@ def test_config_that_is_a_symlink_or_missing_is_refused(tmp_path, no_host):
     for path in (link, tmp_path / "missing.toml", tmp_path):
         res = invoke("watch", "--config", str(path))
         assert res.exit_code == 2 and res.stdout == "" and no_host == [], res.output
+
+
+# issue 11: --count, --kill-scope, --prefer, --avoid, --grace
+
+
+@pytest.mark.parametrize("args", [
+    ["--count", "pss"], ["--kill-scope", "largest"], ["--grace", "-1"], ["--grace", "nan"],
+    ["--grace", "3601"],
+])
+def test_victim_and_usage_options_refuse_bad_values(args, no_host):
+    res = invoke("watch", "--limit", "x=1G", *args)
+    assert res.exit_code == 2 and res.stdout == "" and no_host == []
+    assert args[0] in res.stderr
+
+
+def test_victim_and_usage_options_reach_the_watches(monkeypatch):
+    seen = {}
+
+    def resolve(host, limits, action, hysteresis, adaptive, file_config, **kw):
+        seen.update(kw)
+        raise runtime_module.BeanwatchError("stop here")
+    monkeypatch.setattr(cli_module, "require_root", lambda: None)
+    monkeypatch.setattr(runtime_module, "open_host", lambda: object())
+    monkeypatch.setattr(runtime_module, "resolve_watches", resolve)
+    res = invoke("watch", "--limit", "x=1G", "--action", "kill", "--count", "rss+swap",
+                 "--kill-scope", "child", "--prefer", "w-*", "--prefer", "z", "--avoid", "db",
+                 "--grace", "2.5")
+    assert res.exit_code == 2 and "stop here" in res.stderr
+    from observer.core.config import Count, KillScope
+    assert seen["policy"] == {"count": Count.RSS_SWAP, "kill_scope": KillScope.CHILD,
+                              "grace": 2.5, "prefer": ("w-*", "z"), "avoid": ("db",)}
+    res = invoke("watch", "--limit", "x=1G")
+    assert seen["policy"] == {}     # nothing given: the config file's or built-in defaults

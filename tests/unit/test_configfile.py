@@ -1,6 +1,7 @@
 """--config FILE: file safety checks, strict TOML parsing, and properties of both."""
 
 import math
+import re
 import os
 import threading
 
@@ -534,3 +535,44 @@ def valid_configs(draw):
 def test_parse_config_reads_back_what_was_written(case):
     text, expected = case
     assert assert_only_config_file_error(text) == expected
+
+
+# issue 11: count, kill scope, grace, prefer and avoid
+
+
+def test_policy_keys_in_defaults_and_per_cgroup():
+    from observer.core.config import Count, KillScope
+    cfg = parse_config('''
+[defaults]
+count = "rss+swap"
+kill_scope = "child"
+grace = 2
+avoid = ["db*"]
+[cgroup."a"]
+limit = "1G"
+[cgroup."b"]
+limit = "1G"
+kill_scope = "process"
+grace = 0.5
+prefer = ["worker-*"]
+avoid = []
+''')
+    a, b = (c.limit for c in cfg.cgroups)
+    assert (a.count, a.kill_scope, a.grace, a.prefer, a.avoid) == (
+        Count.RSS_SWAP, KillScope.CHILD, 2.0, (), ("db*",))
+    assert (b.count, b.kill_scope, b.grace, b.prefer, b.avoid) == (
+        Count.RSS_SWAP, KillScope.PROCESS, 0.5, ("worker-*",), ())
+    assert cfg.cgroups[1].explicit >= {"kill_scope", "grace", "prefer", "avoid"}
+
+
+@pytest.mark.parametrize("line, message", [
+    ('count = "pss"', 'count "pss" is not one of rss, rss+swap'),
+    ('kill_scope = 1', "kill_scope must be a string"),
+    ('grace = -1', "grace -1 is outside [0, 3600]"),
+    ('grace = 3601', "grace 3601 is outside"),
+    ('prefer = "x"', "prefer must be an array of strings"),
+    ('avoid = [""]', "avoid: a pattern is empty"),
+])
+def test_policy_keys_refused(line, message):
+    with pytest.raises(ConfigFileError, match=re.escape(message)):
+        parse_config(f'[cgroup."a"]\nlimit = "1G"\n{line}\n')

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from observer.app.enforcer import ACTIONS, ActionEntry, Enforcer
-from observer.core.config import Action, Limit
+from observer.core.config import Action, KillScope, Limit
+from observer.core.victims import Candidate
 from observer.core.model import Account
 from observer.core.policy import Decision, decide
 from observer.host.actions import ActionResult
@@ -73,7 +76,7 @@ def test_each_action_is_taken_once_and_recorded(action):
     assert actor.log == [(action.value, "/job")]
     (rec,) = records
     assert (rec["event"], rec["action"], rec["ok"], rec["pids"]) == ("action", action.value, True, [7, 8])
-    assert rec["rss_bytes"] == {"7": 8192, "8": 4096}
+    assert rec["rss_by_pid"] == {"7": 8192, "8": 4096}
     assert rec["detail"] == action.value + " done" and rec["exact_bytes"] == 150
     # killed processes have no taskstats left; the others tell their peaks
     assert ("peak" in rec) == (action is not Action.KILL)
@@ -176,3 +179,136 @@ def test_a_thaw_that_fails_is_recorded():
     thaw = [r for r in records if r["event"] == "thaw"]
     assert len(thaw) == 1 and not thaw[0]["ok"] and "thaw failed" in thaw[0]["detail"]
     assert records[-1]["vetoed"]
+
+
+# issue 11: victims and grace
+
+
+class VictimActor(Actor):
+    """Adds what victim selection and grace need; `alive` and the candidates are set by
+    the test."""
+
+    def __init__(self, candidates=(), groups=()):
+        super().__init__()
+        self.cands, self.groups, self.living = list(candidates), set(groups), True
+
+    def candidates(self, limited, scope, usage, prefer, avoid):
+        self.log.append(("candidates", limited, scope.value, prefer, avoid))
+        return self.cands, self.groups
+
+    def signal_process(self, limited, cid, pid, start_time, sig):
+        self.log.append(("signal", pid, start_time, sig))
+        return ActionResult("kill", limited, [pid], True, f"sig {sig} to {pid}")
+
+    def kill_within(self, name, limited, cid, sig):
+        self.log.append(("kill_within", name, sig))
+        return ActionResult("kill", name, [9], True, f"sig {sig} to {name}")
+
+    def alive(self, cgroup, pid, start_time):
+        return self.living
+
+
+def limited(scope=KillScope.CGROUP, grace=0.0, **kw):
+    acc = Account("/job", 5, Limit(100, None, Action.KILL, kill_scope=scope, grace=grace, **kw))
+    acc.on_estimate(200)
+    acc.on_exact(150, 1.0)
+    return acc
+
+
+def test_child_scope_kills_the_largest_child_and_says_why():
+    actor = VictimActor([Candidate("/job/a", 10), Candidate("/job/b", 90),
+                         Candidate("/job/c", 95, "avoid")])
+    e, records = enforcer(actor)
+    e.enforce(limited(KillScope.CHILD, avoid=("c",)), {1: 1})
+    assert actor.log[-1] == ("kill_within", "/job/b", signal.SIGKILL)
+    (rec,) = records
+    assert rec["scope"] == "child" and rec["victim"] == {"cgroup": "/job/b"}
+    assert "not marked avoid" in rec["reason"] and rec["signal"] == "SIGKILL"
+    assert [c["cgroup"] for c in rec["candidates"]] == ["/job/b", "/job/a", "/job/c"]
+
+
+def test_process_scope_signals_one_pid_with_its_start_time():
+    actor = VictimActor([Candidate("/job", 10, None, 7, "a", 70),
+                         Candidate("/job/x", 99, None, 8, "b", 80)])
+    e, records = enforcer(actor)
+    e.enforce(limited(KillScope.PROCESS), {7: 1, 8: 1})
+    assert actor.log[-1] == ("signal", 8, 80, signal.SIGKILL)
+    assert records[0]["victim"] == {"pid": 8, "comm": "b", "cgroup": "/job/x"}
+
+
+def test_an_oom_group_is_killed_whole():
+    actor = VictimActor([Candidate("/job/svc/w", 99, None, 8, "b", 80)], groups={"/job/svc"})
+    e, records = enforcer(actor)
+    e.enforce(limited(KillScope.PROCESS), {8: 1})
+    assert actor.log[-1] == ("kill_within", "/job/svc", signal.SIGKILL)
+    assert "oom.group" in records[0]["reason"]
+
+
+class Clock:
+    def __init__(self):
+        self.t = 10.0
+
+    def __call__(self):
+        return self.t
+
+
+def grace_enforcer(actor, over_after):
+    from observer.core.usage import Usage
+    clock, records = Clock(), []
+    e = Enforcer(actor, records.append, clock,
+                 measure=lambda acc: Usage.of_rss({1: 150 if over_after else 50}))
+    return e, records, clock
+
+
+@pytest.mark.parametrize("over_after", [True, False])
+def test_grace_sends_sigterm_then_sigkill_only_if_still_over(over_after):
+    actor = VictimActor()
+    e, records, clock = grace_enforcer(actor, over_after)
+    acc = limited(KillScope.CGROUP, grace=5.0)
+    e.enforce(acc, {1: 150})
+    assert actor.log == [("kill_within", "/job", signal.SIGTERM)]
+    assert records[0]["signal"] == "SIGTERM" and records[0]["grace_s"] == 5.0
+    assert e.busy() and "/job" in e.waiting          # beside the loop: nothing blocked
+    e.enforce(acc, {1: 150})                          # a retry meanwhile: covered
+    clock.t += 4.9
+    e.poll()
+    assert len(actor.log) == 1 and len(records) == 1
+    clock.t += 0.2
+    e.poll()
+    assert not e.busy()
+    last = records[-1]
+    assert last["after_grace"] and last["grace_ended"] == "grace over"
+    if over_after:
+        assert actor.log[-1] == ("kill", "/job") and last["signal"] == "SIGKILL"
+    else:
+        assert len(actor.log) == 1 and last["signal"] is None
+        assert "no SIGKILL" in last["detail"] and last["usage_after_grace_bytes"] == 50
+
+
+def test_grace_ends_early_when_the_victim_exits_on_sigterm():
+    actor = VictimActor([Candidate("/job", 10, None, 7, "a", 70)])
+    e, records, clock = grace_enforcer(actor, over_after=False)
+    e.enforce(limited(KillScope.PROCESS, grace=30.0), {7: 150})
+    assert actor.log[-1] == ("signal", 7, 70, signal.SIGTERM)
+    e.poll()
+    assert e.busy()
+    actor.living = False
+    e.poll()
+    assert not e.busy() and records[-1]["grace_ended"] == "victim gone"
+    assert all(x[-1] != signal.SIGKILL for x in actor.log)
+
+
+def test_grace_releases_a_hook_hold_before_sigterm():
+    class Hooks:
+        on_exceed, on_action = "/x", None
+
+        def before_action(self, rec):
+            from observer.host.hooks import HookOutcome
+            return HookOutcome(True, False, 0, False, "go on")
+    actor = VictimActor()
+    e, records, clock = grace_enforcer(actor, over_after=True)
+    e.hooks = __import__("observer.app.enforcer", fromlist=["_SyncHooks"])._SyncHooks(Hooks())
+    e.enforce(limited(KillScope.CGROUP, grace=1.0), {1: 150})
+    order = [x[0] for x in actor.log]
+    assert order[:3] == ["freeze", "thaw", "kill_within"]   # thawed: SIGTERM is handled
+    assert not e.held

@@ -29,6 +29,7 @@ def host(tmp_path, monkeypatch):
     # loading the real programs is the integration tests' job
     monkeypatch.setattr(hostcheck, "_load_probes",
                         lambda: hostcheck.Result("probes", True, "loaded (fake)"))
+    monkeypatch.setattr(loader, "refusal_problem", lambda: "no BPF LSM (fake)")
     return tracefs, cg
 
 

@@ -77,7 +77,7 @@ def bound(tmp_path, rcvbuf=None):
 def action(i=0, pids=(5, 6)):
     return {"event": "action", "ts": float(i), "cgroup": "/job", "action": "kill",
             "pids": list(pids), "ok": True, "detail": f"record {i}",
-            "rss_bytes": {str(p): 4096 for p in pids}}
+            "rss_by_pid": {str(p): 4096 for p in pids}}
 
 
 def test_a_journal_that_reads_nothing_never_blocks_the_sender(tmp_path):
@@ -129,7 +129,7 @@ def test_a_kill_record_larger_than_a_datagram_arrives_with_its_pid_list_cut(tmp_
     kept = json.loads(got["BEANWATCH_PIDS"])
     assert 1000 < len(kept) < 100_000 and kept == pids[:len(kept)]
     assert int(got["BEANWATCH_PIDS_TRUNCATED"]) == 100_000 - len(kept)
-    assert set(json.loads(got["BEANWATCH_RSS_BYTES"])) == {str(p) for p in kept}
+    assert set(json.loads(got["BEANWATCH_RSS_BY_PID"])) == {str(p) for p in kept}
     assert sum(len(k) + len(v) + 2 for k, v in got.items()) <= MAX_DATAGRAM
     server.close()
 

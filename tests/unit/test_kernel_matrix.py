@@ -6,7 +6,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import subprocess
+import time
 
 import pytest
 
@@ -100,3 +102,35 @@ def test_vm_sh_refuses_bad_input_before_doing_anything(args, env, message):
 def test_vm_sh_without_a_command_prints_usage():
     p = subprocess.run([os.path.join(ROOT, "scripts", "vm.sh"), "6.1"], capture_output=True, text=True)
     assert p.returncode == 2 and "KERNEL COMMAND" in p.stderr and p.stdout == ""
+
+
+def test_a_lock_held_by_a_parent_is_not_waited_for(tmp_path):
+    """`flock LOCK make test-kernels`: the matrix's own per-guest flock of LOCK would wait
+    for its parent forever (CI deadlocked so); a lock held elsewhere is still waited for."""
+    lock = str(tmp_path / "vm.lock")
+    code = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('km', sys.argv[1]); "
+            "km = importlib.util.module_from_spec(spec); spec.loader.exec_module(km)\n"
+            "with km.locked(sys.argv[2]): print('inside', flush=True)")
+    script = os.path.join(ROOT, "scripts", "kernel_matrix.py")
+    p = subprocess.Popen(["flock", lock, "python3", "-c", code, script, lock],
+                         stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, _ = p.communicate(timeout=20)
+    finally:   # waiting for itself: the whole group goes, the child holding the lock too
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    assert p.returncode == 0 and out == "inside\n", (p.returncode, out)
+    # held by an unrelated process: waited for until it lets go
+    holder = subprocess.Popen(["flock", lock, "sleep", "1.5"])
+    try:
+        deadline = time.time() + 10
+        while not km.flock_holders(lock) and time.time() < deadline:
+            time.sleep(0.02)
+        assert km.flock_holders(lock) == {holder.pid}
+        t0 = time.monotonic()
+        p = subprocess.run(["python3", "-c", code, script, lock], capture_output=True, text=True,
+                           timeout=20)
+        assert p.stdout == "inside\n" and time.monotonic() - t0 > 0.5, p
+    finally:
+        holder.wait(timeout=10)

@@ -209,3 +209,24 @@ def test_silent_connections_are_limited_and_timed_out():
         for c in idle:
             c.close()
         server.shutdown()
+
+
+def test_vm_limits_are_exported():
+    from observer.app.vmlimits import VmWatch
+    from observer.core.config import VmLimit
+    from observer.core.sizes import PAGE_SIZE
+
+    class Vm:
+        watches = [VmWatch("/job", VmLimit(512 * MiB), 10, total=1000, refused=4, over_barrier=2)]
+
+        def __bool__(self):
+            return True
+    s = FakeSession()
+    assert ("beanwatch_cgroup_vm_refusals_total", (("cgroup", "/job"),)) not in samples(scrape_text(s))
+    s.vm = Vm()
+    got = samples(scrape_text(s))
+    job = (("cgroup", "/job"),)
+    assert got[("beanwatch_cgroup_vm_limit_bytes", job)] == 512 * MiB
+    assert got[("beanwatch_cgroup_vm_mapped_bytes", job)] == 1000 * PAGE_SIZE
+    assert got[("beanwatch_cgroup_vm_refusals_total", job)] == 4
+    assert got[("beanwatch_cgroup_vm_over_barrier_total", job)] == 2

@@ -66,8 +66,9 @@ def test_on_estimate(limit, barrier, h, mode, estimate, effects, after):
     assert acc.estimate == estimate
     assert acc.switches == len(effects)
     if effects:
-        # stale on the way to slow (measured again after the switch); not followed in fast
-        assert acc.exact is None and acc.held is None
+        # stale once the mode changes: measured again after a switch to slow; never
+        # shown beside a fresh estimate after a switch to fast
+        assert acc.exact is None and acc.exact_ts is None and acc.held is None
     else:
         assert acc.exact == 123 == acc.held   # kept while the mode stays
 
@@ -184,6 +185,20 @@ def test_leaf_bounds_fast_spreads_headroom():
     assert out[1] == LeafBounds(vm_high=42)
     assert out[2] == LeafBounds(vm_high=52)
     assert out[3] == LeafBounds()
+
+
+def test_slow_growth_bound_counts_from_the_measurement_not_from_the_write():
+    """The headroom a measurement leaves is counted from the growth counters read before
+    it (rss_base): rewritten later with grown counters, the bound stays where it was."""
+    acc = account(100 * PS)
+    acc.on_estimate(200 * PS)
+    acc.on_exact(60 * PS, now=0)               # 40 pages left
+    acc.rss_base = {1: 7, 2: 3}
+    later = {1: LeafCounters(vm=100, rss_growth=30), 2: LeafCounters(vm=100, rss_growth=3)}
+    out = leaf_bounds([acc], {"a": [1, 2]}, later, [1, 2], PS)
+    assert (out[1].rss_high, out[2].rss_high) == (7 + 20, 3 + 20)
+    acc.on_estimate(0)                          # back to fast: forgotten with exact
+    assert acc.rss_base is None
 
 
 def test_leaf_bounds_fast_above_trigger_has_no_headroom():

@@ -119,16 +119,21 @@ class Host:
             (d / f).touch()
         return self.cg.cgroup_id(name)
 
-    def process(self, pid, cgroup, vm, rss):
+    def process(self, pid, cgroup, vm, rss, pss=None):
         d = self.proc / str(pid)
         d.mkdir(exist_ok=True)
-        (d / "statm").write_text(f"{vm // PAGE_SIZE} {rss // PAGE_SIZE} 0 0 0 0 0\n")
+        self.set_rss(pid, vm, rss, pss)
         (d / "cgroup").write_text(f"0::{cgroup}\n")
         procs = self.cgroot / cgroup.strip("/") / "cgroup.procs"
         procs.write_text(procs.read_text() + f"{pid}\n")
 
-    def set_rss(self, pid, vm, rss):
+    def set_rss(self, pid, vm, rss, pss=None):
+        """statm and smaps_rollup; pss defaults to rss (nothing shared)."""
         (self.proc / str(pid) / "statm").write_text(f"{vm // PAGE_SIZE} {rss // PAGE_SIZE} 0 0 0 0 0\n")
+        pss = rss if pss is None else pss
+        (self.proc / str(pid) / "smaps_rollup").write_text(
+            "00400000-7fff0000 ---p 00000000 00:00 0    [rollup]\n"
+            f"Rss:  {rss // 1024} kB\nPss:  {pss // 1024} kB\nSwap:  0 kB\nSwapPss:  0 kB\n")
 
     def session(self, watches, **kw):
         self.records = []
@@ -202,7 +207,7 @@ def test_growth_past_limit_kills_once(host):
         s.reconcile()
     acts = host.events("action", "/job")
     assert len(acts) == 1 and acts[0]["action"] == "kill" and acts[0]["ok"]
-    assert acts[0]["rss_bytes"] == {"100": 300 * MiB}
+    assert acts[0]["rss_by_pid"] == {"100": 300 * MiB}
     assert [e for e in host.log if e[0] == "kill"] == [("kill", "/job")]
     # recorded once, on the way past the limit; the second check is counted (failcnt)
     assert [e["failcnt"] for e in host.events("exceeded", "/job")] == [1]
@@ -598,3 +603,191 @@ def test_an_event_storm_from_one_cgroup_is_rate_limited_and_resynchronised(host)
     assert s.resync == {a, b}
     s.resynchronise()
     assert {a, b} <= s.rearm and not s.resync and s.dirty
+
+
+# issue 11: usage counts each shared page once; records never mix stale and fresh figures
+
+
+def test_sharers_over_by_rss_sum_but_not_by_pss_are_not_killed(host):
+    """4 forked processes sharing 160 MiB, a 256 MiB limit: the RSS sum says 640 MiB."""
+    cid = host.cgroup("/job")
+    for pid in (100, 101, 102, 103):
+        host.process(pid, "/job", 600 * MiB, 160 * MiB, pss=40 * MiB)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB, None, Action.KILL))])
+    s.start()
+    check = host.events("check", "/job")[-1]
+    assert (check["exact_bytes"], check["rss_bytes"], check["pss_bytes"]) == (
+        160 * MiB, 640 * MiB, 160 * MiB)
+    assert check["exact_ts"] == 1000.0
+    assert check["estimate_bytes"] >= check["rss_bytes"] >= check["pss_bytes"]
+    assert not host.events("action") and not host.events("exceeded")
+    # re-armed on the precise figure: (256 - 160) MiB of resident growth before a wake-up
+    assert host.probes.bounds[cid].rss_high == 96 * MiB // PAGE_SIZE
+    # one sharer writes 100 MiB of its own: now over by PSS too
+    host.set_rss(100, 600 * MiB, 260 * MiB, pss=140 * MiB)
+    host.probes.growth[cid] = 100 * MiB // PAGE_SIZE
+    s.on_event(wire.Event(wire.EV_RSS_HIGH, 100, cid, 0, 0, 0))
+    s.handle_pending()
+    s.reconcile()
+    (act,) = host.events("action", "/job")
+    assert act["exact_bytes"] == 260 * MiB and act["pss_by_pid"]["100"] == 140 * MiB
+
+
+def test_the_precise_tier_is_not_read_while_the_rss_sum_is_under(host):
+    cid = host.cgroup("/job")
+    host.process(100, "/job", 2048 * MiB, 20 * MiB)
+    reads = []
+    orig = host.procfs.smaps_rollup
+    host.procfs.smaps_rollup = lambda pid: reads.append(pid) or orig(pid)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB, None, Action.KILL))])
+    s.start()
+    check = host.events("check", "/job")[-1]
+    assert check["exact_bytes"] == check["rss_bytes"] == 20 * MiB and check["pss_bytes"] is None
+    assert reads == []
+
+
+def test_a_child_counted_by_proc_first_is_in_the_estimate_of_the_same_record(host):
+    """/proc lists a child the estimate read before it did not count yet: the estimate is
+    taken after /proc, so exact never shows above it."""
+    cid = host.cgroup("/job")
+    host.process(100, "/job", 300 * MiB, 20 * MiB)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB))])
+    s.start()
+    assert host.events("mode", "/job")[-1]["mode"] == "slow"
+    host.process(101, "/job", 300 * MiB, 20 * MiB)   # forked: in cgroup.procs already
+    statm = host.procfs.statm
+
+    def statm_then_fork_counted(pid):
+        if pid == 101:   # the fork tracepoint runs just after /proc listed the child
+            host.probes.vm[cid] = host.probes.vm.get(cid, 0) + 300 * MiB // PAGE_SIZE
+        return statm(pid)
+    host.procfs.statm = statm_then_fork_counted
+    s.exact_due.add("/job")
+    s.reconcile()
+    check = host.events("check", "/job")[-1]
+    assert check["rss_bytes"] == 40 * MiB and check["estimate_bytes"] == 600 * MiB
+
+
+def test_after_the_switch_back_to_fast_no_old_exact_is_shown(host):
+    cid = host.cgroup("/job")
+    host.process(100, "/job", 300 * MiB, 18 * MiB)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB))])
+    s.start()
+    assert host.events("check", "/job")[-1]["exact_bytes"] == 18 * MiB
+    host.probes.vm[cid] = -300 * MiB // PAGE_SIZE     # the process unmapped everything
+    s.reconcile()
+    mode = host.events("mode", "/job")[-1]
+    assert mode["mode"] == "fast" and mode["estimate_bytes"] == 0
+    assert (mode["exact_bytes"], mode["rss_bytes"], mode["exact_ts"]) == (None, None, None)
+
+
+def test_rss_plus_swap_counts_vmswap_then_swappss(tmp_path):
+    """--count rss+swap: VmSwap in the cheap tier, SwapPss in the precise one."""
+    from observer.app.session import measure_usage
+    from observer.core.config import Count
+    host = Host(tmp_path)
+    host.cgroup("/job")
+    host.process(100, "/job", 900 * MiB, 100 * MiB)
+    (host.proc / "100" / "status").write_text("Name:\tx\nVmSwap:\t  204800 kB\n")
+    (host.proc / "100" / "smaps_rollup").write_text(
+        "0-1 ---p 0 00:00 0 [rollup]\nRss: 102400 kB\nPss: 51200 kB\n"
+        "Swap: 204800 kB\nSwapPss: 102400 kB\n")
+    rss_only = measure_usage(host.cg, host.procfs, "/job", Limit(256 * MiB), 1.0)
+    assert (rss_only.rss, rss_only.pss) == (100 * MiB, None)      # 100 MiB: under
+    swap = Limit(256 * MiB, count=Count.RSS_SWAP)
+    u = measure_usage(host.cg, host.procfs, "/job", swap, 1.0)
+    # 100 + 200 MiB of swap is over: the precise tier, swap in it too
+    assert (u.rss, u.pss, u.figure) == (300 * MiB, 150 * MiB, 150 * MiB)
+    assert u.count is Count.RSS_SWAP
+
+
+def test_the_cgroup_is_held_while_pss_is_read_only_near_or_over_the_limit(host):
+    """First read over by RSS: held (frozen, then thawed: PSS is under). Sharers found well
+    under by PSS: read again without a hold. Near the limit: held again."""
+    cid = host.cgroup("/job")
+    for pid in (100, 101, 102, 103):
+        host.process(pid, "/job", 600 * MiB, 160 * MiB, pss=40 * MiB)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB, None, Action.KILL))])
+    s.start()
+    acts = lambda: [e for e in host.log if e[0] in ("freeze", "thaw", "kill")]  # noqa: E731
+    assert acts() == [("freeze", "/job"), ("thaw", "/job")]
+    assert host.events("check", "/job")[-1]["held_while_measured"] is True
+    assert not s.enforcer.held
+    s.exact_due.add("/job")
+    s.reconcile()
+    assert len(acts()) == 2 and "held_while_measured" not in host.events("check", "/job")[-1]
+    host.set_rss(100, 600 * MiB, 260 * MiB, pss=140 * MiB)     # 260 MiB by PSS: over
+    s.exact_due.add("/job")
+    s.reconcile()
+    assert host.events("action", "/job")
+    assert acts()[2:] == [("kill", "/job")]   # last PSS well under: read without a hold
+
+
+def test_just_under_by_pss_the_bound_is_rearmed_from_the_hold_before_the_thaw(host):
+    """A toucher over by its RSS sum, just under by PSS (its libraries are shared): the
+    growth bound starts from the counter read while it is held (the figure decided on),
+    not from the one read before statm, and is written before the thaw, so growth past
+    what is left wakes the loop at once. It grows 2 MiB between statm and the hold."""
+    cid = host.cgroup("/job")
+    host.process(100, "/job", 1024 * MiB, 100 * MiB)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB, None, Action.KILL))])
+    s.start()
+    host.log.clear()
+    host.set_rss(100, 1024 * MiB, 257 * MiB, pss=(256 * MiB) - 512 * 1024)
+    host.probes.growth[cid] = 157 * MiB // PAGE_SIZE
+    freeze = s.enforcer.actor.freeze
+
+    def freeze_after_growth(name, cid_):
+        host.probes.growth[cid] += 2 * MiB // PAGE_SIZE   # ran on until the freeze
+        return freeze(name, cid_)
+    s.enforcer.actor.freeze = freeze_after_growth
+    s.exact_due.add("/job")
+    s.reconcile()
+    assert not host.events("action")
+    check = host.events("check", "/job")[-1]
+    assert check["held_while_measured"] is True and check["pss_bytes"] < 256 * MiB
+    steps = [e[0] for e in host.log if e[0] in ("freeze", "bounds", "thaw")]
+    assert steps[:3] == ["freeze", "bounds", "thaw"]
+    # 512 KiB left above the counter at the hold (159 MiB), not above the earlier 157 MiB
+    assert host.probes.bounds[cid].rss_high == (159 * MiB + 512 * 1024) // PAGE_SIZE
+
+
+def test_over_by_rss_but_well_under_by_pss_does_not_wake_at_fault_speed(host):
+    """Sharers whose RSS sum is far over but PSS well under: the bound leaves them the
+    whole headroom PSS leaves (no wake-up per fault), and they are read without a hold."""
+    cid = host.cgroup("/job")
+    for pid in (100, 101, 102, 103):
+        host.process(pid, "/job", 600 * MiB, 160 * MiB, pss=40 * MiB)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB, None, Action.KILL))])
+    s.start()
+    host.probes.growth[cid] = 10
+    s.exact_due.add("/job")
+    host.log.clear()
+    s.reconcile()
+    assert not [e for e in host.log if e[0] in ("freeze", "thaw")]
+    assert host.probes.bounds[cid].rss_high - 10 == 96 * MiB // PAGE_SIZE
+
+
+def test_a_bound_written_again_without_a_check_keeps_counting_from_the_check(host):
+    """After a check, another event (here a new cgroup) makes the loop write bounds again
+    with grown counters: the growth since the check still counts, and a counter already
+    past the bound gets a check at once."""
+    cid = host.cgroup("/job")
+    host.process(100, "/job", 1024 * MiB, 100 * MiB)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB, None, Action.KILL))])
+    s.start()
+    first = host.probes.bounds[cid].rss_high
+    assert first == host.probes.growth.get(cid, 0) + 156 * MiB // PAGE_SIZE
+    checks = len(host.events("check", "/job"))
+    host.probes.growth[cid] = 100 * MiB // PAGE_SIZE     # grew 100 MiB, under the bound
+    other = host.cgroup("/other")
+    s.on_event(wire.Event(wire.EV_NEW_LEAF, 1, other, 0, 0, 0))
+    s.handle_pending()
+    s.reconcile()
+    assert host.probes.bounds[cid].rss_high == first       # not moved by the rewrite
+    assert len(host.events("check", "/job")) == checks
+    host.probes.growth[cid] = 157 * MiB // PAGE_SIZE     # past it: caught by the re-read
+    s.rearm.add(cid)
+    s.reconcile()
+    s.reconcile()
+    assert len(host.events("check", "/job")) == checks + 1

@@ -21,7 +21,7 @@ C_TYPES = {
     "long long": ("q", 8), "s64": ("q", 8), "__s64": ("q", 8),
     "unsigned long long": ("Q", 8), "u64": ("Q", 8), "__u64": ("Q", 8),
 }
-PREFIXES = ("EV_", "STAT_")
+PREFIXES = ("EV_", "STAT_", "GROW_")
 
 
 def header_text():
@@ -31,7 +31,7 @@ def header_text():
 
 
 def c_defines():
-    found = re.findall(r"^\s*#\s*define\s+((?:EV|STAT)_\w+)\s+(\S+)\s*$", header_text(), flags=re.M)
+    found = re.findall(r"^\s*#\s*define\s+((?:EV|STAT|GROW)_\w+)\s+(\S+)\s*$", header_text(), flags=re.M)
     names = [n for n, _ in found]
     assert len(names) == len(set(names)), "a constant is defined twice in observer.h"
     return {n: int(v, 0) for n, v in found}
@@ -69,7 +69,7 @@ def py_constants():
 
 def test_header_is_found_and_parsed():
     assert HEADER.is_file()
-    assert len(c_defines()) >= 10 and len(c_struct("event")) == 6
+    assert len(c_defines()) >= 10 and len(c_struct("event")) == 7
 
 
 def test_every_constant_matches():
@@ -103,7 +103,7 @@ def test_event_struct_matches_format():
     assert [n for n, _ in members] == [f.name for f in fields(Event)]
     offsets, size = c_layout(members)
     # "<" packs without padding: the C layout must not need any either.
-    assert size == EVENT_SIZE == struct.calcsize(EVENT_FORMAT) == 40
+    assert size == EVENT_SIZE == struct.calcsize(EVENT_FORMAT) == 48
     packed = 0
     for name, ctype in members:
         assert offsets[name] == packed, f"padding before {name}"
@@ -145,7 +145,8 @@ def test_compiler_agrees_with_the_parsed_layout(tmp_path):
 
 U32, U64 = st.integers(0, 2**32 - 1), st.integers(0, 2**64 - 1)
 events = st.builds(Event, kind=st.sampled_from(sorted(wire.KIND_NAMES)), tgid=U32, cgid=U64,
-                   value=st.integers(-2**63, 2**63 - 1), aux=U64, ts_ns=U64)
+                   value=st.integers(-2**63, 2**63 - 1), aux=U64, ts_ns=U64,
+                   extra=st.integers(-2**63, 2**63 - 1))
 
 
 @settings(database=None, deadline=None)
@@ -159,9 +160,9 @@ def test_round_trip(ev):
 def test_decode_known_bytes():
     data = (struct.pack("<II", wire.EV_MOVED, 4242) + (77).to_bytes(8, "little")
             + (-5).to_bytes(8, "little", signed=True) + (66).to_bytes(8, "little")
-            + (10**18).to_bytes(8, "little"))
+            + (10**18).to_bytes(8, "little") + (-1).to_bytes(8, "little", signed=True))
     ev = decode(data)
-    assert ev == Event(wire.EV_MOVED, 4242, 77, -5, 66, 10**18)
+    assert ev == Event(wire.EV_MOVED, 4242, 77, -5, 66, 10**18, -1)
     assert ev.kind_name == "moved"
 
 
@@ -179,7 +180,7 @@ def test_decode_short_data(size):
 
 @pytest.mark.parametrize("kind", [0, max(wire.KIND_NAMES) + 1, 2**32 - 1])
 def test_decode_unknown_kind(kind):
-    data = struct.pack(EVENT_FORMAT, kind, 1, 2, 3, 4, 5)
+    data = struct.pack(EVENT_FORMAT, kind, 1, 2, 3, 4, 5, 6)
     with pytest.raises(WireError):
         decode(data)
     assert Event(kind, 1, 2, 3, 4, 5).kind_name == f"kind{kind}"

@@ -1,0 +1,143 @@
+"""`beanwatch trace` against a C program growing its address space by known steps: every
+change at or above --min-size is traced with its exact bytes (VmSize after minus before),
+the right pid and kind; nothing below the size, nothing else.
+
+Run in every kernel guest (-m kernel). Where the kernel has no mmap_lock tracepoints (5.10:
+the syscall hook) trace sees the same mmap, brk, mremap, shm and fork changes, but:
+- stack growth is a page fault, not a hooked syscall: it is seen at the next change of the
+  process's resident count the kernel reports (its faults are batched, at the latest when
+  exec drops the old address space), with its exact bytes but as kind "mapping" (no
+  syscall number can be read there before 5.15);
+- exec is one change, the new address space's total at exec against the old one's (the
+  program loader's mappings are not seen one by one)."""
+
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+from conftest import ROOT, TIME_SCALE, vm_size
+
+MiB = 1 << 20
+MIN = 4 * MiB
+
+
+@pytest.fixture(scope="module")
+def exes(tmp_path_factory):
+    out = tmp_path_factory.mktemp("trace-programs")
+    built = {}
+    for name in ("grower", "bigbss"):
+        exe = str(out / name)
+        subprocess.run(["gcc", "-O1", "-Wall", "-o", exe,
+                        os.path.join(ROOT, "tests", "programs", f"{name}.c")], check=True)
+        built[name] = exe
+    return built
+
+
+def started(tracer, timeout=30.0):
+    """Waits for trace's start line; returns the hook it names (mmap-lock or syscalls)."""
+    deadline = time.time() + timeout * TIME_SCALE
+    while "tracing address-space growth" not in tracer.stderr_so_far():
+        assert tracer.proc.poll() is None, tracer.stderr_so_far()
+        assert time.time() < deadline, "trace did not start: " + tracer.stderr_so_far()
+        time.sleep(0.05)
+    m = re.search(r"address space via ([\w-]+)", tracer.stderr_so_far())
+    assert m, tracer.stderr_so_far()
+    return m.group(1)
+
+
+@pytest.mark.kernel
+def test_trace_names_every_growth_at_or_above_the_size(cgroups, watcher, exes):
+    cg = cgroups.make("trace")
+    tracer = watcher("--cgroup", cg, "--min-size", "4M", command="trace")
+    hook = started(tracer)
+    assert hook in ("mmap-lock", "syscalls"), hook
+    p = cgroups.spawn(cg, [exes["grower"]], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                      text=True)
+    assert p.stdout.readline() == "ok\n"
+    expected = []    # (pid, kind, bytes) in order
+
+    def step(command, kind):
+        before = vm_size(p.pid)
+        p.stdin.write(command + "\n")
+        p.stdin.flush()
+        reply = p.stdout.readline().split()
+        assert reply[0] == "ok", reply
+        after = vm_size(p.pid)
+        if kind is not None:
+            assert after - before >= MIN, (command, after - before)
+            expected.append((p.pid, kind, after - before, after))
+        else:
+            assert 0 < after - before < MIN, (command, after - before)
+        return reply
+
+    step(f"mmap {16 * MiB}", "mmap")
+    # comm is read from /proc when the record is made: waited for here, before the exec
+    first = tracer.wait_for(lambda r: r["event"] == "grow" and r["pid"] == p.pid, what="mmap")
+    assert first["comm"] == "grower" and first["kind"] == "mmap", first
+    step(f"mmap {2 * MiB}", None)                # below the size: not traced
+    step(f"brk {8 * MiB}", "brk")
+    step(f"brk {1 * MiB}", None)
+    step(f"mremap {MIN}", "mremap")              # exactly the size: traced
+    step(f"mremap {MIN - 4096}", None)           # one page short: not traced
+    step(f"shm {8 * MiB}", "shm")
+    step(f"stack {6 * MiB}", "stack" if hook == "mmap-lock" else "mapping")
+    parent_vm = vm_size(p.pid)
+    p.stdin.write("fork\n")
+    p.stdin.flush()
+    reply = p.stdout.readline().split()
+    child = int(reply[1])
+    assert vm_size(child) == parent_vm
+    expected.append((child, "fork", parent_vm, None))
+    before_exec = vm_size(p.pid)
+    p.stdin.write(f"exec {exes['bigbss']}\n")
+    p.stdin.flush()
+    assert p.stdout.readline() == "ready bss\n"
+    after_exec = vm_size(p.pid)
+
+    ours = {p.pid, child}
+
+    def got():
+        return [r for r in tracer.of("grow") if r["pid"] in ours]
+    tracer.wait_for(lambda r: r["event"] == "grow" and r["kind"] == "exec", what="exec growth")
+    time.sleep(0.3 * TIME_SCALE)
+    records = got()
+    print(f"hook {hook}; trace's records (pid, kind, bytes):",   # shown with -rA (guest logs)
+          *[(r["pid"], r["kind"], r["bytes"]) for r in records], sep="\n  ")
+    execs = [r for r in records if r["kind"] == "exec"]
+    others = [r for r in records if r["kind"] != "exec"]
+    if hook == "syscalls":
+        # the stack's growth is seen later, once: anywhere after its step, before the exec
+        stack = [r for r in others if r["kind"] == "mapping"]
+        assert [(r["pid"], r["bytes"]) for r in stack] == \
+            [(pid, size) for pid, kind, size, _ in expected if kind == "mapping"], records
+        others = [r for r in others if r["kind"] != "mapping"]
+        expected = [e for e in expected if e[1] != "mapping"]
+    rest = [(r["pid"], r["kind"], r["bytes"]) for r in others]
+    assert rest == [(pid, kind, size) for pid, kind, size, _ in expected], records
+    assert all(r["pid"] == p.pid for r in execs), execs
+    if hook == "mmap-lock":
+        # the program loader maps bigbss's 192 MiB .bss in one change; a position-independent
+        # executable's whole image span is also mapped (then trimmed) at its first segment:
+        # one or two changes, each the size of the image, all in the process exec'ing
+        sizes = [r["bytes"] for r in execs]
+        assert 1 <= len(execs) <= 2, execs
+        assert all(191 * MiB <= b <= 193 * MiB for b in sizes), sizes
+    else:
+        # one change at exec: the new total (the image, its stack, the program loader's
+        # mappings) against the old one; ld.so's own mmaps of libc come after it
+        assert len(execs) == 1, execs
+        assert after_exec - before_exec - 8 * MiB <= execs[0]["bytes"] <= after_exec - before_exec, \
+            (execs, before_exec, after_exec)
+    for rec in records:
+        assert rec["cgroup"] == cg and rec["cgroup_id"] == os.stat(cgroups.path(cg)).st_ino
+        assert rec["bytes"] >= MIN
+    # the cgroup's estimate after the change: its only process's VmSize then
+    for rec, (_pid, _kind, _size, after) in zip(others, expected):
+        if after is not None and rec["kind"] != "fork":
+            assert rec["estimate_bytes"] == after, (rec, after)
+    p.stdin.close()
+    p.wait(timeout=10)
+    assert tracer.stop() == 0
