@@ -99,7 +99,8 @@ def resolve_watches(host: Host, limits, action: Action | None, hysteresis: float
     if file_config is not None:
         wanted += [(cg, replace(lim, adaptive=adaptive,
                                 **{k: v for k, v in policy.items() if k not in c.explicit}))
-                   for c, (cg, lim) in zip(file_config.cgroups,
+                   for c, (cg, lim) in zip([c for c in file_config.cgroups
+                                            if c.limit is not None],   # as limits() skips
                                            file_config.limits(action, hysteresis,
                                                               barrier_action=barrier_action))]
     for _, lim in wanted:
