@@ -360,6 +360,8 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> FileConfig:
                 raise t.error("limit is required (or a vm_limit)")
             if "barrier" in table:
                 raise t.error("barrier needs a limit")
+            if "barrier_action" in table:
+                raise t.error("barrier_action needs a limit with a barrier")
             cgroups.append(CgroupConfig(name, None, vm_limit=vm_limit))
             continue
         limit, barrier = t.size("limit"), t.size("barrier")

@@ -114,6 +114,9 @@ def test_a_barrier_action_without_a_barrier_is_refused():
     from observer.host.configfile import ConfigFileError, parse_config
     with pytest.raises(ConfigFileError, match="needs a barrier"):
         parse_config('[cgroup."a"]\nlimit = "1G"\nbarrier_action = "throttle"\n')
+    # a table with a vm_limit only has no barrier either (its key is not silently dropped)
+    with pytest.raises(ConfigFileError, match="barrier_action needs a limit with a barrier"):
+        parse_config('[cgroup."a"]\nvm_limit = "1G"\nbarrier_action = "throttle"\n')
     with pytest.raises(ConfigFileError, match="barrier_action must be a string"):
         parse_config('[cgroup."a"]\nlimit = "1G"\nbarrier = "1G"\nbarrier_action = 1\n')
     # report needs nothing
