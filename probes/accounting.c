@@ -531,3 +531,23 @@ int on_rss_change(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 #endif
+
+/* Kernel OOM kills in their own file, with this file's ring buffer and maps. bcc rewrites
+ * map calls (events.ringbuf_reserve, procs.lookup) in this file only: included files reach
+ * the maps through these. */
+static __always_inline void *events_reserve(u64 size)
+{
+	return events.ringbuf_reserve(size);
+}
+
+static __always_inline void events_submit(void *e)
+{
+	events.ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+}
+
+static __always_inline struct proc_state *proc_of(u32 tgid)
+{
+	return procs.lookup(&tgid);
+}
+
+#include "oom.c"

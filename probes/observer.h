@@ -21,6 +21,11 @@
 #define GROW_NO_SYSCALL  -1 /* not in a syscall: a page fault from user mode (stack growth) */
 #define GROW_UNKNOWN     -2 /* this kernel or architecture does not say */
 
+#define EV_OOM_KILL   9 /* the kernel's OOM killer chose a victim (probes/oom.c); tgid: the
+                         * victim's process, cgid: its cgroup, value: its thread id, aux: 1
+                         * when the cgroup was read from the task (else from procs); the
+                         * event is followed by the victim's comm (OOM_COMM_LEN bytes) */
+
 /* indexes into the per-CPU stats array */
 #define STAT_RINGBUF_FULL  0 /* ringbuf_reserve failed: an event was lost */
 #define STAT_PROCS_FULL    1 /* procs map full: a process is not accounted */
@@ -28,7 +33,8 @@
 #define STAT_VM_UPDATES    3 /* address-space changes accounted */
 #define STAT_FAULTS        4 /* page faults followed in slow-mode cgroups */
 #define STAT_LEAVES_FREED  5 /* per-cgroup entries freed at rmdir */
-#define STAT_MAX           6
+#define STAT_OOM_KILLS     6 /* OOM victims marked by the kernel, in any cgroup */
+#define STAT_MAX           7
 
 struct event {
 	unsigned int kind;
@@ -39,6 +45,8 @@ struct event {
 	unsigned long long ts_ns;  /* bpf_ktime_get_ns() */
 	long long extra;           /* kind-specific: the syscall number for EV_GROW */
 };
+
+#define OOM_COMM_LEN 16            /* TASK_COMM_LEN */
 
 /* one entry per process (thread group): what is counted for it in its cgroup */
 struct proc_state {

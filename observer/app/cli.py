@@ -60,6 +60,16 @@ def _limits_callback(ctx, param, values):
         raise click.BadParameter(str(e)) from None
 
 
+def _barrier_action_callback(ctx, param, value):
+    from ..core.config import parse_barrier_action
+    if value is not None:
+        try:
+            return parse_barrier_action(value)
+        except BeanwatchError as e:
+            raise click.BadParameter(str(e)) from None
+    return value
+
+
 def _vm_limits_callback(ctx, param, values):
     try:
         return [parse_vm_limit_spec(v) for v in values]
@@ -125,6 +135,13 @@ def cli():
               help="What to do with a cgroup past its limit [default: report]. A cgroup's "
                    "own setting in --config comes first, then this, then the config's "
                    "[defaults].")
+@click.option("--barrier-action", metavar="report|signal:SIG|throttle|hook", default=None,
+              callback=_barrier_action_callback,
+              help="Once when exact usage passes a cgroup's barrier (again after it fell back "
+                   "under the barrier less the hysteresis): report (the barrier record only; "
+                   "default), signal:SIG to each of its processes, throttle (memory.high at "
+                   "the barrier until usage falls back), hook (runs --on-action). Precedence "
+                   "as --action.")
 @click.option("--hysteresis", type=FiniteFloatRange(0, 1, max_open=True), default=None,
               help=f"Return to fast mode below limit x (1 - this) [default: "
                    f"{DEFAULT_HYSTERESIS:g}]; precedence as --action.")
@@ -174,8 +191,8 @@ def cli():
 @click.option("--max-leaves", type=click.IntRange(64, 1 << 22), default=None, hidden=True,
               help="Entries of the per-cgroup kernel maps (default: from the host; for tests).")
 @click.option("--print-bpf", is_flag=True, hidden=True, help="Print the BPF source and exit.")
-def watch(limits, vm_limits, config_path, action, hysteresis, count, kill_scope, prefer, avoid,
-          grace, adaptive, interval, duration, as_json,
+def watch(limits, vm_limits, config_path, action, barrier_action, hysteresis, count, kill_scope,
+          prefer, avoid, grace, adaptive, interval, duration, as_json,
           keep_frozen, on_exceed, on_action, hook_timeout, journal, metrics_addr, ringbuf_pages,
           vm_hook, kill_via, max_leaves, print_bpf):
     """Watch cgroups live and act on limits."""
@@ -193,6 +210,9 @@ def watch(limits, vm_limits, config_path, action, hysteresis, count, kill_scope,
     if action not in (None, Action.REPORT) and not limits and not config_path:
         raise click.UsageError(f"--action {action.value} needs --limit or --config (limits "
                                "read from memory.max are only reported)")
+    if barrier_action is not None and not limits and not config_path:
+        raise click.UsageError("--barrier-action needs --limit or --config (limits read from "
+                               "memory.max have no barrier)")
     try:
         file_config = load(config_path) if config_path else None
     except BeanwatchError as e:
@@ -213,7 +233,9 @@ def watch(limits, vm_limits, config_path, action, hysteresis, count, kill_scope,
         watches = []
         if limits or (config and config.limits()) or not vm:
             watches = runtime.resolve_watches(host, limits, action, hysteresis, adaptive,
-                                              config, wait_for_missing=True, policy=policy)
+                                              config, wait_for_missing=True, policy=policy,
+                                              barrier_action=barrier_action,
+                                              has_on_action=bool(on_action))
         return runtime.with_vm_watches(host, watches, vm)
 
     def resolve(host):

@@ -154,6 +154,9 @@ class _SyncHooks:
     def start_action(self, record):
         return self.Finished(self.hooks.after_action(record))
 
+    def start_barrier(self, record):
+        return self.Finished(self.hooks.after_action(record))
+
 
 class Enforcer:
     """Acts first and describes after: every millisecond before the action is memory touched."""

@@ -8,7 +8,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 
-from ..core.config import DEFAULT_HYSTERESIS, Action, ConfigError, Limit
+from ..core.config import DEFAULT_HYSTERESIS, Action, BarrierAction, ConfigError, Limit
 from ..core.errors import BeanwatchError
 from ..core.model import Account
 from ..core.sizes import format_size, to_pages
@@ -62,7 +62,8 @@ class Options:
 
 
 def resolve_watches(host: Host, limits, action: Action | None, hysteresis: float | None,
-                    adaptive=False, file_config=None, wait_for_missing=False, policy=None):
+                    adaptive=False, file_config=None, wait_for_missing=False, policy=None,
+                    barrier_action=None, has_on_action=True):
     """--limit specs and --config entries to Watch objects, each checked (freeze and kill
     are refused where they could reach init or beanwatch). With neither, every cgroup
     with its memory limit, in report mode. With wait_for_missing, a cgroup that does not
@@ -70,7 +71,11 @@ def resolve_watches(host: Host, limits, action: Action | None, hysteresis: float
 
     action and hysteresis are the command line's (None: not given there). Each setting
     comes from, in order: the cgroup's own table in the file, the command line, the file's
-    [defaults], the built-in default (report, DEFAULT_HYSTERESIS).
+    [defaults], the built-in default (report, DEFAULT_HYSTERESIS); barrier_action (a
+    config.BarrierAction, None: not given) the same way. A barrier action other than report
+    is refused, with the reason, where it cannot be carried out: on a cgroup the guard
+    refuses, throttle where memory.high is missing, hook without an on-action hook
+    (has_on_action False), and on a --limit without a barrier.
 
     policy: the Limit fields given on the command line (count, kill_scope, grace, prefer,
     avoid), for every --limit, and for config entries whose own table does not set them."""
@@ -81,14 +86,26 @@ def resolve_watches(host: Host, limits, action: Action | None, hysteresis: float
     cli_action = first(action, defaults.default_action if defaults else None, Action.REPORT)
     cli_hyst = first(hysteresis, defaults.default_hysteresis if defaults else None,
                      DEFAULT_HYSTERESIS)
+    cli_barrier = first(barrier_action,
+                        getattr(defaults, "default_barrier_action", None) if defaults else None,
+                        BarrierAction())
     wanted = [(spec.cgroup, Limit(spec.limit, spec.barrier, cli_action, cli_hyst, adaptive,
-                                  **policy))
+                                  barrier_action=cli_barrier, **policy))
               for spec in limits]
+    for spec in limits:
+        if barrier_action is not None and barrier_action.kind != "report" and spec.barrier is None:
+            raise ConfigError(f"--barrier-action {barrier_action} on {spec.cgroup}: it has no "
+                              "barrier (give CGROUP=SIZE:BARRIER)")
     if file_config is not None:
         wanted += [(cg, replace(lim, adaptive=adaptive,
                                 **{k: v for k, v in policy.items() if k not in c.explicit}))
-                   for c, (cg, lim) in zip(file_config.cgroups,
-                                           file_config.limits(action, hysteresis))]
+                   for c, (cg, lim) in zip([c for c in file_config.cgroups
+                                            if c.limit is not None],   # as limits() skips
+                                           file_config.limits(action, hysteresis,
+                                                              barrier_action=barrier_action))]
+    for _, lim in wanted:
+        if lim.barrier is not None and lim.barrier_action.kind == "hook" and not has_on_action:
+            raise ConfigError("barrier action hook needs --on-action PATH (the hook it runs)")
     if not wanted:
         watches = []
         for cid, name in sorted(host.cg.walk().items(), key=lambda kv: kv[1]):
@@ -116,6 +133,16 @@ def resolve_watches(host: Host, limits, action: Action | None, hysteresis: float
                 guard(host.cg, name, cid, host.own_cgroup, host.init_cgroup)
             except ActionRefused as e:
                 raise ConfigError(f"action {limit.action.value} on {name}: {e}") from None
+        if limit.barrier is not None and limit.barrier_action.kind in ("signal", "throttle"):
+            try:
+                guard(host.cg, name, cid, host.own_cgroup, host.init_cgroup)
+            except ActionRefused as e:
+                raise ConfigError(f"barrier action {limit.barrier_action} on {name}: "
+                                  f"{e}") from None
+            if limit.barrier_action.kind == "throttle" and not host.cg.has_memory_high(name):
+                raise ConfigError(f"barrier action throttle on {name}: it has no memory.high "
+                                  "(cgroup2 with the memory controller enabled in its "
+                                  "parent's cgroup.subtree_control)")
         watches.append(Watch(name, cid, limit))
     return watches
 
@@ -280,7 +307,7 @@ def build_session(host: Host, watches, sink, options: Options = Options(),
     from ..host.actions import Actor
     from ..host.hooks import HookRunner, reap_hook_cgroups
     from ..host.netlink import PeakReader
-    from ..host.state import DEFAULT_STATE_DIR, FrozenLedger
+    from ..host.state import DEFAULT_STATE_DIR, FrozenLedger, ThrottleLedger
     from ..kernel.loader import ProbeOptions, Probes
     o = options
     holder = {}
@@ -309,7 +336,8 @@ def build_session(host: Host, watches, sink, options: Options = Options(),
     session = Session(watches, host.cg, host.procfs, probes, actor, sink, interval=o.interval,
                       keep_frozen=o.keep_frozen, taskstats=PeakReader(),
                       ledger=FrozenLedger(o.state_dir or DEFAULT_STATE_DIR), hooks=hooks,
-                      memory_max=o.memory_max, vm_limits=o.vm_limits)
+                      memory_max=o.memory_max, vm_limits=o.vm_limits,
+                      throttle_ledger=ThrottleLedger(o.state_dir or DEFAULT_STATE_DIR))
     holder["s"] = session
     return session
 

@@ -12,10 +12,12 @@ from ..core.config import Action, Count, Limit
 from ..core.errors import BeanwatchError
 from ..core.ratelimit import Buckets
 from ..core.model import Account, Effect, LeafBounds, LeafCounters, Mode, leaf_bounds
+from ..core.names import display_name, printable
 from ..core.policy import OverNotice
 from ..core.records import account_record, record
 from ..core.sizes import PAGE_SIZE, to_bytes, to_pages
 from ..core.usage import ProcUsage, Usage, needs_precise
+from .barrier import BarrierActions
 from .enforcer import Enforcer
 from .vmlimits import VmLimits
 
@@ -90,6 +92,12 @@ EVENT_BURST = 100.0
 RECORD_RATE = {"mode": 2.0, "check": 5.0}
 RECORD_BURST = 10.0
 
+# oom_kill records per second per cgroup, and the burst: past that, kills are counted (the
+# metric) and the next record says how many went unrecorded.
+OOM_RECORD_RATE = 2.0
+OOM_RECORD_BURST = 20.0
+OOM_WAITING_MAX = 1024   # kills in not yet walked cgroups kept until the next walk
+
 # The tree (and memory.max, when limits come from it) is walked again at least this often,
 # and on news of an unknown cgroup no sooner than TREE_GAP_FACTOR times the last walk's
 # duration after it: a tenant making cgroups in a loop cannot keep the loop walking.
@@ -113,7 +121,7 @@ class Session:
                  keep_frozen=False, clock=time.time, taskstats=None, ledger=None, hooks=None,
                  memory_max: Limit | None = None, tree_every: float = TREE_EVERY,
                  tree_gap: float | None = None, event_rate: float = EVENT_RATE,
-                 event_burst: float = EVENT_BURST, vm_limits=()):
+                 event_burst: float = EVENT_BURST, vm_limits=(), throttle_ledger=None):
         self.cg, self.procfs, self.probes, self.actor = cg, procfs, probes, actor
         self.sink = sink
         self.interval = interval
@@ -123,6 +131,8 @@ class Session:
         self.ledger = ledger            # state.FrozenLedger, or None
         self.enforcer = Enforcer(actor, sink, clock, hooks=hooks, taskstats=taskstats,
                                  ledger=ledger, keep_frozen=keep_frozen, measure=self.measure)
+        self.barrier = BarrierActions(actor, sink, clock, enforcer=self.enforcer,
+                                      ledger=throttle_ledger)
         self.accounts = [Account(w.name, w.cgroup_id, w.limit) for w in watches]
         self.seed: dict[int, int] = defaultdict(int)   # cgroup id -> pages found in /proc
         self.tree: dict[int, str] = {}                  # cgroup id -> name
@@ -164,6 +174,11 @@ class Session:
         self.map_full_reported = False
         self.unwritten: set[int] = set()     # bounds that could not be written (map full)
         self.notices: dict[str, OverNotice] = {}   # per account: above barrier/limit told when
+        # kernel OOM kills in watched cgroups: per account, and records rate-limited per cgroup
+        self.oom_kills: dict[str, int] = defaultdict(int)
+        self.oom_buckets = Buckets(OOM_RECORD_RATE, OOM_RECORD_BURST)
+        self.oom_unrecorded: dict[int, int] = defaultdict(int)
+        self.oom_waiting: list = []          # kills in cgroups made since the last walk
         # --vm-limit: (name, VmLimit) pairs; refused in the kernel, counted here
         self.vm = VmLimits(vm_limits, probes, sink, clock)
 
@@ -172,6 +187,7 @@ class Session:
         """Attach first, then seed from /proc: a process changing its address space in
         between is then counted by the kernel side, and the seed for it is skipped."""
         self.thaw_orphans()
+        self.barrier.restore_orphans()
         self.probes.start()
         extra = {"not_refused": self.probes.refusal_gaps()} if self.vm else {}
         self.sink(record("start", self.clock(), None,
@@ -230,6 +246,9 @@ class Session:
         self.prune()
         if self.vm:
             self.vm.sync(self.tree, self.seed)
+        waiting, self.oom_waiting = self.oom_waiting, []
+        for ev in waiting:
+            self.on_oom_kill(ev, walked=True)
 
     def resolve_accounts(self) -> None:
         """Each account to the cgroup now at its path. A new id (removed and made again,
@@ -250,6 +269,7 @@ class Session:
                 self.missing.discard(acc.name)
                 continue
             previous = acc.cgroup_id
+            self.barrier.forget(acc.name)
             acc.cgroup_id = cid
             acc.acted_at = None
             acc.exact = None
@@ -334,6 +354,9 @@ class Session:
         take, tree = self.buckets.take, self.tree
         for ev in events:
             self.events_seen += 1
+            if ev.kind == wire.EV_OOM_KILL:
+                self.on_oom_kill(ev)
+                continue
             if not take(ev.cgid, ev.ts_ns / 1e9):
                 self.events_throttled += 1
                 self.resync.add(ev.cgid)
@@ -349,6 +372,52 @@ class Session:
                     if acc.mode is Mode.SLOW:
                         self.exact_due.add(acc.name)
         self.maybe_refresh()
+
+    def on_oom_kill(self, ev: wire.Event, walked: bool = False) -> None:
+        """The kernel's OOM killer chose a victim. In a watched cgroup (covered by some
+        account): counted for every account covering it, and recorded (rate-limited per
+        cgroup). The cgroup comes from the victim task (or, on kernels that pass only its
+        pid, from where its pages are counted, else from /proc)."""
+        cid, pid = ev.cgid, ev.value
+        if not cid:
+            path = self._proc_cgroup(pid)
+            cid = next((c for c, n in self.tree.items() if n == path), 0) if path else 0
+        if cid and cid not in self.tree and not walked:
+            # a cgroup made since the last walk: judged after the next one (as soon as the
+            # walk's rate limit allows), never dropped for being new
+            if len(self.oom_waiting) < OOM_WAITING_MAX:
+                self.oom_waiting.append(ev)
+            self.tree_wanted = True
+            return
+        accounts = self.covered_by.get(cid, [])
+        if not accounts:
+            return
+        for acc in accounts:
+            self.oom_kills[acc.name] += 1
+        if not self.oom_buckets.take(cid, ev.ts_ns / 1e9):
+            self.oom_unrecorded[cid] += 1
+            return
+        comm = getattr(ev, "comm", b"") or self._proc_comm(pid)
+        name = self.tree.get(cid, "")
+        self.sink(record("oom_kill", self.clock(), name, name=display_name(name), cgroup_id=cid,
+                         pid=pid, tgid=ev.tgid,
+                         comm=printable(comm.decode("utf-8", "replace")) if comm else None,
+                         watched=[a.name for a in accounts],
+                         oom_kills=self.oom_kills[accounts[0].name],
+                         unrecorded=self.oom_unrecorded.pop(cid, 0)))
+
+    def _proc_cgroup(self, pid: int) -> str | None:
+        try:
+            return self.procfs.cgroup2_path(pid)
+        except Exception:  # noqa: BLE001 - gone already: unknown
+            return None
+
+    def _proc_comm(self, pid: int) -> bytes:
+        try:
+            st = self.procfs.stat(pid)   # a zombie keeps its comm until it is reaped
+        except Exception:  # noqa: BLE001 - gone already: unknown
+            return b""
+        return st.comm.encode() if st is not None else b""
 
     def resynchronise(self) -> None:
         """At a tick: the cgroups whose events were over their rate are re-armed and the
@@ -407,6 +476,8 @@ class Session:
                 self.exact_due.add(acc.name)
             if effects:
                 self.tell(acc, account_record("mode", acc, now, previous=before.value))
+            if Effect.SWITCH_FAST in effects:
+                self.barrier.on_fast(acc)
             if acc.mode is Mode.SLOW and (force_all or periodic):
                 self.exact_due.add(acc.name)
         if newly_slow:
@@ -541,6 +612,7 @@ class Session:
             if counters is not None:
                 self.write_bounds(counters, only=set(leaves))
             self.enforcer.release_measuring_hold(acc)
+        self.barrier.on_check(acc, now)
 
     def check_losses(self) -> None:
         stats = self.probes.stats()
@@ -661,6 +733,8 @@ class Session:
                     acc.mode = Mode.FAST
             accounts.append(acc)
         self.accounts = accounts
+        self.barrier.keep_only({a.name for a in accounts
+                                if a.limit is not None and a.limit.barrier is not None})
         self.refresh_tree()
         self.rearm.update(self.written)
         self.reconcile(force_all=True)
@@ -673,8 +747,12 @@ class Session:
             if self.taskstats is not None and hasattr(self.taskstats, "close"):
                 self.taskstats.close()
         finally:
-            # hooks ended, holds and (unless --keep-frozen) freezes thawed, failures recorded
-            thawed = self.enforcer.close()
+            # memory.high put back; hooks ended, holds and (unless --keep-frozen) freezes
+            # thawed, failures recorded
+            try:
+                self.barrier.close()
+            finally:
+                thawed = self.enforcer.close()
         return thawed
 
     def thaw_orphans(self) -> None:

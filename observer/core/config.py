@@ -39,6 +39,63 @@ DEFAULT_HYSTERESIS = 0.10
 MAX_GRACE = 3600.0
 
 
+BARRIER_KINDS = ("report", "signal", "throttle", "hook")
+
+
+@dataclass(frozen=True)
+class BarrierAction:
+    """What is done once when exact usage passes a cgroup's barrier (re-armed when it falls
+    back under the barrier less the hysteresis): report (the `barrier` record only), a
+    signal to every process of the cgroup, throttle (memory.high at the barrier until
+    usage falls back), or the on-action hook."""
+
+    kind: str = "report"
+    signal: int | None = None       # signal only: its number
+
+    def __post_init__(self):
+        if self.kind not in BARRIER_KINDS:
+            raise ConfigError(f"barrier action {self.kind!r} is not one of "
+                              "report, signal:SIG, throttle, hook")
+        if (self.kind == "signal") != (self.signal is not None):
+            raise ConfigError("a signal barrier action needs a signal: signal:SIGTERM")
+
+    def __str__(self) -> str:
+        if self.kind == "signal":
+            return f"signal:{signal_name(self.signal)}"
+        return self.kind
+
+
+def signal_name(number: int) -> str:
+    import signal as _signal
+    try:
+        return _signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+def parse_barrier_action(text: str) -> BarrierAction:
+    """report | signal:SIG | throttle | hook; SIG is a name (SIGUSR1, USR1) or a number."""
+    import signal as _signal
+    if not isinstance(text, str):
+        raise ConfigError(f"barrier action must be a string, not {type(text).__name__}")
+    kind, colon, sig = text.strip().partition(":")
+    if kind != "signal":
+        if colon or kind not in BARRIER_KINDS:
+            raise ConfigError(f"barrier action {text!r} is not one of report, signal:SIG, "
+                              "throttle, hook")
+        return BarrierAction(kind)
+    if not colon or not sig:
+        raise ConfigError(f"barrier action {text!r}: name the signal, e.g. signal:SIGTERM")
+    name = sig.upper()
+    try:
+        number = int(sig) if sig.isascii() and sig.isdigit() else (
+            _signal.Signals[name if name.startswith("SIG") else "SIG" + name].value)
+        _signal.Signals(number)
+    except (KeyError, ValueError):
+        raise ConfigError(f"barrier action {text!r}: {sig!r} is not a signal") from None
+    return BarrierAction("signal", int(number))
+
+
 def barrier_fits(limit: int, barrier: int | None) -> bool:
     """No barrier, or one above zero and not above the limit (the one barrier rule)."""
     return barrier is None or 0 < barrier <= limit
@@ -58,6 +115,7 @@ class Limit:
     prefer: tuple[str, ...] = ()   # glob patterns: child cgroups (relative) or process names
     avoid: tuple[str, ...] = ()
     grace: float = 0.0             # seconds between SIGTERM and SIGKILL; 0: SIGKILL at once
+    barrier_action: BarrierAction = BarrierAction()   # once per crossing of the barrier
 
     def __post_init__(self):
         if self.limit <= 0:

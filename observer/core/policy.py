@@ -51,3 +51,34 @@ class OverNotice:
             return (True, repeats)
         self.untold += 1
         return None
+
+
+@dataclass
+class BarrierLatch:
+    """The barrier action of one cgroup is taken once per crossing: when exact usage goes
+    above the barrier; it is re-armed when usage falls back under the re-arm level (the
+    barrier less the cgroup's hysteresis, the level at which slow mode ends too), or when
+    usage is no longer followed because the estimate fell under that level (fast mode).
+
+    note() returns "crossed" (act now), "rearmed" (undo what the action left: a throttle)
+    or None."""
+
+    crossed: bool = False
+
+    def note(self, exact: int | None, barrier: int | None, rearm_below: int) -> str | None:
+        if exact is None or barrier is None:
+            return None
+        if not self.crossed and exact > barrier:
+            self.crossed = True
+            return "crossed"
+        if self.crossed and exact < rearm_below:
+            self.crossed = False
+            return "rearmed"
+        return None
+
+    def rearm(self) -> str | None:
+        """Usage fell under the re-arm level without an exact check (back to fast mode)."""
+        if not self.crossed:
+            return None
+        self.crossed = False
+        return "rearmed"

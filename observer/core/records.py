@@ -18,6 +18,8 @@ EVENTS = {
     "barrier": "exact usage went above the barrier (then a reminder while it stays)",
     "exceeded": "exact usage went above the limit (then a reminder while it stays)",
     "action": "an action was taken, failed, or was vetoed",
+    "barrier_action": "the barrier action (signal, throttle, hook) at a crossing; a throttle undone",
+    "oom_kill": "the kernel's OOM killer killed a process in a watched cgroup",
     "hook": "the on-action hook ended",
     "lost": "events lost in the kernel or callback errors",
     "map_full": "a kernel map was full (once)",

@@ -235,6 +235,59 @@ class Actor:
             return ActionResult("kill", name, pids, ok, "cgroup.kill written" if ok else "gone")
         return self._kill_by_pidfd(name, pids, rounds)
 
+    def signal(self, name: str, expected_id: int, sig: int) -> ActionResult:
+        """Sends sig to every process of the cgroup and its descendants, each through a
+        pidfd and only while it is still a member (never init, never beanwatch itself)."""
+        self.guard(name, expected_id)
+        pids = self.cg.subtree_procs(name)
+        out = kill_members(lambda: self.cg.subtree_procs(name), self.signaller, sig=sig,
+                           pause=self.ROUND_PAUSE)
+        signame = signal.Signals(sig).name if sig in signal.valid_signals() else str(sig)
+        detail = f"{signame} to {out.signalled} of {len(pids)} processes"
+        if out.unreadable:
+            detail += f"; cgroup.procs unreadable ({out.unreadable})"
+        if out.failed:
+            detail += f"; {len(out.failed)} could not be signalled (first {out.failed[0]})"
+        return ActionResult("signal", name, pids, not out.failed and not out.unreadable, detail)
+
+    def throttle(self, name: str, expected_id: int, high: int):
+        """Writes memory.high = high unless it is already at or below. Returns the result
+        and, when written, (previous value, value the kernel now shows) for the restore."""
+        self.guard(name, expected_id)
+        pids = self.cg.subtree_procs(name)
+        if not self.cg.has_memory_high(name):
+            return ActionResult("throttle", name, pids, False,
+                                "no memory.high: the memory controller is not enabled for "
+                                "this cgroup (cgroup2 with +memory in its parent's "
+                                "cgroup.subtree_control)"), None
+        previous = self.cg.memory_high(name)
+        if previous is None:
+            return ActionResult("throttle", name, pids, False, "gone"), None
+        if previous != "max" and previous.isdigit() and int(previous) <= high:
+            return ActionResult("throttle", name, pids, True,
+                                f"memory.high is already {previous}, at or below the barrier: "
+                                "left as is"), None
+        if not self.cg.set_memory_high(name, str(high)):
+            return ActionResult("throttle", name, pids, False, "gone"), None
+        written = self.cg.memory_high(name) or str(high)
+        return ActionResult("throttle", name, pids, True,
+                            f"memory.high {previous} -> {written}"), (previous, written)
+
+    def unthrottle(self, name: str, expected_id: int, previous: str, written: str) -> ActionResult:
+        """Puts memory.high back to previous if it still holds what throttle wrote (someone
+        who changed it since keeps their value)."""
+        self.guard(name, expected_id)
+        now = self.cg.memory_high(name)
+        if now is None:
+            return ActionResult("unthrottle", name, [], False, "gone")
+        if now != written:
+            return ActionResult("unthrottle", name, [], True,
+                                f"memory.high was changed to {now} since it was set to "
+                                f"{written}: left as is")
+        if not self.cg.set_memory_high(name, previous):
+            return ActionResult("unthrottle", name, [], False, "gone")
+        return ActionResult("unthrottle", name, [], True, f"memory.high {now} -> {previous}")
+
     def _kill_by_pidfd(self, name: str, pids: list[int], rounds: int) -> ActionResult:
         # Without cgroup.kill: freeze so that nothing forks, then SIGKILL each member through a
         # pidfd, re-reading cgroup.procs until a round finds no new PID (as systemd does).

@@ -413,6 +413,19 @@ class CgroupFS:
         except OSError:
             return True
 
+    def memory_high(self, name: str) -> str | None:
+        """memory.high as the kernel shows it ("max" or bytes), None where the cgroup has no
+        such file (its parent does not enable the memory controller) or is gone."""
+        text = self._read(name, "memory.high")
+        return None if text is None else text.strip()
+
+    def has_memory_high(self, name: str) -> bool:
+        return self._has(name, "memory.high")
+
+    def set_memory_high(self, name: str, value: str) -> bool:
+        """Write memory.high ("max" or bytes); False if the cgroup is gone."""
+        return self._write(name, "memory.high", value)
+
     def freeze(self, name: str, frozen: bool) -> bool:
         """Write cgroup.freeze; False if the cgroup is gone. Freezing completes asynchronously:
         cgroup.events shows "frozen 1" once every task has stopped."""

@@ -8,8 +8,9 @@ import os
 from dataclasses import dataclass, field, replace
 from stat import S_ISBLK, S_ISCHR, S_ISDIR, S_ISFIFO, S_ISLNK, S_ISREG, S_ISSOCK
 
-from ..core.config import (DEFAULT_HYSTERESIS, MAX_GRACE, Action, ConfigError, Count,
-                           KillScope, Limit, VmLimit, barrier_fits, check_minimum)
+from ..core.config import (DEFAULT_HYSTERESIS, MAX_GRACE, Action, BarrierAction, ConfigError,
+                           Count, KillScope, Limit, VmLimit, barrier_fits, check_minimum,
+                           parse_barrier_action)
 from ..core.sizes import MAX_SIZE, SizeError, format_size, parse_size
 
 try:
@@ -23,8 +24,9 @@ except ModuleNotFoundError:  # Python < 3.11
 MAX_CONFIG_BYTES = 1 << 20
 MIN_INTERVAL, MAX_INTERVAL = 0.05, 3600.0
 _POLICY_KEYS = ("count", "kill_scope", "grace", "prefer", "avoid")
-_DEFAULT_KEYS = ("action", "hysteresis", "interval") + _POLICY_KEYS
-_CGROUP_KEYS = ("limit", "barrier", "action", "hysteresis", "vm_limit", "vm_barrier") + _POLICY_KEYS
+_DEFAULT_KEYS = ("action", "hysteresis", "interval", "barrier_action") + _POLICY_KEYS
+_CGROUP_KEYS = ("limit", "barrier", "action", "hysteresis", "barrier_action", "vm_limit",
+                "vm_barrier") + _POLICY_KEYS
 _ACTIONS = ", ".join(a.value for a in Action)
 
 
@@ -40,6 +42,7 @@ class CgroupConfig:
     # what its table says itself (None: not set there), for the command line's precedence
     own_action: Action | None = field(default=None, compare=False)
     own_hysteresis: float | None = field(default=None, compare=False)
+    own_barrier_action: BarrierAction | None = field(default=None, compare=False)
     vm_limit: VmLimit | None = None   # vm_limit / vm_barrier: refusal at the allocation
     # the keys its own table sets (count, kill_scope, ... win over the command line)
     explicit: frozenset = field(default=frozenset(), compare=False)
@@ -51,8 +54,10 @@ class FileConfig:
     interval: float | None
     default_action: Action | None = field(default=None, compare=False)       # [defaults]
     default_hysteresis: float | None = field(default=None, compare=False)
+    default_barrier_action: BarrierAction | None = field(default=None, compare=False)
 
-    def limits(self, action: Action | None = None, hysteresis: float | None = None):
+    def limits(self, action: Action | None = None, hysteresis: float | None = None,
+               barrier_action: BarrierAction | None = None):
         """(cgroup, Limit) per table, each setting taken from, in order: the cgroup's own
         table, the command line (action, hysteresis: None where not given), the file's
         [defaults], the built-in default."""
@@ -63,7 +68,10 @@ class FileConfig:
             act = first(c.own_action, action, self.default_action, Action.REPORT)
             hyst = first(c.own_hysteresis, hysteresis, self.default_hysteresis,
                          DEFAULT_HYSTERESIS)
-            out.append((c.cgroup, replace(c.limit, action=act, hysteresis=hyst)))
+            bact = first(c.own_barrier_action, barrier_action, self.default_barrier_action,
+                         BarrierAction())
+            out.append((c.cgroup, replace(c.limit, action=act, hysteresis=hyst,
+                                          barrier_action=bact)))
         return out
 
     def vm_limits(self):
@@ -200,6 +208,17 @@ class _Table:
         except ValueError:
             raise self.error(f"action {_q(value)} is not one of {_ACTIONS}") from None
 
+    def barrier_action(self) -> BarrierAction | None:
+        if "barrier_action" not in self.table:
+            return None
+        value = self.table["barrier_action"]
+        if not isinstance(value, str):
+            raise self.error(f"barrier_action must be a string, not {_toml_type(value)}")
+        try:
+            return parse_barrier_action(value)
+        except ConfigError as e:
+            raise self.error(str(e)) from None
+
     def choice(self, key: str, enum_type, default):
         if key not in self.table:
             return default
@@ -316,6 +335,7 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> FileConfig:
     action = defaults.action(Action.REPORT)
     hysteresis = defaults.number("hysteresis", 0.0, 1.0, True, DEFAULT_HYSTERESIS)
     interval = defaults.number("interval", MIN_INTERVAL, MAX_INTERVAL, False, None)
+    default_barrier = defaults.barrier_action()
     policy = defaults.policy({"count": Count.RSS, "kill_scope": KillScope.CGROUP, "grace": 0.0,
                               "prefer": (), "avoid": ()})
 
@@ -340,6 +360,8 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> FileConfig:
                 raise t.error("limit is required (or a vm_limit)")
             if "barrier" in table:
                 raise t.error("barrier needs a limit")
+            if "barrier_action" in table:
+                raise t.error("barrier_action needs a limit with a barrier")
             cgroups.append(CgroupConfig(name, None, vm_limit=vm_limit))
             continue
         limit, barrier = t.size("limit"), t.size("barrier")
@@ -352,14 +374,19 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> FileConfig:
             except ConfigError as e:
                 raise t.error(str(e)) from None
         own_action, own_hysteresis = t.action(action), t.number("hysteresis", 0.0, 1.0, True, hysteresis)
+        own_barrier = t.barrier_action()
+        if own_barrier is not None and own_barrier.kind != "report" and barrier is None:
+            raise t.error(f"barrier_action {_q(str(own_barrier))} needs a barrier")
         try:
-            built = Limit(limit, barrier, own_action, own_hysteresis, **t.policy(policy))
+            built = Limit(limit, barrier, own_action, own_hysteresis,
+                          barrier_action=first(own_barrier, default_barrier, BarrierAction()),
+                          **t.policy(policy))
         except ConfigError as e:  # checked above already; kept so Limit stays the final word
             raise t.error(str(e)) from None
         cgroups.append(CgroupConfig(name, built, t.action(None), t.number(
-            "hysteresis", 0.0, 1.0, True, None), vm_limit, frozenset(table)))
+            "hysteresis", 0.0, 1.0, True, None), own_barrier, vm_limit, frozenset(table)))
 
     if not cgroups:
         raise ConfigFileError(f'{source}: no [cgroup."NAME"] tables: the config limits nothing')
     return FileConfig(tuple(cgroups), interval, defaults.action(None),
-                      defaults.number("hysteresis", 0.0, 1.0, True, None))
+                      defaults.number("hysteresis", 0.0, 1.0, True, None), default_barrier)

@@ -328,6 +328,10 @@ class HookRunner:
     def start_action(self, record: dict):
         return self._start(self.on_action, "action", record, "on-action")
 
+    def start_barrier(self, record: dict):
+        """The on-action hook for a barrier action `hook` (BEANWATCH_EVENT=barrier_action)."""
+        return self._start(self.on_action, "barrier_action", record, "on-action")
+
     def verdict(self, out: HookOutcome, record) -> HookOutcome:
         """Exit 0 proceeds, exit 1 vetoes, anything else proceeds: a broken hook never stops
         enforcement."""

@@ -1,4 +1,5 @@
-"""What must outlive a beanwatch process: the cgroups it froze (in /run/beanwatch)."""
+"""What must outlive a beanwatch process: the cgroups it froze and the memory.high values it
+set (in /run/beanwatch)."""
 
 from __future__ import annotations
 
@@ -28,15 +29,17 @@ class FrozenLedger:
     Its writer is alive only if /proc/PID exists with the same start time: a pid alone may
     have been reused by any process since."""
 
+    KIND = "frozen"      # the file's prefix and the key of its entries
+
     def __init__(self, state_dir: str = DEFAULT_STATE_DIR, pid: int | None = None,
                  procfs: ProcFS | None = None):
         self.dir = state_dir
         self.procfs = procfs or ProcFS()
         self.pid = pid or os.getpid()
         self.start_time = start_time(self.procfs, self.pid)
-        self.path = os.path.join(state_dir, f"frozen.{self.pid}.json")
+        self.path = os.path.join(state_dir, f"{self.KIND}.{self.pid}.json")
 
-    def save(self, frozen: set[tuple[str, int]]) -> None:
+    def save(self, frozen: set[tuple]) -> None:
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         if not frozen:
             self.clear()
@@ -44,10 +47,18 @@ class FrozenLedger:
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
             json.dump({"pid": self.pid, "start_time": self.start_time,
-                       "frozen": [{"cgroup": n, "id": i} for n, i in sorted(frozen)]}, f)
+                       self.KIND: [self._entry(e) for e in sorted(frozen)]}, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
+
+    @staticmethod
+    def _entry(e) -> dict:
+        return {"cgroup": e[0], "id": e[1]}
+
+    @staticmethod
+    def _parse(e) -> tuple:
+        return (str(e["cgroup"]), int(e["id"]))
 
     def clear(self) -> None:
         try:
@@ -73,7 +84,7 @@ class FrozenLedger:
             return out
         for fname in names:
             parts = fname.split(".")
-            if len(parts) != 3 or parts[0] != "frozen" or parts[2] != "json" or not parts[1].isdigit():
+            if len(parts) != 3 or parts[0] != self.KIND or parts[2] != "json" or not parts[1].isdigit():
                 continue
             pid = int(parts[1])
             path = os.path.join(self.dir, fname)
@@ -83,12 +94,37 @@ class FrozenLedger:
                 if isinstance(data, list):          # before start times were recorded
                     started, entries = None, data
                 else:
-                    started, entries = data.get("start_time"), data["frozen"]
+                    started, entries = data.get("start_time"), data[self.KIND]
                     started = started if isinstance(started, int) else None
                 if self.alive(pid, started):
                     continue
-                out += [(str(e["cgroup"]), int(e["id"]), path) for e in entries]
+                out += [self._parse(e) + (path,) for e in entries]
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 if not self.alive(pid, None):
-                    out.append(("", 0, path))   # unreadable: dropped below
+                    out.append(self._unreadable(path))   # dropped by the caller
         return out
+
+    @staticmethod
+    def _unreadable(path: str) -> tuple:
+        return ("", 0, path)
+
+
+class ThrottleLedger(FrozenLedger):
+    """The memory.high values this process wrote (the barrier action throttle), with the value
+    each replaced: high.PID.json, {"pid", "start_time", "high": [{"cgroup", "id", "previous",
+    "written"}]}. A later beanwatch puts back the previous value of a dead one's entries
+    where memory.high still holds what it wrote: none is left behind."""
+
+    KIND = "high"
+
+    @staticmethod
+    def _entry(e) -> dict:
+        return {"cgroup": e[0], "id": e[1], "previous": e[2], "written": e[3]}
+
+    @staticmethod
+    def _parse(e) -> tuple:
+        return (str(e["cgroup"]), int(e["id"]), str(e["previous"]), str(e["written"]))
+
+    @staticmethod
+    def _unreadable(path: str) -> tuple:
+        return ("", 0, "", "", path)

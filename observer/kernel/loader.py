@@ -35,6 +35,10 @@ RSS_STAT_TRACEPOINT = ("kmem", "rss_stat")
 # Frees a removed cgroup's map entries (cgroup2 ids only, from its hierarchy field).
 RMDIR_TRACEPOINT = ("cgroup", "cgroup_rmdir")
 VM_HOOKS = ("auto", "mmap-lock", "syscalls")
+# Kernel OOM kills (probes/oom.c), taken raw: the victim task first on kernels whose
+# format has its comm, else the victim's pid alone.
+OOM_TRACEPOINT = ("oom", "mark_victim")
+TASK_FIRST = "struct task_struct *"
 
 BPF_NOEXIST = 1
 
@@ -199,6 +203,7 @@ def kernel_offsets(btf: BTF) -> dict[str, int]:
         "OFF_TASK_MM": btf.offset("task_struct", "mm"),
         "OFF_TASK_TGID": btf.offset("task_struct", "tgid"),
         "OFF_TASK_PID": btf.offset("task_struct", "pid"),
+        "OFF_TASK_COMM": btf.offset("task_struct", "comm"),
         "OFF_TASK_CGROUPS": btf.offset("task_struct", "cgroups"),
         "OFF_CSS_SET_DFL_CGRP": btf.offset("css_set", "dfl_cgrp"),
         "OFF_CGROUP_KN": btf.offset("cgroup", "kn"),
@@ -267,6 +272,7 @@ class Probes:
         self.rss_stat_raw = False    # slow mode follows kmem:rss_stat (else the fault tracepoints)
         self._btf: BTF | None = None
         self._btf_read = False
+        self.oom_form: str | None = None   # "task", "pid", or None: no OOM kills seen
 
     def cflags(self, offsets: dict[str, int]) -> list[str]:
         o = self.options
@@ -286,6 +292,10 @@ class Probes:
             defs["HAS_CGROUP_RMDIR"] = 1
         if not self.atomic_fetch:
             defs["NO_ATOMIC_FETCH"] = 1
+        if self.oom_form is not None:
+            defs["HAS_OOM_TP"] = 1
+            if self.oom_form == "task":
+                defs["OOM_VICTIM_TASK"] = 1
         if o.vm_limits:
             defs.update(refuse_defs(self.btf()))
         probes_dir = os.path.dirname(probe_source())
@@ -330,9 +340,23 @@ class Probes:
         self.exit_has_group_dead = "group_dead" in tracepoint_fields(
             self.tracefs, "sched", "sched_process_exit")
         self.rss_stat_raw = self.has_rss_stat and self.mm_comes_first(RSS_STAT_TRACEPOINT[1])
+        self.oom_form = self.find_oom_form()
         if missing:
             raise ProbeError("missing tracepoint(s) " + ", ".join(missing)
                              + " (syscall tracepoints need CONFIG_FTRACE_SYSCALLS)")
+
+    def find_oom_form(self) -> str | None:
+        """What oom:mark_victim passes: "task" (the victim task first), "pid" (its pid
+        alone, before the comm and counters were added), None (no such tracepoint: kernel
+        OOM kills are not reported). From its btf_trace_ typedef, else from its format."""
+        if not self.tracefs or not tracepoint_exists(self.tracefs, *OOM_TRACEPOINT):
+            return None
+        btf = self.btf()
+        args = btf.tracepoint_args(OOM_TRACEPOINT[1]) if btf else None
+        if args:
+            return "task" if args[0] == TASK_FIRST else "pid" if args[0] == "int" else None
+        fields = tracepoint_fields(self.tracefs, *OOM_TRACEPOINT)
+        return "task" if "comm" in fields else "pid" if "pid" in fields else None
 
     @property
     def slow_source(self) -> str:
@@ -364,6 +388,9 @@ class Probes:
                         "fork or exec, not when the stack grows (no mmap_lock tracepoints)")
             gaps.append("32-bit (compat) syscalls: syscall tracepoints skip them; a 32-bit "
                         "process is counted at exec and fork only")
+        if self.tracefs and self.oom_form is None:
+            gaps.append("kernel OOM kills: no usable oom:mark_victim tracepoint, so they are "
+                        "not reported")
         if not self.follows_rss:
             gaps.append("resident growth (neither kmem:rss_stat nor exceptions:page_fault_user): "
                         "slow mode measures every --interval instead of following it")

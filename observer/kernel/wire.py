@@ -16,6 +16,7 @@ EV_MOVED = 5
 EV_GROW = 6
 EV_GROW_EXEC = 7
 EV_GROW_FORK = 8
+EV_OOM_KILL = 9
 GROWTH_KINDS = frozenset((EV_GROW, EV_GROW_EXEC, EV_GROW_FORK))
 
 GROW_NO_SYSCALL = -1
@@ -27,15 +28,17 @@ STAT_LEAVES_FULL = 2
 STAT_VM_UPDATES = 3
 STAT_FAULTS = 4
 STAT_LEAVES_FREED = 5
-STAT_MAX = 6
+STAT_OOM_KILLS = 6
+STAT_MAX = 7
 
 KIND_NAMES = {EV_NEW_LEAF: "new_leaf", EV_VM_HIGH: "vm_high", EV_VM_LOW: "vm_low",
               EV_RSS_HIGH: "rss_high", EV_MOVED: "moved", EV_GROW: "grow",
-              EV_GROW_EXEC: "grow_exec", EV_GROW_FORK: "grow_fork"}
+              EV_GROW_EXEC: "grow_exec", EV_GROW_FORK: "grow_fork", EV_OOM_KILL: "oom_kill"}
 
 # struct event { u32 kind; u32 tgid; u64 cgid; s64 value; u64 aux; u64 ts_ns; s64 extra; }
 EVENT_FORMAT = "<IIQqQQq"
 EVENT_SIZE = struct.calcsize(EVENT_FORMAT)
+OOM_COMM_LEN = 16   # an EV_OOM_KILL event is followed by the victim's comm
 
 
 class WireError(ValueError):
@@ -57,16 +60,30 @@ class Event:
         return KIND_NAMES.get(self.kind, f"kind{self.kind}")
 
 
+@dataclass(frozen=True)
+class OomEvent(Event):
+    """EV_OOM_KILL with the victim's comm (bytes up to the first NUL, as the kernel keeps it;
+    empty where the kernel side could not read it)."""
+
+    comm: bytes = b""
+
+
 def decode(data: bytes) -> Event:
     if len(data) < EVENT_SIZE:
         raise WireError(f"event of {len(data)} bytes, expected {EVENT_SIZE}")
     ev = Event(*struct.unpack_from(EVENT_FORMAT, data))
     if ev.kind not in KIND_NAMES:
         raise WireError(f"unknown event kind {ev.kind}")
+    if ev.kind == EV_OOM_KILL and len(data) >= EVENT_SIZE + OOM_COMM_LEN:
+        comm = bytes(data[EVENT_SIZE:EVENT_SIZE + OOM_COMM_LEN]).split(b"\0", 1)[0]
+        return OomEvent(*struct.unpack_from(EVENT_FORMAT, data), comm=comm)
     return ev
 
 
 def encode(ev: Event) -> bytes:
     """For tests: what the kernel side would send."""
-    return struct.pack(EVENT_FORMAT, ev.kind, ev.tgid, ev.cgid, ev.value, ev.aux, ev.ts_ns,
+    data = struct.pack(EVENT_FORMAT, ev.kind, ev.tgid, ev.cgid, ev.value, ev.aux, ev.ts_ns,
                        ev.extra)
+    if isinstance(ev, OomEvent):
+        data += ev.comm[:OOM_COMM_LEN].ljust(OOM_COMM_LEN, b"\0")
+    return data

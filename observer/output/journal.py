@@ -13,7 +13,7 @@ JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
 # syslog priorities: what an operator filters on (journalctl -p warning)
 PRIORITY = {"exceeded": 4, "action": 4, "lost": 4, "error": 3, "barrier": 5, "reload": 5,
-            "thaw": 5, "hook": 5, "mode": 6, "check": 6}
+            "thaw": 5, "hook": 5, "mode": 6, "check": 6, "oom_kill": 4, "barrier_action": 5}
 
 
 def encode(fields: dict[str, str]) -> bytes:

@@ -77,6 +77,13 @@ class SessionCollector:
         checks = counter("beanwatch_cgroup_exact_checks", "Exact measurements from /proc.")
         actions = CounterMetricFamily("beanwatch_cgroup_actions", "Actions taken.",
                                       labels=["cgroup", "name", "action"])
+        barrier_actions = CounterMetricFamily(
+            "beanwatch_cgroup_barrier_actions", "Barrier actions taken (signal, throttle, hook).",
+            labels=["cgroup", "name", "action"])
+        oom = counter("beanwatch_cgroup_oom_kills",
+                      "Processes the kernel's OOM killer killed in the cgroup or its descendants.")
+        oom_kills = getattr(s, "oom_kills", {})
+        taken = getattr(getattr(s, "barrier", None), "taken", {})
         for acc in accounts:
             lv = [label(acc.name), label(display_name(acc.name))]
             est.add_metric(lv, acc.estimate)
@@ -91,11 +98,16 @@ class SessionCollector:
                 if acc.limit.barrier is not None:
                     barrier.add_metric(lv, acc.limit.barrier)
                 actions.add_metric(lv + [acc.limit.action.value], acc.actions)
+                if acc.limit.barrier is not None and acc.limit.barrier_action.kind != "report":
+                    barrier_actions.add_metric(lv + [acc.limit.barrier_action.kind],
+                                               taken.get(acc.name, 0))
             slow.add_metric(lv, 1 if acc.mode.value == "slow" else 0)
             fails.add_metric(lv, acc.failcnt)
             switches.add_metric(lv, acc.switches)
             checks.add_metric(lv, acc.checks)
-        yield from (est, exact, limit, barrier, slow, held, maxheld, fails, switches, checks, actions)
+            oom.add_metric(lv, oom_kills.get(acc.name, 0))
+        yield from (est, exact, limit, barrier, slow, held, maxheld, fails, switches, checks, actions,
+                    barrier_actions, oom)
         vm = getattr(s, "vm", None)   # --vm-limit (app/vmlimits.VmLimits)
         if vm:
             vm_limit = gauge("beanwatch_cgroup_vm_limit_bytes",
@@ -122,6 +134,10 @@ class SessionCollector:
                                     "Processes or cgroups the kernel side could not account (maps full).")
         unacc.add_metric([], stats[wire.STAT_PROCS_FULL] + stats[wire.STAT_LEAVES_FULL])
         yield unacc
+        oom_all = CounterMetricFamily("beanwatch_oom_kills",
+                                      "OOM victims the kernel marked, in any cgroup (watched or not).")
+        oom_all.add_metric([], stats[wire.STAT_OOM_KILLS] if len(stats) > wire.STAT_OOM_KILLS else 0)
+        yield oom_all
         faults = CounterMetricFamily("beanwatch_faults_followed", "Page faults followed in slow mode.")
         faults.add_metric([], stats[wire.STAT_FAULTS])
         yield faults

@@ -152,6 +152,16 @@ def describe(record: dict) -> str:
     if ev == "action":
         done = {"freeze": "frozen", "kill": "killed"}.get(record["action"], record["action"])
         return f"{cg}: {done}: pids {_pids(record.get('pids'))} ({record.get('detail')})"
+    if ev == "barrier_action":
+        what = record.get("action")
+        what = record.get("signal") or what if what == "signal" else what
+        state = "" if record.get("ok") else " FAILED"
+        return f"{cg}: at the barrier: {what}{state}: {record.get('detail')}"
+    if ev == "oom_kill":
+        more = (f" ({record['unrecorded']} more since the last record)"
+                if record.get("unrecorded") else "")
+        return (f"{cg}: the kernel's OOM killer killed pid {record.get('pid')} "
+                f"({record.get('comm')}){more}")
     if ev == "start":
         gaps = record.get("not_covered") or []
         return (f"probes attached (address space via {record.get('vm_hook')}, slow mode via "

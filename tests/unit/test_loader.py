@@ -121,6 +121,7 @@ def test_slow_mode_follows_rss_stat_where_there_is_one(tmp_path):
     assert "-DFOLLOW_RSS_STAT=1" not in p.cflags({})
     assert any("process_vm_writev" in g for g in p.not_covered())
     (tmp_path / "events" / "kmem" / "rss_stat").mkdir(parents=True)
+    (tmp_path / "events" / "oom" / "mark_victim").mkdir(parents=True)   # else a gap, said
     p = Probes(lambda e: None, tracefs=root)
     p.check()
     assert p.slow_source == "rss-stat" and p.rss_stat_raw

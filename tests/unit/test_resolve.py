@@ -34,3 +34,22 @@ kill_scope = "process"
     plain = resolve_watches(host, [], Action.REPORT, 0.1, file_config=cfg)
     assert {w.name: w.limit.kill_scope for w in plain} == {"/a": KillScope.CHILD,
                                                           "/b": KillScope.PROCESS}
+
+
+def test_a_vm_limit_only_table_does_not_shift_whose_own_keys_win(tmp_path):
+    # A table with a vm_limit and no limit has no Limit: the tables' own keys must still be
+    # matched to their own limits (a table without a limit before one with its own
+    # kill_scope once handed it the keyless table's, and the command line overrode it).
+    for name in ("v", "b"):
+        (tmp_path / name).mkdir()
+    host = Host(CgroupFS(str(tmp_path)), ProcFS(str(tmp_path)), "/own", "/init")
+    cfg = parse_config('''
+[cgroup."v"]
+vm_limit = "1G"
+[cgroup."b"]
+limit = "1G"
+kill_scope = "process"
+''')
+    watches = resolve_watches(host, [], Action.REPORT, 0.1, file_config=cfg,
+                              policy={"kill_scope": KillScope.CGROUP})
+    assert {w.name: w.limit.kill_scope for w in watches} == {"/b": KillScope.PROCESS}
