@@ -98,3 +98,13 @@ def test_every_module_says_what_it_owns():
             continue
         doc = ast.get_docstring(ast.parse(path.read_text()))
         assert doc and doc.strip(), f"{path} has no docstring"
+
+
+def test_no_two_test_modules_share_a_basename():
+    """pytest (rootdir without packages) stops at collection when tests/unit and
+    tests/integration hold modules of the same name: `make test` ran nothing, twice."""
+    import collections
+    import pathlib
+    root = pathlib.Path(__file__).resolve().parents[1]
+    names = collections.Counter(p.name for p in root.rglob("test_*.py"))
+    assert not [n for n, c in names.items() if c > 1]
