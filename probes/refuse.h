@@ -95,7 +95,7 @@ static __always_inline int vm_refuse(long long pages)
 
 /* The system call the current task is in (-1 or an error code in an exception), with its
  * 2nd and 3rd arguments, from the registers saved at kernel entry. */
-static __always_inline long current_syscall(unsigned long *arg2, unsigned long *arg3)
+static __always_inline long refuse_syscall_args(unsigned long *arg2, unsigned long *arg3)
 {
 	char *regs = (char *)bpf_task_pt_regs(bpf_get_current_task_btf());
 	long nr = -1;
@@ -123,7 +123,7 @@ static __always_inline long long mremap_growth(unsigned long old_len, unsigned l
 LSM_PROBE(mmap_file, void *file, unsigned long reqprot, unsigned long prot, unsigned long flags)
 {
 	unsigned long len = 0, arg3 = 0;
-	long nr = current_syscall(&len, &arg3);
+	long nr = refuse_syscall_args(&len, &arg3);
 	if (nr == NR_MMAP)
 		return vm_refuse(pages_of(len));
 	if (nr == NR_SHMAT && file) {
@@ -142,7 +142,7 @@ LSM_PROBE(mmap_file, void *file, unsigned long reqprot, unsigned long prot, unsi
 LSM_PROBE(mmap_addr, unsigned long addr)
 {
 	unsigned long old_len = 0, new_len = 0;
-	if (current_syscall(&old_len, &new_len) != NR_MREMAP)
+	if (refuse_syscall_args(&old_len, &new_len) != NR_MREMAP)
 		return 0;
 	return vm_refuse(mremap_growth(old_len, new_len));
 }
@@ -155,7 +155,7 @@ KMOD_RET(security_vm_enough_memory_mm, void *mm, long pages, int ret)
 	if (ret)
 		return ret;
 	unsigned long old_len = 0, new_len = 0;
-	long nr = current_syscall(&old_len, &new_len);
+	long nr = refuse_syscall_args(&old_len, &new_len);
 	if (nr == NR_BRK)
 		return vm_refuse(pages);
 	if (nr == NR_MREMAP)

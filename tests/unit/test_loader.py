@@ -164,3 +164,18 @@ def test_no_atomic_fetch_is_a_define_and_a_stated_gap(tmp_path):
     p._atomic_fetch = True
     assert "-DNO_ATOMIC_FETCH=1" not in p.cflags({})
     assert not any("atomic" in g for g in p.not_covered())
+
+
+def test_refuse_h_defines_no_function_accounting_c_or_oom_c_defines():
+    """refuse.h is pasted into accounting.c with --vm-limit only: a name defined in both
+    (current_syscall, once) compiles everywhere but there, and only BPF LSM guests see it."""
+    import re
+    probes = os.path.join(os.path.dirname(__file__), "..", "..", "probes")
+    pat = re.compile(r"^static\s+__always_inline\s+[\w\s\*]+?\b(\w+)\s*\(", re.M)
+
+    def names(f):
+        with open(os.path.join(probes, f)) as fh:
+            return set(pat.findall(fh.read()))
+    refuse = names("refuse.h")
+    assert refuse, "no functions found in refuse.h: the pattern is stale"
+    assert not refuse & (names("accounting.c") | names("oom.c"))
