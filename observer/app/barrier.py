@@ -135,17 +135,12 @@ class BarrierActions:
         """At start: memory.high values a beanwatch that died had set are put back."""
         if self.ledger is None:
             return
-        import os
         done = set()
         for name, cid, previous, written, path in self.ledger.orphans():
             if name:
                 self._unthrottle(name, cid, previous, written, "set by a beanwatch that died")
             done.add(path)
-        for path in done:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+        self.ledger.drop(done)
 
     def save_ledger(self) -> None:
         if self.ledger is None:

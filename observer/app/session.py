@@ -770,8 +770,4 @@ class Session:
                 except Exception as e:
                     self.sink(record("thaw", self.clock(), name, ok=False, detail=str(e)))
             done.add(path)
-        for path in done:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+        self.ledger.drop(done)

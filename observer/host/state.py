@@ -105,6 +105,15 @@ class FrozenLedger:
         return out
 
     @staticmethod
+    def drop(paths) -> None:
+        """Removes orphan ledger files once their entries were dealt with."""
+        for path in set(paths):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+    @staticmethod
     def _unreadable(path: str) -> tuple:
         return ("", 0, path)
 

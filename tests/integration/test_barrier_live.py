@@ -123,14 +123,7 @@ def test_a_barrier_action_on_the_root_cgroup_is_refused():
 
 # --- in guests: the memory controller -----------------------------------------------------
 
-@pytest.fixture
-def memcg(cgroups):
-    from test_memcg import memcg_ready
-    if not memcg_ready(cgroups):
-        pytest.skip("no cgroup2 memory controller on this host (hybrid); runs in VM guests")
-    with open(cgroups.mount + cgroups.prefix + "/cgroup.subtree_control", "w") as f:
-        f.write("+memory")
-    return cgroups
+from test_memcg import memcg  # noqa: E402,F401 - the fixture: +memory under the test prefix
 
 
 def read(cgroups, rel, name) -> str:
