@@ -317,26 +317,53 @@ def _min_size_callback(ctx, param, value):
     return size
 
 
-@cli.command()
+EXAMPLES_TRACE = """
+\b
+Examples:
+  beanwatch trace --min-size 16M
+  beanwatch trace --cgroup batch.slice --limit batch.slice/job=2G --rss-min 4M
+  beanwatch trace --json --duration 60   # limits from memory.max
+"""
+
+
+@cli.command(epilog=EXAMPLES_TRACE)
 @click.option("--cgroup", "cgroups", multiple=True, metavar="CGROUP",
               help="Trace this cgroup (and its descendants); repeatable. Default: all.")
+@limit_option
 @click.option("--min-size", "min_size", default="64M", show_default=True, metavar="SIZE",
               callback=_min_size_callback,
               help="Show one change of a process's address space of this size or more.")
+@click.option("--rss-min", "rss_min", default="1M", show_default=True, metavar="SIZE",
+              callback=_min_size_callback,
+              help="In slow mode, show each process whose resident memory grew by this much "
+                   "or more over one interval.")
+@click.option("--interval", type=FiniteFloatRange(0.05, 3600), default=1.0, show_default=True,
+              help="Seconds between slow-mode exact checks (and rss lines).")
 @click.option("--duration", type=FiniteFloatRange(0, min_open=True), default=None,
               help="Seconds to run (default: until Ctrl-C).")
 @json_option
-def trace(cgroups, min_size, duration, as_json):
+def trace(cgroups, limits, min_size, rss_min, interval, duration, as_json):
     """Live stream of address-space growth: which process grew, when, by how much.
 
     One line per change of a process's mapped total (VmSize) of at least --min-size:
     time, cgroup and name, pid and comm, kind (mmap, brk, mremap, stack, shm, exec, fork,
     or mapping where the kernel does not say), the change in bytes, and the cgroup's
-    estimate after it. Report only: nothing is limited, frozen or killed.
+    estimate after it.
+
+    Limits (--limit, else each cgroup's memory.max, followed live) put a cgroup in slow
+    mode as watch does; a mode line tells each switch. While a cgroup is slow, once per
+    --interval, one rss line for each of its processes whose resident memory grew by
+    --rss-min or more: the growth, its RSS now, the cgroup's exact usage and limit.
+    Report only: nothing is limited, frozen, throttled or killed.
     """
+    from .session import memory_max_template
     require_root()
-    host, watches = open_host_or_exit(lambda host: runtime.all_cgroups(host, cgroups))
-    sys.exit(runtime.run_trace(host, watches, not cgroups, min_size, duration, as_json))
+    host, (watches, names) = open_host_or_exit(
+        lambda host: runtime.trace_watches(host, limits, cgroups))
+    sys.exit(runtime.run_trace(
+        host, watches, names, min_size, duration, as_json, interval=interval, rss_min=rss_min,
+        # no --limit: limits from memory.max, followed live (report only)
+        memory_max=None if limits else memory_max_template(DEFAULT_HYSTERESIS, True)))
 
 
 @cli.command()

@@ -506,40 +506,80 @@ def run_verify(host: Host, watches, duration: float, interval: float, as_json: b
     return 1 if verifier.violations else 0
 
 
-def run_trace(host: Host, watches, everything: bool, min_bytes: int, duration: float | None,
-              as_json: bool) -> int:
+def trace_watches(host: Host, limits, cgroups=()) -> tuple[list[Watch], list[str]]:
+    """`trace`'s accounts, and the --cgroup names resolved: each --limit (report only, with a report-only barrier), else
+    every cgroup with its memory.max (report only); plus each --cgroup not limited, without
+    a limit, so that what it covers is known. A --limit outside every --cgroup is refused:
+    nothing about it would be shown."""
+    watches = resolve_watches(host, limits, Action.REPORT, None)
+    names = list(dict.fromkeys(host.cg.resolve(c) for c in cgroups))
+    if names and limits:
+        for w in watches:
+            if not set(host.cg.ancestors_or_self(w.name)) & set(names):
+                raise ConfigError(f"--limit {w.name} is outside every --cgroup traced")
+    have = {w.name for w in watches}
+    for n in names:
+        if n not in have:
+            watches.append(Watch(n, host.cg.cgroup_id(n), None))
+    return watches, names
+
+
+def run_trace(host: Host, watches, names, min_bytes: int, duration: float | None,
+              as_json: bool, interval: float = 1.0, rss_min: int = 1 << 20,
+              memory_max: Limit | None = None) -> int:
     """`trace`: one line (or JSON record) per change of a process's address space of at
-    least min_bytes, in the cgroups named (and their descendants), else in every one."""
+    least min_bytes, in the cgroups named (names, resolved: they and their descendants),
+    else in every one. The session runs with the watches' limits (report only: trace never
+    freezes, kills, throttles or refuses) and, with memory_max, limits from memory.max
+    followed live: while a traced cgroup is in slow mode, each interval tells which of its
+    processes grew resident by rss_min or more (`rss`), and its switches (`mode`)."""
     from .trace import Tracer
 
     holder = {}
     stop = Signals()
+    # text: records before the header (the first reconcile's mode switches) wait for it
+    early = None if as_json else []
 
     def sink(rec):
-        if as_json:
+        if early is not None:
+            early.append(rec)
+        elif as_json:
             json_sink(rec)
         else:
             print(render.trace_line(rec), flush=True)
 
-    def session_sink(rec):   # the accounting's own records: only losses are worth saying
+    def session_sink(rec):   # the accounting's own records: losses said, switches traced
         if rec["event"] == "lost":
             render.message(render.describe(rec))
+        elif "t" in holder:
+            holder["t"].on_record(rec)
 
-    session = build_session(host, watches, session_sink, Options(),
+    session = build_session(host, watches, session_sink,
+                            Options(interval=interval, memory_max=memory_max),
                             on_growth=lambda ev: holder["t"].on_growth(ev))
-    tracer = Tracer(session, sink, max(1, to_pages(min_bytes)), everything=everything)
+    tracer = Tracer(session, sink, max(1, to_pages(min_bytes)), names=frozenset(names),
+                    rss_min=rss_min)
     holder["t"] = tracer
+    session.on_measured = tracer.on_measured
     try:
         session.start()
         session.probes.set_trace_min(tracer.min_pages)
-        what = "every cgroup" if everything else ", ".join(w.name for w in watches)
+        what = ", ".join(names) if names else "every cgroup"
+        limited = sum(1 for a in session.accounts if a.limit is not None)
         render.message(f"tracing address-space growth of {format_size(min_bytes)} or more "
                        f"in {what}" + (f" for {duration:g}s" if duration else "")
-                       + f" (address space via {session.probes.vm_hook}; Ctrl-C stops)")
+                       + f" (address space via {session.probes.vm_hook}; Ctrl-C stops); "
+                       f"resident growth of {format_size(rss_min)} or more per {interval:g}s "
+                       f"while slow ({limited} limit(s)"
+                       + (", from memory.max" if memory_max is not None else "") + ")")
         if not as_json:
             print(render.trace_header(), flush=True)
+        pending, early = early or [], None
+        for rec in pending:
+            sink(rec)
         # no config to reload: a hang-up is the terminal gone, and ends the trace
-        session.run(duration, lambda: stop() or stop.hup, on_loop=tracer.flush)
+        session.run(duration, lambda: stop() or stop.hup, on_loop=tracer.flush,
+                    on_tick=tracer.tick)
         tracer.flush()
     except BeanwatchError as e:
         render.message(str(e))

@@ -181,6 +181,8 @@ class Session:
         self.oom_waiting: list = []          # kills in cgroups made since the last walk
         # --vm-limit: (name, VmLimit) pairs; refused in the kernel, counted here
         self.vm = VmLimits(vm_limits, probes, sink, clock)
+        # called with (account, usage.Usage) after each exact check (`trace`'s rss records)
+        self.on_measured = None
 
     # -- start-up -----------------------------------------------------------------------
     def start(self) -> None:
@@ -591,6 +593,8 @@ class Session:
                 break
             acc.estimate = self.estimate(acc, self.read_counters(leaves))
         effects = acc.on_exact(usage.figure, usage.ts, rss=usage.rss, pss=usage.pss)
+        if self.on_measured is not None:
+            self.on_measured(acc, usage)
         acc.rss_base = ({leaf: base[leaf].rss_growth for leaf in leaves if leaf in base}
                         if base is not None else None)
         held = hold["held"]

@@ -35,6 +35,7 @@ EVENTS = {
     "verify": "`verify`: per cgroup per interval",
     "violation": "`verify`: an estimate found below RSS",
     "grow": "`trace`: one change of a process's address space at or above --min-size",
+    "rss": "`trace`: in slow mode, per interval, a process whose RSS grew by --rss-min or more",
     "host_check": "`check`: one per thing checked",
     "host_summary": "`check`: the facts (hook, kill path, slow-mode source)",
     "refused": "--vm-limit: allocations refused (ENOMEM) or let past the vm barrier, since the last such record",

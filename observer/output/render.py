@@ -112,15 +112,30 @@ def _trace_row(cols) -> str:
 
 
 def trace_line(rec: dict) -> str:
-    """One `grow` record of `trace` as a line under trace_header (bytes exact: the size
-    of the change in bytes; estimate: the cgroup's, after it)."""
+    """One record of `trace` as a line under trace_header. grow: bytes exact (the size of
+    the change in bytes), estimate the cgroup's after it. rss (slow mode, per interval):
+    kind "rss", bytes the process's resident growth over the interval (exact), then its RSS
+    now, the interval and the cgroup's exact usage of its limit. mode: a cgroup's switch."""
     import time as _time
     ts = rec["ts"]
     stamp = _time.strftime("%H:%M:%S", _time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}"
     cgroup = printable(rec["cgroup"]) if rec["cgroup"] is not None else f"id:{rec['cgroup_id']}"
     path, name = path_and_name(rec["cgroup"]) if rec["cgroup"] is not None else (cgroup, "-")
-    return _trace_row((stamp, path, name, str(rec["pid"]), printable(rec["comm"] or "?"),
-                       rec["kind"], str(rec["bytes"]), format_size(rec["estimate_bytes"])))
+    estimate = format_size(rec.get("estimate_bytes"))
+    if rec["event"] == "mode":
+        more = f" ({rec['suppressed']} more not shown)" if rec.get("suppressed") else ""
+        return (_trace_row((stamp, path, name, "-", "-", "mode", "-", estimate))
+                + f"  {rec.get('previous')} -> {rec['mode']}, limit "
+                  f"{format_size(rec.get('limit_bytes'))}{more}")
+    comm = printable(rec["comm"] or "?")
+    if rec["event"] == "rss":
+        used, limit = sizes_apart(rec.get("exact_bytes"), rec.get("limit_bytes"))
+        return (_trace_row((stamp, path, name, str(rec["pid"]), comm, "rss",
+                            str(rec["growth_bytes"]), estimate))
+                + f"  rss {format_size(rec['rss_bytes'])} in {rec['interval_s']:.2f}s, "
+                  f"cgroup {used} of {limit}")
+    return _trace_row((stamp, path, name, str(rec["pid"]), comm,
+                       rec["kind"], str(rec["bytes"]), estimate))
 
 
 def describe(record: dict) -> str:

@@ -7,6 +7,8 @@
  *   mremap N   the last mapping grown in place or moved, by N bytes
  *   shm N      a SysV segment of N bytes attached
  *   stack N    the stack grown by about N bytes in one page fault (its lowest byte first)
+ *   touch N    the next N bytes of the last mapping written, one byte a page (no huge
+ *              pages): resident memory grows by N, the address space not at all
  *   fork       a child that lives until this process exits
  *   exec PATH  exec PATH (no arguments)
  * usage: grower (commands on stdin) */
@@ -22,6 +24,7 @@
 
 static char *last;
 static size_t last_size;
+static size_t touched;   /* bytes of the last mapping written so far, from its start */
 static volatile char sink;
 
 static void die(const char *what)
@@ -49,6 +52,7 @@ int main(void)
 			if (last == MAP_FAILED)
 				die("mmap");
 			last_size = n;
+			touched = 0;
 		} else if (sscanf(line, "brk %lu", &n) == 1) {
 			if (sbrk(n) == (void *)-1)
 				die("sbrk");
@@ -65,6 +69,17 @@ int main(void)
 			if (shmat(id, NULL, 0) == (void *)-1)
 				die("shmat");
 			shmctl(id, IPC_RMID, NULL);
+		} else if (sscanf(line, "touch %lu", &n) == 1) {
+			size_t page = (size_t)sysconf(_SC_PAGESIZE);
+			if (!last || touched + n > last_size) {
+				fprintf(stderr, "grower: touch past the last mapping\n");
+				return 2;
+			}
+			if (!touched)   /* best effort: EINVAL without transparent huge pages */
+				(void)madvise(last, last_size, MADV_NOHUGEPAGE);
+			for (size_t off = touched; off < touched + n; off += page)
+				last[off] = 1;
+			touched += n;
 		} else if (sscanf(line, "stack %lu", &n) == 1) {
 			grow_stack(n);
 		} else if (strncmp(line, "fork", 4) == 0) {

@@ -154,6 +154,13 @@ def test_print_bpf_needs_no_root(no_host):
     (["verify", "--interval", "nan"], "--interval"),
     (["verify", "--duration", "nan"], "--duration"),
     (["watch", "--limit", "x=1\u212a"], "--limit"),      # KELVIN SIGN once gave a traceback
+    (["trace", "--rss-min", "0"], "--rss-min"),
+    (["trace", "--rss-min", "100"], "--rss-min"),        # below one page
+    (["trace", "--rss-min", "lots"], "--rss-min"),
+    (["trace", "--interval", "0"], "--interval"),
+    (["trace", "--interval", "nan"], "--interval"),
+    (["trace", "--limit", "a=1G:2G"], "barrier"),
+    (["trace", "--limit", "nosize"], "--limit"),
 ])
 def test_usage_errors(args, mentions, no_host):
     res = invoke(*args)

@@ -827,3 +827,50 @@ def test_a_flapping_cgroup_floods_no_mode_or_check_records(host):
     host.probes.vm[other] = 600 * MiB // PAGE_SIZE
     s.reconcile()
     assert [r["mode"] for r in host.events("mode", "/other")] == ["slow"]
+
+
+def test_trace_tells_rss_growth_from_the_checks_slow_mode_makes_anyway(host):
+    """`trace`'s wiring: limits from memory.max, the session's own statm reads per check
+    (none more for rss), one rss record per process grown by rss_min per interval, the
+    switch passed on; report only: nothing frozen or killed."""
+    from observer.app.session import memory_max_template
+    from observer.app.trace import Tracer
+    cid = host.cgroup("/job")
+    (host.cgroot / "job" / "memory.max").write_text(f"{64 * MiB}\n")
+    host.process(100, "/job", 300 * MiB, 8 * MiB)
+    host.process(101, "/job", 10 * MiB, 2 * MiB)
+    out = []
+    s = host.session([Watch("/job", cid, None)], memory_max=memory_max_template(0.1, True))
+    t = Tracer(s, out.append, min_pages=1, rss_min=MiB)
+    s.sink = lambda rec: (host.records.append(rec), t.on_record(rec))
+    s.enforcer.sink = s.barrier.sink = s.sink
+    s.on_measured = t.on_measured
+    s.start()                                   # 310M mapped, limit 64M: slow at once
+    assert [r["event"] for r in out] == ["mode"] and out[0]["mode"] == "slow"
+    t.tick()                                    # the switch's check is the baseline
+    assert len(out) == 1
+
+    def interval():
+        host.now += 1.0
+        host.log.clear()
+        s.reconcile(periodic=True)
+        assert sorted(e[1] for e in host.log if e[0] == "statm") == sorted(
+            int(p) for p in (host.cgroot / "job" / "cgroup.procs").read_text().split())
+        assert not [e for e in host.log if e[0] in ("freeze", "kill", "thaw")]
+        t.tick()
+    host.set_rss(100, 300 * MiB, 24 * MiB)      # +16M
+    host.set_rss(101, 10 * MiB, 2 * MiB + 512 * 1024)   # +512K: under rss_min
+    interval()
+    rss = [r for r in out if r["event"] == "rss"]
+    assert [(r["pid"], r["growth_bytes"], r["rss_bytes"]) for r in rss] == \
+        [(100, 16 * MiB, 24 * MiB)]
+    assert rss[0]["exact_bytes"] == 26 * MiB + 512 * 1024 and rss[0]["limit_bytes"] == 64 * MiB
+    assert rss[0]["interval_s"] == 1.0 and rss[0]["ts"] == host.now
+    host.process(102, "/job", 20 * MiB, 3 * MiB)      # new since: counts from 0
+    host.set_rss(100, 300 * MiB, 90 * MiB)      # past the limit: reported, never acted on
+    interval()
+    rss = [r for r in out if r["event"] == "rss"][1:]
+    assert [(r["pid"], r["growth_bytes"]) for r in rss] == [(100, 66 * MiB), (102, 3 * MiB)]
+    assert host.events("exceeded", "/job")
+    interval()                                  # nothing grew
+    assert len([r for r in out if r["event"] == "rss"]) == 3
