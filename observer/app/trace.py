@@ -160,9 +160,10 @@ class Tracer:
                 acc.limit.limit if acc.limit is not None else None, acc.estimate))
 
     def on_record(self, rec: dict) -> None:
-        """The session's own records: its mode switches in traced cgroups are told (why
-        rss records start and stop); the rest is the accounting's business."""
-        if rec["event"] == "mode" and self.traced(rec.get("cgroup_id")):
+        """The session's own records: its mode switches in traced cgroups are told, and
+        the changes of limits read from memory.max (why rss records start and stop); the
+        rest is the accounting's business."""
+        if rec["event"] in ("mode", "limit") and self.traced(rec.get("cgroup_id")):
             self.sink(rec)
 
     def tick(self) -> None:

@@ -115,7 +115,8 @@ def trace_line(rec: dict) -> str:
     """One record of `trace` as a line under trace_header. grow: bytes exact (the size of
     the change in bytes), estimate the cgroup's after it. rss (slow mode, per interval):
     kind "rss", bytes the process's resident growth over the interval (exact), then its RSS
-    now, the interval and the cgroup's exact usage of its limit. mode: a cgroup's switch."""
+    now, the interval and the cgroup's exact usage of its limit. mode: a cgroup's switch;
+    limit: its memory.max changed."""
     import time as _time
     ts = rec["ts"]
     stamp = _time.strftime("%H:%M:%S", _time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}"
@@ -127,12 +128,17 @@ def trace_line(rec: dict) -> str:
         return (_trace_row((stamp, path, name, "-", "-", "mode", "-", estimate))
                 + f"  {rec.get('previous')} -> {rec['mode']}, limit "
                   f"{format_size(rec.get('limit_bytes'))}{more}")
+    if rec["event"] == "limit":    # memory.max changed (limits followed from it)
+        before, after = (format_size(v) if v is not None else "max"
+                         for v in (rec.get("previous_limit_bytes"), rec.get("limit_bytes")))
+        return (_trace_row((stamp, path, name, "-", "-", "limit", "-", estimate))
+                + f"  memory.max {before} -> {after}, {rec.get('mode')} mode")
     comm = printable(rec["comm"] or "?")
     if rec["event"] == "rss":
         used, limit = sizes_apart(rec.get("exact_bytes"), rec.get("limit_bytes"))
         return (_trace_row((stamp, path, name, str(rec["pid"]), comm, "rss",
                             str(rec["growth_bytes"]), estimate))
-                + f"  rss {format_size(rec['rss_bytes'])} in {rec['interval_s']:.2f}s, "
+                + f"  over {rec['interval_s']:.2f}s, rss now {format_size(rec['rss_bytes'])}; "
                   f"cgroup {used} of {limit}")
     return _trace_row((stamp, path, name, str(rec["pid"]), comm,
                        rec["kind"], str(rec["bytes"]), estimate))

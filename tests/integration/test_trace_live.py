@@ -226,3 +226,55 @@ def test_trace_tells_resident_growth_per_interval_in_slow_mode(cgroups, watcher,
         proc.stdin.close()
         proc.wait(timeout=10)
     assert tracer.stop() == 0
+
+
+from test_memcg import memcg  # noqa: E402,F401 - the fixture: +memory under the test prefix
+
+
+@pytest.mark.kernel
+def test_trace_without_limit_follows_memory_max(memcg, watcher, exes):
+    """No --limit: memory.max is the limit, followed live. Below the mapped size it puts the
+    cgroup in slow mode and growth is told; set to max, the limit goes (a limit record)
+    and so do the rss records. Runs where the memory controller is (the VM guests)."""
+    step, tol = 16 * MiB, 16 * 4096
+    cg = memcg.make("trace-memmax")
+    with open(os.path.join(memcg.path(cg), "memory.max"), "w") as f:
+        f.write(str(128 * MiB))
+    p = memcg.spawn(cg, [exes["grower"]], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                    text=True)
+
+    def say(command):
+        p.stdin.write(command + "\n")
+        p.stdin.flush()
+        assert p.stdout.readline() == "ok\n", command
+    assert p.stdout.readline() == "ok\n"
+    say(f"mmap {256 * MiB}")
+    say("touch 0")
+    tracer = watcher("--cgroup", cg, "--interval", "1", command="trace")
+    started(tracer, timeout=60)
+    switch = tracer.wait_for(lambda r: r["event"] == "mode" and r["cgroup"] == cg,
+                             what="the switch to slow mode")
+    assert (switch["mode"], switch["limit_bytes"]) == ("slow", 128 * MiB), switch
+
+    def grown(since):
+        return sum(r["growth_bytes"] for r in tracer.records[since:]
+                   if r["event"] == "rss" and r["pid"] == p.pid)
+    since = len(tracer.records)
+    say(f"touch {step}")
+    deadline = time.time() + 5 * TIME_SCALE
+    while grown(since) < step - tol and time.time() < deadline:
+        time.sleep(0.05)
+    assert step - MiB < grown(since) <= step + tol, tracer.records[since:]
+    with open(os.path.join(memcg.path(cg), "memory.max"), "w") as f:
+        f.write("max")
+    lim = tracer.wait_for(lambda r: r["event"] == "limit" and r["cgroup"] == cg,
+                          what="the limit gone from memory.max")
+    assert (lim["previous_limit_bytes"], lim["limit_bytes"]) == (128 * MiB, None), lim
+    since = len(tracer.records)
+    say(f"touch {step}")
+    time.sleep(3 * TIME_SCALE)
+    assert grown(since) == 0, tracer.records[since:]
+    assert p.poll() is None
+    p.stdin.close()
+    p.wait(timeout=10)
+    assert tracer.stop() == 0

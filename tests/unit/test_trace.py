@@ -183,7 +183,7 @@ def test_tracer_tells_rss_of_slow_traced_accounts_from_the_sessions_checks():
         == (1.0, 26 * MiB + 4096, 64 * MiB, 256 * MiB)
     line = render.trace_line(rec)
     assert line.split()[1:8] == ["/job", "-", "42", "hog", "rss", str(16 * MiB), "256M"]
-    assert "rss 24M in 1.00s, cgroup 26.0M of 64M" in line
+    assert line.endswith("  over 1.00s, rss now 24M; cgroup 26.0M of 64M"), line
     # back to fast (below the limit less the hysteresis): its later checks say nothing
     job.on_estimate(MiB)
     assert job.mode is Mode.FAST
@@ -192,7 +192,7 @@ def test_tracer_tells_rss_of_slow_traced_accounts_from_the_sessions_checks():
     assert len(out) == 1
 
 
-def test_tracer_passes_on_mode_switches_of_traced_cgroups_only():
+def test_tracer_passes_on_mode_switches_and_limit_changes_of_traced_cgroups_only():
     job = slow_account()
     s = FakeSession({7: "/job", 8: "/other"}, {}, {7: [job], 8: [Acc("/other")]}, FakeProcfs({}))
     out = []
@@ -203,7 +203,13 @@ def test_tracer_passes_on_mode_switches_of_traced_cgroups_only():
     t.on_record(dict(rec, cgroup="/other", cgroup_id=8))
     t.on_record(account_record("check", job, 5.0))
     t.on_record(record("exceeded", 5.0, "/job", cgroup_id=7))
-    assert out == [rec]
+    job.limit, job.mode = None, Mode.FAST      # memory.max went to max: fast, no mode record
+    changed = account_record("limit", job, 6.0, previous_limit_bytes=64 * MiB,
+                             detail="memory.max changed")
+    t.on_record(changed)
+    assert out == [rec, changed]
+    assert render.trace_line(changed).split()[5:] == \
+        ["limit", "-", "256M", "memory.max", "64M", "->", "max,", "fast", "mode"]
     line = render.trace_line(dict(rec, suppressed=3))
     assert line.split()[1:8] == ["/job", "-", "-", "-", "mode", "-", "256M"]
     assert line.endswith("fast -> slow, limit 64M (3 more not shown)")
