@@ -511,7 +511,9 @@ def trace_watches(host: Host, limits, cgroups=()) -> tuple[list[Watch], list[str
     every cgroup with its memory.max (report only); plus each --cgroup not limited, without
     a limit, so that what it covers is known. A --limit outside every --cgroup is refused:
     nothing about it would be shown."""
-    watches = resolve_watches(host, limits, Action.REPORT, None)
+    # adaptive as watch's default, so that limits from memory.max equal the template's
+    # (else each would show as changed at the first walk)
+    watches = resolve_watches(host, limits, Action.REPORT, None, adaptive=True)
     names = list(dict.fromkeys(host.cg.resolve(c) for c in cgroups))
     if names and limits:
         for w in watches:

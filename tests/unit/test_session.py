@@ -833,6 +833,7 @@ def test_trace_tells_rss_growth_from_the_checks_slow_mode_makes_anyway(host):
     """`trace`'s wiring: limits from memory.max, the session's own statm reads per check
     (none more for rss), one rss record per process grown by rss_min per interval, the
     switch passed on; report only: nothing frozen or killed."""
+    from dataclasses import replace
     from observer.app.session import memory_max_template
     from observer.app.trace import Tracer
     cid = host.cgroup("/job")
@@ -840,7 +841,9 @@ def test_trace_tells_rss_growth_from_the_checks_slow_mode_makes_anyway(host):
     host.process(100, "/job", 300 * MiB, 8 * MiB)
     host.process(101, "/job", 10 * MiB, 2 * MiB)
     out = []
-    s = host.session([Watch("/job", cid, None)], memory_max=memory_max_template(0.1, True))
+    template = memory_max_template(0.1, True)
+    s = host.session([Watch("/job", cid, replace(template, limit=64 * MiB))],
+                     memory_max=template)
     t = Tracer(s, out.append, min_pages=1, rss_min=MiB)
     s.sink = lambda rec: (host.records.append(rec), t.on_record(rec))
     s.enforcer.sink = s.barrier.sink = s.sink
@@ -874,3 +877,26 @@ def test_trace_tells_rss_growth_from_the_checks_slow_mode_makes_anyway(host):
     assert host.events("exceeded", "/job")
     interval()                                  # nothing grew
     assert len([r for r in out if r["event"] == "rss"]) == 3
+
+
+def test_trace_watches_match_the_memory_max_template_and_stay_inside_cgroup(host):
+    """trace's accounts: limits from memory.max as the session follows them (no spurious
+    `limit` record at the first walk), every --cgroup known, a --limit outside them refused."""
+    from observer.app import runtime
+    from observer.app.session import memory_max_template
+    from observer.core.config import DEFAULT_HYSTERESIS, ConfigError, parse_limit_spec
+    host.cgroup("/t/b")
+    a = host.cgroup("/t/a")
+    (host.cgroot / "t" / "a" / "memory.max").write_text(f"{64 * MiB}\n")
+    h = runtime.Host(host.cg, host.procfs, "/", "/")
+    watches, names = runtime.trace_watches(h, [], ["/t/b"])
+    assert names == ["/t/b"]
+    assert {w.name: w.limit and w.limit.limit for w in watches}["/t/a"] == 64 * MiB
+    s = host.session(watches, memory_max=memory_max_template(DEFAULT_HYSTERESIS, True))
+    s.start()
+    assert host.events("limit") == []
+    watches, _ = runtime.trace_watches(h, [parse_limit_spec("/t/a=32M")], ["/t"])
+    assert [(w.name, w.limit and w.limit.action) for w in watches] == \
+        [("/t/a", Action.REPORT), ("/t", None)]
+    with pytest.raises(ConfigError, match="outside every --cgroup"):
+        runtime.trace_watches(h, [parse_limit_spec("/t/a=32M")], ["/t/b"])
