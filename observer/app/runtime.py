@@ -507,10 +507,10 @@ def run_verify(host: Host, watches, duration: float, interval: float, as_json: b
 
 
 def trace_watches(host: Host, limits, cgroups=()) -> tuple[list[Watch], list[str]]:
-    """`trace`'s accounts, and the --cgroup names resolved: each --limit (report only, with a report-only barrier), else
-    every cgroup with its memory.max (report only); plus each --cgroup not limited, without
-    a limit, so that what it covers is known. A --limit outside every --cgroup is refused:
-    nothing about it would be shown."""
+    """`trace`'s accounts, and the --cgroup names resolved. The accounts: each --limit
+    (report only, its barrier too), else every cgroup with its memory.max (report only);
+    plus each --cgroup not limited, without a limit, so that what it covers is known. A
+    --limit outside every --cgroup is refused: nothing about it would be shown."""
     # adaptive as watch's default, so that limits from memory.max equal the template's
     # (else each would show as changed at the first walk)
     watches = resolve_watches(host, limits, Action.REPORT, None, adaptive=True)

@@ -1,8 +1,10 @@
-"""`beanwatch trace`'s Python side: kinds named from the event, records built from it."""
+"""`beanwatch trace`'s Python side: kinds named from the event, records built from it, and
+resident growth per interval diffed from the session's checks (rss)."""
 
 from dataclasses import dataclass, field
 
-from observer.app.trace import Grown, Measured, RssIntervals, Tracer, growth_kind, rss_growth, signed64
+from observer.app.trace import (Grown, Measured, RssIntervals, Tracer, growth_kind, rss_growth,
+                                signed64)
 from observer.core.config import Limit
 from observer.core.model import Account, Mode
 from observer.core.sizes import PAGE_SIZE
