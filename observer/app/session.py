@@ -13,10 +13,12 @@ from ..core.errors import BeanwatchError
 from ..core.ratelimit import Buckets
 from ..core.model import Account, Effect, LeafBounds, LeafCounters, Mode, leaf_bounds
 from ..core.names import display_name, printable
+from ..core.placement import place
 from ..core.policy import OverNotice
 from ..core.records import account_record, record
 from ..core.sizes import PAGE_SIZE, to_bytes, to_pages
 from ..core.usage import ProcUsage, Usage, needs_precise
+from ..host.cgroupfs import Unlocatable
 from .barrier import BarrierActions
 from .enforcer import Enforcer
 from .vmlimits import VmLimits
@@ -103,6 +105,13 @@ OOM_WAITING_MAX = 1024   # kills in not yet walked cgroups kept until the next w
 # duration after it: a tenant making cgroups in a loop cannot keep the loop walking.
 TREE_EVERY = 2.0
 TREE_GAP_FACTOR = 10.0
+# A cgroup first seen in an event between walks is placed at once from its id alone
+# (CgroupFS.locate: one open by handle, one readlink, one open per level; ~10 us): covered by
+# its watched ancestors' accounts from its first event, not from the next walk. At most
+# LOCATE_RATE a second after a burst of LOCATE_BURST: past that (a tenant making cgroups by
+# the thousand a second) they wait for the walk, which its own gap above still rate-limits.
+LOCATE_RATE = 500.0
+LOCATE_BURST = 200.0
 
 
 def memory_max_template(hysteresis: float, adaptive: bool) -> Limit:
@@ -160,6 +169,13 @@ class Session:
         self.tree_wanted = False
         self.walked_at = float("-inf")       # time.monotonic() of the last walk
         self.walk_took = 0.0
+        self.by_name: dict[str, Account] = {}
+        # ids seen in events and not in the tree: placed at once (locate), within a budget
+        self.unknown: set[int] = set()
+        self.fresh: set[int] = set()         # placed under a slow account: bounds first
+        self.locate_budget = Buckets(LOCATE_RATE, LOCATE_BURST)
+        self.located = 0                     # cgroups placed from their id between walks
+        self.locate_deferred = 0             # left to the walk (over budget, or unlocatable)
         # per-source rate limit of events; over it: counted, resynchronised at the tick
         self.buckets = Buckets(event_rate, event_burst)
         self.record_buckets = {kind: Buckets(rate, RECORD_BURST)
@@ -237,6 +253,8 @@ class Session:
             self.follow_memory_max()
         self.resolve_accounts()
         by_name = {acc.name: acc for acc in self.accounts}
+        self.by_name = by_name
+        before = {cid: [a.name for a in accs] for cid, accs in self.covered_by.items()}
         self.leaves_of = {name: [] for name in by_name}
         self.covered_by = {}
         for cid, name in self.tree.items():
@@ -245,6 +263,13 @@ class Session:
                 if acc is not None:
                     self.leaves_of[anc].append(cid)
                     self.covered_by.setdefault(cid, []).append(acc)
+        # Cgroups covered now and not before (made since the last walk and not placed from
+        # their events): counted in the estimates and bounded from the next round on, not
+        # from the next tick.
+        for cid, accs in self.covered_by.items():
+            if before.get(cid) != [a.name for a in accs]:
+                self.took_in(cid, accs)
+        self.unknown.clear()
         self.prune()
         if self.vm:
             self.vm.sync(self.tree, self.seed)
@@ -270,17 +295,21 @@ class Session:
             if acc.cgroup_id == cid:
                 self.missing.discard(acc.name)
                 continue
-            previous = acc.cgroup_id
-            self.barrier.forget(acc.name)
-            acc.cgroup_id = cid
-            acc.acted_at = None
-            acc.exact = None
-            if acc.name in self.missing:
-                self.missing.discard(acc.name)
-                self.sink(account_record("appeared", acc, now, detail="cgroup created"))
-            else:
-                self.sink(account_record("recreated", acc, now, previous_id=previous,
-                                         detail=f"removed and made again (id {previous} -> {cid})"))
+            self.follow(acc, cid, now)
+
+    def follow(self, acc: Account, cid: int, now: float) -> None:
+        """acc's path now leads to the cgroup cid: taken, with a record."""
+        previous = acc.cgroup_id
+        self.barrier.forget(acc.name)
+        acc.cgroup_id = cid
+        acc.acted_at = None
+        acc.exact = None
+        if acc.name in self.missing:
+            self.missing.discard(acc.name)
+            self.sink(account_record("appeared", acc, now, detail="cgroup created"))
+        else:
+            self.sink(account_record("recreated", acc, now, previous_id=previous,
+                                     detail=f"removed and made again (id {previous} -> {cid})"))
 
     def follow_memory_max(self) -> None:
         """Limits from memory.max (no --limit): every cgroup of the tree, its limit read
@@ -325,6 +354,66 @@ class Session:
         gap = self.tree_gap if self.tree_gap is not None else TREE_GAP_FACTOR * self.walk_took
         return max(0.0, self.walked_at + gap - time.monotonic())
 
+    def took_in(self, cid: int, accounts) -> None:
+        """cid is now covered by accounts (placed, or found by a walk): its bounds are
+        written at the next round, from which on its counter is in their estimates; under a
+        slow account its faults are followed from before a measurement taken at once (what
+        it made resident before is measured, what comes after is followed)."""
+        self.rearm.add(cid)
+        self.dirty = True
+        for acc in accounts:
+            if acc.mode is Mode.SLOW:
+                self.fresh.add(cid)
+                self.exact_due.add(acc.name)
+
+    def place_unknown(self) -> None:
+        """The cgroups seen in events since the last walk and not in the tree, each placed
+        from its id alone (CgroupFS.locate, O(depth)) within the budget; the others, and
+        any that cannot be placed so, wait for the walk (rate-limited by its gap)."""
+        ids, self.unknown = self.unknown, set()
+        now = time.monotonic()
+        for cid in ids:
+            if cid in self.tree:
+                continue
+            if not self.locate_budget.take(0, now):
+                self.locate_deferred += 1
+                self.tree_wanted = True
+                continue
+            try:
+                chain = self.cg.locate(cid)
+            except (Unlocatable, OSError):
+                self.locate_deferred += 1
+                self.tree_wanted = True
+                continue
+            if chain is None:
+                continue   # removed already: nothing to cover (its entries go at rmdir)
+            self.place(cid, chain)
+
+    def place(self, cid: int, chain) -> None:
+        """cid, found at the end of chain ((name, id) from the root down), put in the tree
+        and under every account covering it, as the next walk would. An account whose
+        path now leads to another cgroup (one of chain's) follows it first. Only cid goes in
+        the tree: an ancestor made since the walk is placed by its own events, if any."""
+        placement = place(chain, self.by_name)
+        now = round(self.clock(), 6)
+        for acc, new_id in placement.followed:
+            self.follow(acc, new_id, now)
+            # what it covered was the removed cgroup's subtree: gone with it
+            self.leaves_of[acc.name] = []
+        name = chain[-1][0]
+        self.tree[cid] = name
+        self.located += 1
+        if not placement.covering:
+            return
+        self.covered_by[cid] = list(placement.covering)
+        for acc in placement.covering:
+            leaves = self.leaves_of.setdefault(acc.name, [])
+            if cid not in leaves:
+                leaves.append(cid)
+        self.took_in(cid, placement.covering)
+        if self.vm and any(w.name == n for w in self.vm.watches for n, _ in chain):
+            self.vm.sync(self.tree, self.seed)   # mapped to its vm limit now too
+
     def maybe_refresh(self, periodic: bool = False) -> None:
         if self.tree_wanted and self.tree_due_in() <= 0.0:
             self.refresh_tree()
@@ -366,13 +455,15 @@ class Session:
             self.dirty = True
             self.rearm.add(ev.cgid)
             if ev.cgid not in tree:
-                self.tree_wanted = True
+                self.unknown.add(ev.cgid)
             if ev.kind == wire.EV_MOVED:
                 self.rearm.add(ev.aux)
             if ev.kind in (wire.EV_RSS_HIGH, wire.EV_MOVED):
                 for acc in self.covered_by.get(ev.cgid, ()):
                     if acc.mode is Mode.SLOW:
                         self.exact_due.add(acc.name)
+        if self.unknown:
+            self.place_unknown()
         self.maybe_refresh()
 
     def on_oom_kill(self, ev: wire.Event, walked: bool = False) -> None:
@@ -385,8 +476,11 @@ class Session:
             path = self._proc_cgroup(pid)
             cid = next((c for c, n in self.tree.items() if n == path), 0) if path else 0
         if cid and cid not in self.tree and not walked:
-            # a cgroup made since the last walk: judged after the next one (as soon as the
-            # walk's rate limit allows), never dropped for being new
+            self.unknown.add(cid)
+            self.place_unknown()
+        if cid and cid not in self.tree and not walked:
+            # a cgroup made since the last walk and not placed from its id: judged after the
+            # next walk (as soon as its rate limit allows), never dropped for being new
             if len(self.oom_waiting) < OOM_WAITING_MAX:
                 self.oom_waiting.append(ev)
             self.tree_wanted = True
@@ -429,12 +523,14 @@ class Session:
         for cid in self.resync:
             self.rearm.add(cid)
             if cid not in self.tree:
-                self.tree_wanted = True
+                self.unknown.add(cid)
             for acc in self.covered_by.get(cid, ()):
                 if acc.mode is Mode.SLOW:
                     self.exact_due.add(acc.name)
         self.resync = set()
         self.dirty = True
+        if self.unknown:
+            self.place_unknown()
 
     def covering(self, cgid: int) -> list[Account]:
         return self.covered_by.get(cgid, [])
@@ -482,10 +578,14 @@ class Session:
                 self.barrier.on_fast(acc)
             if acc.mode is Mode.SLOW and (force_all or periodic):
                 self.exact_due.add(acc.name)
-        if newly_slow:
+        # cgroups just taken in under a slow account: followed before it is measured too
+        early = {c for c in self.fresh if any(a.mode is Mode.SLOW for a in self.covering(c))}
+        self.fresh.clear()
+        if newly_slow or early:
             # Start following faults before measuring, so growth after the /proc read is
             # counted (the kernel side takes each process's baseline at its next fault).
-            self.write_bounds(counters, only={c for a in newly_slow for c in self.leaves_of[a.name]})
+            early.update(c for a in newly_slow for c in self.leaves_of[a.name])
+            self.write_bounds(counters, only=early)
             self.probes.enable_faults(True)
             counters = self.read_counters()
         for acc in self.accounts:

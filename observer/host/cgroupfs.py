@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import re
 import stat
+import struct
 from dataclasses import dataclass
 
 from ..core.errors import BeanwatchError
@@ -16,6 +18,21 @@ V1_UNLIMITED = 2**62
 
 # A cgroup removed while we read it fails with ENOENT, or ENODEV for a file already open.
 _GONE = (errno.ENOENT, errno.ENODEV)
+
+# A kernfs file handle (cgroup2, Linux 5.5 on) is the node's 64-bit id: the cgroup id.
+FILEID_KERNFS = 0xFE
+
+
+class _FileHandle(ctypes.Structure):
+    """struct file_handle with room for a kernfs handle (open_by_handle_at(2))."""
+
+    _fields_ = [("handle_bytes", ctypes.c_uint), ("handle_type", ctypes.c_int),
+                ("f_handle", ctypes.c_ubyte * 8)]
+
+
+class Unlocatable(Exception):
+    """A cgroup that CgroupFS.locate cannot place from its id alone (no support on this
+    host, a path past PATH_MAX, renamed meanwhile): the caller walks the tree instead."""
 
 
 @dataclass(frozen=True)
@@ -187,6 +204,93 @@ class CgroupFS:
         # the value bpf_get_current_cgroup_id() returns. A recreated cgroup gets a new one.
         with self._dir(name) as fd:
             return os.fstat(fd).st_ino
+
+    # -- a cgroup from its id alone --------------------------------------------------------
+    _libc = None
+    _by_id: bool | None = None   # open_by_handle_at works on this mount (probed once)
+
+    def _open_by_id(self, cid: int) -> int:
+        """A directory fd of the cgroup whose id is cid (open_by_handle_at with a kernfs
+        handle; needs CAP_DAC_READ_SEARCH). OSError as the kernel says: ESTALE when gone."""
+        if CgroupFS._libc is None:
+            CgroupFS._libc = ctypes.CDLL(None, use_errno=True)
+        fh = _FileHandle(8, FILEID_KERNFS)
+        ctypes.memmove(fh.f_handle, struct.pack("=Q", cid), 8)
+        mount = os.open(self._real, _DIR)
+        try:
+            fd = CgroupFS._libc.open_by_handle_at(mount, ctypes.byref(fh), _DIR)
+        finally:
+            os.close(mount)
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        return fd
+
+    def _locate_works(self) -> bool:
+        """Probed once: the mount's own root found again from its id. Not a cgroup2 (kernfs)
+        mount, an old kernel, or no CAP_DAC_READ_SEARCH: False, and locate() never tries."""
+        if self._by_id is None:
+            try:
+                want = os.stat(self._real).st_ino
+                fd = self._open_by_id(want)
+                try:
+                    self._by_id = os.fstat(fd).st_ino == want
+                finally:
+                    os.close(fd)
+            except (OSError, AttributeError):
+                self._by_id = False
+        return self._by_id
+
+    def locate(self, cid: int) -> list[tuple[str, int]] | None:
+        """The cgroup of id cid found from the id alone, in O(depth): [(name, id), ...] from
+        the mount's root down to it, each an ancestor of the next. None if it is gone (or
+        outside this mount). Unlocatable where it cannot be told here: the caller walks.
+
+        The kernel opens it by its id (a kernfs file handle) and names its path; the path
+        is then opened again one component at a time from the mount, no symlink followed,
+        and must end at the same id: the names and ids of the chain were each other's at
+        that moment (a rename meanwhile fails the check). Cgroups never change parent, so
+        the ids are its ancestors for good."""
+        if not self._locate_works():
+            raise Unlocatable("open_by_handle_at does not work on this mount")
+        try:
+            fd = self._open_by_id(cid)
+        except OSError as e:
+            if e.errno in (errno.ESTALE, errno.ENOENT):
+                return None
+            raise Unlocatable(e.strerror) from None
+        try:
+            st = os.fstat(fd)
+            if st.st_ino != cid or st.st_dev != self._dev:
+                return None
+            path = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError as e:
+            # ENAMETOOLONG: past PATH_MAX, d_path cannot name it
+            raise Unlocatable(e.strerror) from None
+        finally:
+            os.close(fd)
+        if path != self._real and not path.startswith(self._real.rstrip("/") + "/"):
+            return None   # not under this mount (a mount of a subtree): not ours to watch
+        rel = path[len(self._real.rstrip("/")):]
+        parts = [p for p in rel.split("/") if p]
+        chain = []
+        fd = os.open(self._real, _DIR)
+        try:
+            chain.append(("/", os.fstat(fd).st_ino))
+            name = ""
+            for part in parts:
+                child = os.open(part, _DIR | os.O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = child
+                name += "/" + part
+                chain.append((name, os.fstat(fd).st_ino))
+        except OSError as e:
+            raise Unlocatable(f"{e.strerror} (removed or renamed meanwhile)") from None
+        finally:
+            os.close(fd)
+        if chain[-1][1] != cid:
+            raise Unlocatable("renamed or made again meanwhile")
+        return chain
 
     def _visit(self, top: str, fn, skipped: dict[str, str] | None = None) -> bool:
         """Depth first through top and its descendants by directory fd: fn(fd, name) for
