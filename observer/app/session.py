@@ -176,6 +176,7 @@ class Session:
         self.locate_budget = Buckets(LOCATE_RATE, LOCATE_BURST)
         self.located = 0                     # cgroups placed from their id between walks
         self.locate_deferred = 0             # left to the walk (over budget, or unlocatable)
+        self.walks = 0
         # per-source rate limit of events; over it: counted, resynchronised at the tick
         self.buckets = Buckets(event_rate, event_burst)
         self.record_buckets = {kind: Buckets(rate, RECORD_BURST)
@@ -244,6 +245,7 @@ class Session:
         Accounts follow their paths (a cgroup removed and made again is re-resolved), limits
         from memory.max are read again, and state of cgroups gone is dropped."""
         started = time.monotonic()
+        self.walks += 1
         self.tree = self.cg.walk()
         self.walk_took = time.monotonic() - started
         self.walked_at = time.monotonic()

@@ -158,6 +158,21 @@ class SessionCollector:
             "every limited cgroup is then measured exactly every interval.")
         full.add_metric([], s.map_full)
         yield full
+        located = CounterMetricFamily(
+            "beanwatch_cgroups_located",
+            "Cgroups first seen in an event between walks of the tree, placed at once from "
+            "their id (covered by their watched ancestors from that event on).")
+        located.add_metric([], s.located)
+        yield located
+        deferred = CounterMetricFamily(
+            "beanwatch_cgroups_locate_deferred",
+            "Cgroups first seen in an event left to the next walk of the tree instead (over "
+            "the rate of LOCATE_RATE a second, or not locatable from their id here).")
+        deferred.add_metric([], s.locate_deferred)
+        yield deferred
+        walks = CounterMetricFamily("beanwatch_tree_walks", "Walks of the whole cgroup tree.")
+        walks.add_metric([], s.walks)
+        yield walks
         skipped = CounterMetricFamily(
             "beanwatch_cgroups_skipped",
             "Cgroups a walk of the tree could not open or list (not accounted), counted once each.")

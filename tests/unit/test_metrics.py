@@ -42,6 +42,7 @@ class FakeSession:
         self.loop_errors = 1
         self.events_throttled, self.map_full, self.cgroups_skipped = 1800, 2, 3
         self.records_suppressed = 640
+        self.located, self.locate_deferred, self.walks = 75, 12, 9
         self.skipped = {"/tenant/locked": "Permission denied"}
 
 
@@ -83,6 +84,9 @@ def test_exposition_names_units_and_values():
     assert got[("beanwatch_records_suppressed_total", ())] == 640
     assert got[("beanwatch_cgroups_skipped_total", ())] == 3
     assert got[("beanwatch_cgroups_unreadable", ())] == 1
+    assert got[("beanwatch_cgroups_located_total", ())] == 75
+    assert got[("beanwatch_cgroups_locate_deferred_total", ())] == 12
+    assert got[("beanwatch_tree_walks_total", ())] == 9
     # a cgroup without a limit has no limit series and no exact one until measured
     free = (("cgroup", "/free"),)
     assert ("beanwatch_cgroup_limit_bytes", free) not in got
