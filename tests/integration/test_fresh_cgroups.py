@@ -73,3 +73,95 @@ def test_a_toucher_in_a_just_made_cgroup_is_killed_near_the_limit(cgroups, watch
     assert w.proc.poll() is None, w.stderr
     assert max(overs) < 64, overs
     assert w.stop() == 0
+
+
+def test_locate_finds_a_real_cgroup_from_its_id_alone(cgroups):
+    from observer.host.cgroupfs import CgroupFS
+    from conftest import find_mounts
+    cg = CgroupFS(find_mounts().cgroup2)
+    name = cgroups.make("a/b \tc")
+    cid = cg.cgroup_id(name)
+    chain = cg.locate(cid)
+    assert chain[-1] == (name, cid) and chain[0] == ("/", cg.cgroup_id("/"))
+    assert [n for n, _ in chain] == cg.ancestors_or_self(name)[::-1]
+    assert all(cg.cgroup_id(n) == i for n, i in chain)
+    os.rmdir(cgroups.path(name))
+    assert cg.locate(cid) is None
+
+
+# A tenant's loop: make a cgroup under the watched parent, move a sleeper in and out of it,
+# remove it. The sleeper, not the loop, goes in: a kill of the parent then ends only it (and
+# the loop starts another one).
+CHURNER = r"""
+import errno, os, subprocess, sys, time
+top, home, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+sleeper = subprocess.Popen(["sleep", "600"])
+def enter(path, pid):
+    with open(os.path.join(path, "cgroup.procs"), "w") as f:
+        f.write(str(pid))
+n, end = 0, time.monotonic() + seconds
+while time.monotonic() < end:
+    path = os.path.join(top, f"c{n}")
+    os.mkdir(path)
+    try:
+        enter(path, sleeper.pid)
+        enter(home, sleeper.pid)
+    except OSError:
+        sleeper.wait()
+        sleeper = subprocess.Popen(["sleep", "600"])
+    while True:
+        try:
+            os.rmdir(path)
+            break
+        except OSError as e:
+            if e.errno != errno.EBUSY:
+                raise
+            time.sleep(0.01)
+    n += 1
+sleeper.kill()
+sleeper.wait()
+print(n, flush=True)
+"""
+
+
+def test_cgroups_made_by_the_thousand_a_second_neither_spin_nor_delay_a_kill(cgroups, watcher):
+    """Placing is bounded (LOCATE_RATE a second, then the walk, rate-limited by its gap): a
+    tenant making, entering and removing cgroups as fast as it can under the watched parent
+    costs beanwatch a bounded share of a core, and a toucher in a fresh cgroup made meanwhile
+    is still killed near the limit."""
+    import subprocess
+    import sys
+    from test_metrics_live import free_port
+    from test_tenants import scrape, cpu_seconds
+    parent = cgroups.make("tenant")
+    home = cgroups.make("home")
+    port = free_port()
+    w = watcher("--limit", f"{parent}=256M", "--action", "kill", "--interval", "1",
+                "--metrics", str(port))
+    w.started()
+    seconds = 6.0
+    before = cpu_seconds(w.proc.pid)
+    churner = cgroups.spawn(home, [sys.executable, "-c", CHURNER, cgroups.path(parent),
+                                   cgroups.path(home), str(seconds)],
+                            stdout=subprocess.PIPE, text=True)
+    time.sleep(2.0)
+    cg = cgroups.make("tenant/toucher")
+    p = cgroups.workload(cg, f"touch:{2 * LIMIT_MIB}M", "hold")
+    assert p.wait(timeout=30) == -signal.SIGKILL
+    act = w.wait_for(lambda r: r["event"] == "action" and p.pid in r.get("pids", ()),
+                     what="kill of the toucher")
+    out, _ = churner.communicate(timeout=60)
+    made = int(out.split()[0]) if out.strip() else 0
+    cpu = (cpu_seconds(w.proc.pid) - before) / seconds
+    m = scrape(port)
+    print(f"\nchurn: {made} cgroups in {seconds:.0f} s ({made / seconds:.0f}/s); beanwatch "
+          f"{cpu:.0%} of a core; located {m['beanwatch_cgroups_located_total']:.0f}, left to "
+          f"walks {m['beanwatch_cgroups_locate_deferred_total']:.0f}, walks "
+          f"{m['beanwatch_tree_walks_total']:.0f}; toucher killed at "
+          f"{act['exact_bytes'] / MiB:.0f} MiB")
+    assert churner.returncode == 0 and made > 2000
+    assert m["beanwatch_cgroups_located_total"] <= 200 + 500 * (seconds + 3)
+    assert cpu < 0.5, f"beanwatch used {cpu:.0%} of a core during the churn"
+    assert act["exact_bytes"] < (LIMIT_MIB + 64) * MiB, act
+    assert not w.of("error")
+    assert w.stop() == 0
