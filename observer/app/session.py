@@ -106,12 +106,13 @@ OOM_WAITING_MAX = 1024   # kills in not yet walked cgroups kept until the next w
 TREE_EVERY = 2.0
 TREE_GAP_FACTOR = 10.0
 # A cgroup first seen in an event between walks is placed at once from its id alone
-# (CgroupFS.locate: one open by handle, one readlink, one open per level; ~10 us): covered by
+# (CgroupFS.locate: one open by handle, one readlink, one open per level; ~10 us, ~3 us for
+# one removed already, as most of a churning tenant's are by then): covered by
 # its watched ancestors' accounts from its first event, not from the next walk. At most
 # LOCATE_RATE a second after a burst of LOCATE_BURST: past that (a tenant making cgroups by
 # the thousand a second) they wait for the walk, which its own gap above still rate-limits.
-LOCATE_RATE = 500.0
-LOCATE_BURST = 200.0
+LOCATE_RATE = 2000.0
+LOCATE_BURST = 500.0
 
 
 def memory_max_template(hysteresis: float, adaptive: bool) -> Limit:
@@ -731,6 +732,10 @@ class Session:
         self.event_errors = self.probes.callback_errors
         if unaccounted:
             self.note_map_full(unaccounted, "a process or a cgroup could not be accounted")
+        if lost:
+            # a lost wake-up may have been a new cgroup's first (EV_NEW_LEAF): only a walk
+            # finds that one now (as soon as its gap allows)
+            self.tree_wanted = True
         if lost or errors:
             now = self.clock()
             for acc in self.accounts:

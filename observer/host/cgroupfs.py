@@ -208,6 +208,7 @@ class CgroupFS:
     # -- a cgroup from its id alone --------------------------------------------------------
     _libc = None
     _by_id: bool | None = None   # open_by_handle_at works on this mount (probed once)
+    _mount_fd: int | None = None
 
     def _open_by_id(self, cid: int) -> int:
         """A directory fd of the cgroup whose id is cid (open_by_handle_at with a kernfs
@@ -216,11 +217,9 @@ class CgroupFS:
             CgroupFS._libc = ctypes.CDLL(None, use_errno=True)
         fh = _FileHandle(8, FILEID_KERNFS)
         ctypes.memmove(fh.f_handle, struct.pack("=Q", cid), 8)
-        mount = os.open(self._real, _DIR)
-        try:
-            fd = CgroupFS._libc.open_by_handle_at(mount, ctypes.byref(fh), _DIR)
-        finally:
-            os.close(mount)
+        if self._mount_fd is None:
+            self._mount_fd = os.open(self._real, _DIR)   # kept: one syscall less per call
+        fd = CgroupFS._libc.open_by_handle_at(self._mount_fd, ctypes.byref(fh), _DIR)
         if fd < 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))

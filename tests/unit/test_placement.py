@@ -271,3 +271,15 @@ def test_under_a_slow_account_a_new_cgroup_is_followed_before_it_is_measured(lho
     check = lhost.events("check", "/t")[-1]
     assert check["exact_bytes"] == 232 * MiB
     assert t in s.leaves_of["/t"]
+
+
+def test_lost_wake_ups_ask_for_a_walk(lhost):
+    """A lost wake-up may have been a new cgroup's only EV_NEW_LEAF: a walk (rate-limited by
+    its gap) is asked for, so it is not left uncovered until the periodic one."""
+    t = lhost.cgroup("/t")
+    s = lhost.session([Watch("/t", t, Limit(256 * MiB))])
+    s.start()
+    assert not s.tree_wanted
+    lhost.probes.stat[wire.STAT_RINGBUF_FULL] += 3
+    s.check_losses()
+    assert s.tree_wanted
