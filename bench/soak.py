@@ -428,6 +428,20 @@ def judge(soak: Soak, w: Watcher, run: dict, opts) -> dict:
                           "median": round(statistics.median(o), 1) if o else None,
                           "max": round(o[-1], 1) if o else None}
     errors = [r for r in w.records if r["event"] == "error"]
+    # the five largest overshoots, each with what beanwatch recorded about its cgroup from
+    # the toucher's start on (seconds since it started): where the time went
+    started = {t["pid"]: t["started"] for t in soak.touchers}
+    worst = []
+    for r in sorted(kills, key=lambda r: -(r.get("exact_bytes") or 0) + r["limit_bytes"])[:5]:
+        t0 = next((started[p] for p in r.get("pids", ()) if p in started), r["ts"] - 1.0)
+        trail = [[round(x["ts"] - t0, 3), x["event"], x.get("mode"),
+                  None if x.get("exact_bytes") is None else round(x["exact_bytes"] / MiB, 1),
+                  None if x.get("estimate_bytes") is None else round(x["estimate_bytes"] / MiB)]
+                 for x in w.records if x["cgroup"] == r["cgroup"] and t0 - 0.05 <= x["ts"] <= r["ts"]
+                 and x["event"] != "snapshot"]
+        worst.append({"cgroup": areas.get(r["cgroup"], r["cgroup"]),
+                      "overshoot_mib": round((r["exact_bytes"] - r["limit_bytes"]) / MiB, 1),
+                      "after_s": round(r["ts"] - t0, 3), "trail": trail[-25:]})
     rss = [s["rss_mib"] for s in run["samples"]]
     warm = [s["rss_mib"] for s in run["samples"] if s["t"] >= min(60.0, run["elapsed_s"] / 4)]
     counts = {}
@@ -454,7 +468,8 @@ def judge(soak: Soak, w: Watcher, run: dict, opts) -> dict:
                           for r in wrong_actions][:20],
         "innocents": len(soak.innocents), "innocents_killed": innocents_killed,
         "overshoot_mib": {"median": round(statistics.median(over), 1) if over else None,
-                          "max": round(max(over), 1) if over else None, "by_area": by_area},
+                          "max": round(max(over), 1) if over else None, "by_area": by_area,
+                          "over_64": sum(1 for o in over if o > 64), "worst": worst},
         "kill_latency_s": {"median": round(statistics.median(latency), 2) if latency else None,
                            "max": round(max(latency), 2) if latency else None},
         "records": counts,
