@@ -168,7 +168,8 @@ def test_cgroups_made_by_the_thousand_a_second_neither_spin_nor_delay_a_kill(cgr
           f"{act['exact_bytes'] / MiB:.0f} MiB")
     assert churner.returncode == 0 and made > 2000
     assert m["beanwatch_cgroups_located_total"] <= 500 + 2000 * (seconds + 3)
-    assert cpu < 0.5, f"beanwatch used {cpu:.0%} of a core during the churn"
+    # 12 to 44% of a core over 10 runs on a loaded 2-core host; spinning is a whole core
+    assert cpu < 0.75, f"beanwatch used {cpu:.0%} of a core during the churn"
     assert act["exact_bytes"] < (LIMIT_MIB + 64) * MiB, act
     assert not w.of("error")
     assert w.stop() == 0
