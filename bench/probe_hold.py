@@ -26,7 +26,8 @@ def main() -> int:
     loader.probe_source = lambda: os.path.join(os.path.abspath(root), "probes", "accounting.c")
     probes = Probes(lambda ev: None)
     probes.start()
-    print(f"task_btf={getattr(probes, 'task_btf', None)}", file=sys.stderr, flush=True)
+    print(f"loader={loader.__file__} task_btf={getattr(probes, 'task_btf', None)}",
+          file=sys.stderr, flush=True)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     try:
