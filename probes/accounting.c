@@ -111,14 +111,20 @@ static __always_inline u64 btf_cgroup_id(char *task)
 	return *(u64 *)(kn + OFF_KERNFS_NODE_ID);
 }
 
-/* mm_rss() by direct loads, for the BTF pointer of the current task's mm */
+/* mm_rss() by direct loads, for the BTF pointer of the current task's mm. Before 6.2 the
+ * counters are an array of atomic_long_t, a typedef the verifier of those kernels cannot
+ * walk into ("Type 'atomic_long_t' is not a struct", 6.1): probe reads there. */
 static __always_inline long long btf_mm_rss(char *mm)
 {
+#if SIZE_RSS_COUNTER > 8
 	char *base = mm + OFF_MM_RSS_STAT + OFF_RSS_COUNT;
 	long long sum = *(long long *)(base + 0 * SIZE_RSS_COUNTER)
 		      + *(long long *)(base + 1 * SIZE_RSS_COUNTER)
 		      + *(long long *)(base + 3 * SIZE_RSS_COUNTER);
 	return sum > 0 ? sum : 0;
+#else
+	return mm_rss(mm);
+#endif
 }
 #endif
 
