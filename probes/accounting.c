@@ -23,8 +23,7 @@
 #endif
 
 BPF_HASH(procs, u32, struct proc_state, MAX_PROCS);
-BPF_HASH(leaf_ctl, u64, struct leaf_ctl, MAX_LEAVES);
-BPF_HASH(leaf_cnt, u64, struct leaf_cnt, MAX_LEAVES);
+BPF_HASH(leaves, u64, struct leaf, MAX_LEAVES);
 /* ids of cgroup2 cgroups removed lately: no entry is made again for one of them */
 BPF_TABLE("lru_hash", u64, u8, dead_leaves, 4096);
 BPF_PERCPU_ARRAY(stats, u64, STAT_MAX);
@@ -84,6 +83,51 @@ static __always_inline u64 task_cgroup_id(void *task)
 	return id;
 }
 
+#ifdef TASK_BTF
+/* The current task's mm, as a BTF pointer the verifier lets the program load through.
+ * After `if (mm == arg)` the compiler may load through either register in the branch, and
+ * the verifier refuses loads through the event's scalar argument (nor may a pointer be
+ * xor-ed or subtracted to compare it): so the mm is compared, then loaded again (volatile:
+ * the compiler cannot know the second load equals the argument). Only the task itself
+ * changes its own mm (exec, exit), so both loads read the same pointer. */
+static __always_inline char *btf_current_mm_if(char *task, u64 arg)
+{
+	char *mm = *(char **)(task + OFF_TASK_MM);
+	if (!mm || (u64)mm != arg)
+		return 0;
+	return *(char * volatile *)(task + OFF_TASK_MM);
+}
+
+/* Helper calls are most of what a run costs here (each call and return pays for the CPU's
+ * speculation mitigations): where the kernel has bpf_get_current_task_btf (5.11+), the hot
+ * programs read the current task, its mm and cgroup by direct loads through BTF pointers,
+ * which the verifier checks against the kernel's own types (a faulting load reads 0),
+ * instead of probe reads and helpers. */
+static __always_inline u64 btf_cgroup_id(char *task)
+{
+	char *cset = *(char **)(task + OFF_TASK_CGROUPS);
+	char *cgrp = *(char **)(cset + OFF_CSS_SET_DFL_CGRP);
+	char *kn = *(char **)(cgrp + OFF_CGROUP_KN);
+	return *(u64 *)(kn + OFF_KERNFS_NODE_ID);
+}
+
+/* mm_rss() by direct loads, for the BTF pointer of the current task's mm. Before 6.2 the
+ * counters are an array of atomic_long_t, a typedef the verifier of those kernels cannot
+ * walk into ("Type 'atomic_long_t' is not a struct", 6.1): probe reads there. */
+static __always_inline long long btf_mm_rss(char *mm)
+{
+#if SIZE_RSS_COUNTER > 8
+	char *base = mm + OFF_MM_RSS_STAT + OFF_RSS_COUNT;
+	long long sum = *(long long *)(base + 0 * SIZE_RSS_COUNTER)
+		      + *(long long *)(base + 1 * SIZE_RSS_COUNTER)
+		      + *(long long *)(base + 3 * SIZE_RSS_COUNTER);
+	return sum > 0 ? sum : 0;
+#else
+	return mm_rss(mm);
+#endif
+}
+#endif
+
 static __always_inline void emit_extra(u32 kind, u32 tgid, u64 cgid, long long value, u64 aux,
 				       long long extra)
 {
@@ -109,68 +153,60 @@ static __always_inline void emit(u32 kind, u32 tgid, u64 cgid, long long value, 
 	emit_extra(kind, tgid, cgid, value, aux, 0);
 }
 
-/* The control entry of a cgroup. A cgroup seen for the first time gets one that never
- * fires, marked fired so that exactly one EV_NEW_LEAF goes out until Python configures it. */
-static __always_inline struct leaf_ctl *ctl_of(u64 leaf)
+/* The entry of a cgroup: its counters and bounds. A cgroup seen for the first time gets one
+ * that never fires, marked fired so that exactly one EV_NEW_LEAF goes out until Python
+ * configures it. */
+static __always_inline struct leaf *leaf_of(u64 id)
 {
-	struct leaf_ctl *ctl = leaf_ctl.lookup(&leaf);
-	if (ctl)
-		return ctl;
-	if (dead_leaves.lookup(&leaf))
+	struct leaf *l = leaves.lookup(&id);
+	if (l)
+		return l;
+	if (dead_leaves.lookup(&id))
 		return 0;
-	struct leaf_ctl init = {};
+	struct leaf init = {};
 	init.vm_high = S64_MAX;
 	init.vm_low = -S64_MAX;
 	init.rss_high = S64_MAX;
 	init.vm_fired = 1;
 	init.rss_fired = 1;
-	if (leaf_ctl.insert(&leaf, &init) == 0)
-		emit(EV_NEW_LEAF, 0, leaf, 0, 0);
-	ctl = leaf_ctl.lookup(&leaf);
-	if (!ctl)
+	if (leaves.insert(&id, &init) == 0)
+		emit(EV_NEW_LEAF, 0, id, 0, 0);
+	l = leaves.lookup(&id);
+	if (!l)
 		stat_inc(STAT_LEAVES_FULL);
-	return ctl;
-}
-
-static __always_inline struct leaf_cnt *cnt_of(u64 leaf)
-{
-	struct leaf_cnt *cnt = leaf_cnt.lookup(&leaf);
-	if (cnt)
-		return cnt;
-	if (dead_leaves.lookup(&leaf))
-		return 0;
-	struct leaf_cnt zero = {};
-	leaf_cnt.insert(&leaf, &zero);
-	cnt = leaf_cnt.lookup(&leaf);
-	if (!cnt)
-		stat_inc(STAT_LEAVES_FULL);
-	return cnt;
+	return l;
 }
 
 #ifdef VM_LIMITS
 #include "refuse.h"     /* --vm-limit only: pasted in here by the loader (probe_text) */
 #endif
 
+/* Adds a change to a cgroup's mapped total, its entry found: one lookup serves the count
+ * and the check against the bound. Returns the total after it. */
+static __always_inline long long leaf_add_vm_to(struct leaf *l, u64 leaf, u32 tgid, long long delta)
+{
+	long long now = ADD_FETCH(&l->vm_pages, delta);
+#ifdef VM_LIMITS
+	vm_limit_add(leaf, delta);
+#endif
+	if (l->vm_fired)
+		return now;
+	if ((delta > 0 && now > l->vm_high) || (delta < 0 && now < l->vm_low)) {
+		l->vm_fired = 1;
+		emit(delta > 0 ? EV_VM_HIGH : EV_VM_LOW, tgid, leaf, now, 0);
+	}
+	return now;
+}
+
 /* Adds a change to a cgroup's mapped total; returns the total after it. */
 static __always_inline long long leaf_add_vm(u64 leaf, u32 tgid, long long delta)
 {
 	if (!delta)
 		return 0;
-	struct leaf_cnt *cnt = cnt_of(leaf);
-	struct leaf_ctl *ctl = ctl_of(leaf);
-	if (!cnt || !ctl)
+	struct leaf *l = leaf_of(leaf);
+	if (!l)
 		return 0;
-	long long now = ADD_FETCH(&cnt->vm_pages, delta);
-#ifdef VM_LIMITS
-	vm_limit_add(leaf, delta);
-#endif
-	if (ctl->vm_fired)
-		return now;
-	if ((delta > 0 && now > ctl->vm_high) || (delta < 0 && now < ctl->vm_low)) {
-		ctl->vm_fired = 1;
-		emit(delta > 0 ? EV_VM_HIGH : EV_VM_LOW, tgid, leaf, now, 0);
-	}
-	return now;
+	return leaf_add_vm_to(l, leaf, tgid, delta);
 }
 
 /* Where account() was called from, for `beanwatch trace` (SRC_NONE: never traced) */
@@ -223,40 +259,43 @@ static __always_inline void trace_change(void *ctx, int src, u32 tgid, u64 leaf,
 	}
 }
 
-static __always_inline void leaf_add_rss(u64 leaf, struct leaf_ctl *ctl, u32 tgid, long long delta)
+static __always_inline void leaf_add_rss(u64 leaf, struct leaf *l, u32 tgid, long long delta)
 {
 	if (!delta)
 		return;
-	struct leaf_cnt *cnt = cnt_of(leaf);
-	if (!cnt)
-		return;
-	long long now = ADD_FETCH(&cnt->rss_growth, delta);
-	if (delta > 0 && !ctl->rss_fired && now > ctl->rss_high) {
-		ctl->rss_fired = 1;
+	long long now = ADD_FETCH(&l->rss_growth, delta);
+	if (delta > 0 && !l->rss_fired && now > l->rss_high) {
+		l->rss_fired = 1;
 		emit(EV_RSS_HIGH, tgid, leaf, now, 0);
 	}
 }
 
-/* Slow mode: bring the process's resident count up to date in its cgroup's growth sum.
+/* Slow mode: bring the process's resident count (rss) up to date in its cgroup's growth sum.
  * The first look after Python bumped the cgroup's gen only takes a baseline: Python
  * measured the cgroup from /proc at that switch, so growth counts from there. */
-static __always_inline void follow_rss(struct proc_state *p, struct leaf_ctl *ctl, u64 leaf,
-				       u32 tgid, void *mm)
+static __always_inline void follow_rss_value(struct proc_state *p, struct leaf *l, u64 leaf,
+					     u32 tgid, long long rss)
 {
-	long long rss = mm_rss(mm);
-	if (p->gen != ctl->gen) {
-		p->gen = ctl->gen;
+	if (p->gen != l->gen) {
+		p->gen = l->gen;
 		p->rss_pages = rss;
 		return;
 	}
 	long long old = SWAP(&p->rss_pages, rss);
-	leaf_add_rss(leaf, ctl, tgid, rss - old);
+	leaf_add_rss(leaf, l, tgid, rss - old);
 }
 
-/* Record a process's current total_vm and cgroup, moving the difference into the sums. */
-static __always_inline void account(void *ctx, int src, u32 tgid, void *mm, u64 leaf)
+static __always_inline void follow_rss(struct proc_state *p, struct leaf *l, u64 leaf,
+				       u32 tgid, void *mm)
 {
-	long long vm = mm_total_vm(mm);
+	follow_rss_value(p, l, leaf, tgid, mm_rss(mm));
+}
+
+/* Record a process's current total_vm (vm, read from mm) and cgroup, moving the difference
+ * into the sums. */
+static __always_inline void account_vm(void *ctx, int src, u32 tgid, void *mm, u64 leaf,
+				       long long vm)
+{
 	struct proc_state *p = procs.lookup(&tgid);
 	if (!p) {
 		struct proc_state fresh = {};
@@ -299,10 +338,15 @@ static __always_inline void account(void *ctx, int src, u32 tgid, void *mm, u64 
 #ifndef FOLLOW_RSS_STAT
 	/* No kmem:rss_stat here: resident growth the faults did not show (MAP_POPULATE, mlock)
 	 * is caught at the next release of the mmap lock instead. */
-	struct leaf_ctl *ctl = leaf_ctl.lookup(&leaf);
-	if (ctl && ctl->slow)
-		follow_rss(p, ctl, leaf, tgid, mm);
+	struct leaf *l = leaves.lookup(&leaf);
+	if (l && l->slow)
+		follow_rss(p, l, leaf, tgid, mm);
 #endif
+}
+
+static __always_inline void account(void *ctx, int src, u32 tgid, void *mm, u64 leaf)
+{
+	account_vm(ctx, src, tgid, mm, leaf, mm_total_vm(mm));
 }
 
 static __always_inline int account_current(void *ctx, int src)
@@ -339,7 +383,17 @@ RAW_TRACEPOINT_PROBE(mmap_lock_released)
 	 * write); the loader checks that in BTF. Read releases are not left out: munmap, brk
 	 * and mremap shrinking and stack growth change total_vm under the write lock, downgrade
 	 * it, and release it as readers. An unchanged process costs one map lookup. */
+#ifdef TASK_BTF
+	char *task = (char *)bpf_get_current_task_btf();
+	char *mm = btf_current_mm_if(task, ctx->args[0]);
+	if (!mm)
+		return 0;
+	account_vm(ctx, SRC_LOCK, *(u32 *)(task + OFF_TASK_TGID), mm, btf_cgroup_id(task),
+		   *(long long *)(mm + OFF_MM_TOTAL_VM));
+	return 0;
+#else
 	return account_mm_if_current(ctx, SRC_LOCK, (void *)ctx->args[0]);
+#endif
 }
 #else
 /* Attached to sys_exit of every syscall that can change total_vm (see observer/loader.py),
@@ -410,11 +464,14 @@ RAW_TRACEPOINT_PROBE(sched_process_exit)
 		return 0;
 	u64 leaf = p->cgid;
 	long long vm = p->vm_pages;
-	struct leaf_ctl *ctl = leaf_ctl.lookup(&leaf);
-	if (ctl && ctl->slow && p->gen == ctl->gen)
-		leaf_add_rss(leaf, ctl, tgid, -p->rss_pages);
+	struct leaf *l = leaves.lookup(&leaf);
+	if (l && l->slow && p->gen == l->gen)
+		leaf_add_rss(leaf, l, tgid, -p->rss_pages);
 	procs.delete(&tgid);
-	leaf_add_vm(leaf, tgid, -vm);
+	if (l && vm)
+		leaf_add_vm_to(l, leaf, tgid, -vm);
+	else
+		leaf_add_vm(leaf, tgid, -vm);
 	return 0;
 }
 
@@ -451,9 +508,7 @@ TRACEPOINT_PROBE(cgroup, cgroup_rmdir)
 	u64 id = args->id;
 	u8 one = 1;
 	dead_leaves.update(&id, &one);
-	int freed = leaf_ctl.delete(&id) == 0;
-	freed |= leaf_cnt.delete(&id) == 0;
-	if (freed)
+	if (leaves.delete(&id) == 0)
 		stat_inc(STAT_LEAVES_FREED);
 	return 0;
 }
@@ -465,7 +520,7 @@ TRACEPOINT_PROBE(cgroup, cgroup_rmdir)
 int on_page_fault(void *ctx)
 {
 	u64 leaf = bpf_get_current_cgroup_id();
-	struct leaf_ctl *ctl = leaf_ctl.lookup(&leaf);
+	struct leaf *ctl = leaves.lookup(&leaf);
 	if (!ctl || !ctl->slow)
 		return 0;
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
@@ -494,43 +549,92 @@ int on_rss_change(struct bpf_raw_tracepoint_args *ctx)
 	void *mm = (void *)ctx->args[0];
 	if (!mm)
 		return 0;
-	void *task = (void *)bpf_get_current_task();
 	u32 tgid;
 	u64 leaf;
 	struct proc_state *p;
-	struct leaf_ctl *ctl;
+	struct leaf *ctl;
+#ifdef TASK_BTF
+	char *task = (char *)bpf_get_current_task_btf();
+	char *cur = btf_current_mm_if(task, (u64)mm);
+	if (cur) {
+		leaf = btf_cgroup_id(task);
+		ctl = leaves.lookup(&leaf);
+		if (!ctl || !ctl->slow)
+			return 0;
+		tgid = *(u32 *)(task + OFF_TASK_TGID);
+		p = procs.lookup(&tgid);
+		if (!p)
+			return 0;
+		stat_inc(STAT_FAULTS);
+		follow_rss_value(p, ctl, leaf, tgid, btf_mm_rss(cur));
+		return 0;
+	}
+#else
+	void *task = (void *)bpf_get_current_task();
 	if (mm == task_mm(task)) {
 		leaf = bpf_get_current_cgroup_id();
-		ctl = leaf_ctl.lookup(&leaf);
+		ctl = leaves.lookup(&leaf);
 		if (!ctl || !ctl->slow)
 			return 0;
 		tgid = bpf_get_current_pid_tgid() >> 32;
 		p = procs.lookup(&tgid);
 		if (!p)
 			return 0;
-	} else {
-#ifdef OFF_MM_OWNER
-		void *owner = read_ptr(mm, OFF_MM_OWNER);
-		int t = 0;
-		if (!owner || bpf_probe_read_kernel(&t, sizeof(t), (char *)owner + OFF_TASK_TGID) || t <= 0)
-			return 0;
-		tgid = t;
-		p = procs.lookup(&tgid);
-		if (!p)
-			return 0;
-		leaf = p->cgid;
-		ctl = leaf_ctl.lookup(&leaf);
-		if (!ctl || !ctl->slow)
-			return 0;
-#else
+		stat_inc(STAT_FAULTS);
+		follow_rss(p, ctl, leaf, tgid, mm);
 		return 0;
-#endif
 	}
+#endif
+#ifdef OFF_MM_OWNER
+	void *owner = read_ptr(mm, OFF_MM_OWNER);
+	int t = 0;
+	if (!owner || bpf_probe_read_kernel(&t, sizeof(t), (char *)owner + OFF_TASK_TGID) || t <= 0)
+		return 0;
+	tgid = t;
+	p = procs.lookup(&tgid);
+	if (!p)
+		return 0;
+	leaf = p->cgid;
+	ctl = leaves.lookup(&leaf);
+	if (!ctl || !ctl->slow)
+		return 0;
 	stat_inc(STAT_FAULTS);
 	follow_rss(p, ctl, leaf, tgid, mm);
+#endif
 	return 0;
 }
 #endif
+
+/* Python writes a cgroup's bounds by running this program (BPF_PROG_TEST_RUN; never attached)
+ * with the arguments (cgroup id, vm_high, vm_low, rss_high, slow | gen << 32). The bounds go
+ * field by field into the entry BPF counts in, so no count is lost to the write, and the
+ * wake-ups are re-armed. Returns 1 when the map is full. */
+int apply_bounds(struct bpf_raw_tracepoint_args *ctx)
+{
+	u64 id = ctx->args[0];
+	struct leaf *l = leaves.lookup(&id);
+	if (!l) {
+		struct leaf init = {};
+		init.vm_high = ctx->args[1];
+		init.vm_low = ctx->args[2];
+		init.rss_high = ctx->args[3];
+		init.slow = ctx->args[4] & 1;
+		init.gen = ctx->args[4] >> 32;
+		if (leaves.insert(&id, &init) == 0)
+			return 0;
+		l = leaves.lookup(&id);   /* made by BPF meanwhile */
+		if (!l)
+			return 1;
+	}
+	l->vm_high = ctx->args[1];
+	l->vm_low = ctx->args[2];
+	l->rss_high = ctx->args[3];
+	l->slow = ctx->args[4] & 1;
+	l->gen = ctx->args[4] >> 32;
+	l->vm_fired = 0;
+	l->rss_fired = 0;
+	return 0;
+}
 
 /* Kernel OOM kills in their own file, with this file's ring buffer and maps. bcc rewrites
  * map calls (events.ringbuf_reserve, procs.lookup) in this file only: included files reach

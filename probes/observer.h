@@ -53,25 +53,24 @@ struct proc_state {
 	long long vm_pages;        /* mm->total_vm when last seen */
 	unsigned long long cgid;   /* the cgroup its pages are counted in */
 	long long rss_pages;       /* resident pages when last seen in slow mode */
-	unsigned int gen;          /* leaf_ctl.gen when rss_pages was taken */
+	unsigned int gen;          /* leaf.gen when rss_pages was taken */
 	unsigned int pad;
 };
 
-/* per cgroup, written by Python: the bounds that wake it up */
-struct leaf_ctl {
-	long long vm_high;         /* wake when leaf_cnt.vm_pages rises above */
-	long long vm_low;          /* wake when leaf_cnt.vm_pages falls below */
-	long long rss_high;        /* wake when leaf_cnt.rss_growth rises above */
-	unsigned int slow;         /* follow page faults of this cgroup */
+/* per cgroup: the counters BPF adds to (atomic adds), and the bounds that wake Python up.
+ * Python writes the bounds through the apply_bounds program (run by BPF_PROG_TEST_RUN),
+ * field by field into this same entry: a write never overwrites a count, and the hot path
+ * finds counters and bounds with one lookup. */
+struct leaf {
+	long long vm_pages;        /* sum of changes in total_vm seen by BPF (Python adds its seed) */
+	long long rss_growth;      /* sum of resident-page changes seen in slow mode */
+	long long vm_high;         /* wake when vm_pages rises above */
+	long long vm_low;          /* wake when vm_pages falls below */
+	long long rss_high;        /* wake when rss_growth rises above */
+	unsigned int slow;         /* follow resident growth of this cgroup */
 	unsigned int gen;          /* bumped by Python on each switch to slow mode */
 	unsigned int vm_fired;     /* set by BPF when it sent EV_VM_HIGH/LOW, cleared by Python */
 	unsigned int rss_fired;    /* set by BPF when it sent EV_RSS_HIGH, cleared by Python */
-};
-
-/* per cgroup, written by BPF with atomic adds */
-struct leaf_cnt {
-	long long vm_pages;        /* sum of changes in total_vm seen by BPF (Python adds its seed) */
-	long long rss_growth;      /* sum of resident-page changes seen in slow mode */
 };
 
 #endif

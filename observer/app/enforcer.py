@@ -323,8 +323,13 @@ class Enforcer:
         self.acting = a
         try:
             res = entry.run(self, acc)
-            a.record = account_record("action", acc, self.clock(), action=action.value,
+            now = self.clock()
+            a.record = account_record("action", acc, now, action=action.value,
                                       pids=res.pids, ok=res.ok, detail=res.detail, **a.extra)
+            if a.grace_until is not None:
+                # the grace counts from the SIGTERM's record, not from before the signal was
+                # sent: the SIGKILL never comes sooner after that record than --grace says
+                a.grace_until = max(a.grace_until, now + acc.limit.grace)
         except Exception as e:  # a refused or failed action is reported, never fatal
             a.record = account_record("action", acc, self.clock(), action=action.value,
                                       pids=[], ok=False, detail=str(e), **a.extra)

@@ -10,6 +10,7 @@ from ..kernel import loader
 from ..kernel.btf import BTF
 from ..host.cgroupfs import find_mounts
 from ..core.errors import BeanwatchError
+from ..core.model import LeafBounds
 
 
 @dataclass(frozen=True)
@@ -112,14 +113,20 @@ def _load_probes() -> Result:
     probes = loader.Probes(lambda _ev: None)
     try:
         probes.start()
+        # bounds are written by running a program (BPF_PROG_TEST_RUN): try it once, on an
+        # id no cgroup has (cgroup2 ids start above 1), in the maps torn down just below
+        if probes.set_bounds(0, LeafBounds()) is False:
+            return Result("probes", False, "writing a cgroup's bounds failed (map full)")
     except BeanwatchError as e:
         return Result("probes", False, str(e))
     finally:
         probes.close()
+    reads = "BTF direct loads" if probes.task_btf else "probe reads"
     PROBE_FACTS.update(vm_hook=probes.vm_hook, slow_source=probes.slow_source,
-                       not_covered=probes.not_covered())
+                       not_covered=probes.not_covered(), task_reads=reads)
     return Result("probes", True, f"compiled, loaded and attached (address space via "
-                                  f"{probes.vm_hook}; slow mode via {probes.slow_source})")
+                                  f"{probes.vm_hook}; slow mode via {probes.slow_source}; "
+                                  f"hot paths read the task by {reads})")
 
 
 # What the last _load_probes() learnt about this kernel (for check's summary).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import re
 import struct
@@ -150,6 +151,32 @@ def has_atomic_fetch() -> bool:
     return ctypes.get_errno() != errno.EINVAL
 
 
+@functools.cache
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def run_raw_tp_once(prog_fd: int, args: bytes) -> int:
+    """Runs a raw-tracepoint program once with these arguments (BPF_PROG_TEST_RUN, 5.10+)
+    and returns what it returned; raises ProbeError when the kernel refuses the run."""
+    import platform
+    nr = _BPF_SYSCALL.get(platform.machine(), 321)
+    ctx = ctypes.create_string_buffer(args, len(args))
+    attr = ctypes.create_string_buffer(80)   # union bpf_attr, its test member
+    struct.pack_into("<I", attr, 0, prog_fd)
+    struct.pack_into("<IIQ", attr, 40, len(args), 0, ctypes.addressof(ctx))
+    if _libc().syscall(nr, 10, attr, 80) != 0:              # BPF_PROG_TEST_RUN
+        raise ProbeError(f"running a BPF program failed: {os.strerror(ctypes.get_errno())}")
+    return struct.unpack_from("<I", attr, 4)[0]
+
+
+def has_task_btf(release: str | None = None) -> bool:
+    """Whether the probes can read the current task through its BTF pointer
+    (bpf_get_current_task_btf and direct loads, 5.11+) instead of probe reads."""
+    m = re.match(r"(\d+)\.(\d+)", release or os.uname().release)
+    return bool(m) and (int(m.group(1)), int(m.group(2))) >= (5, 11)
+
+
 def tracepoint_fields(tracefs: str, category: str, event: str) -> set[str]:
     """Field names of a tracepoint, from its format file (empty when unreadable).
 
@@ -272,6 +299,8 @@ class Probes:
         self.rss_stat_raw = False    # slow mode follows kmem:rss_stat (else the fault tracepoints)
         self._btf: BTF | None = None
         self._btf_read = False
+        self.task_btf = has_task_btf()   # hot programs read the current task through BTF
+        self._apply_fd: int | None = None
         self.oom_form: str | None = None   # "task", "pid", or None: no OOM kills seen
 
     def cflags(self, offsets: dict[str, int]) -> list[str]:
@@ -292,6 +321,8 @@ class Probes:
             defs["HAS_CGROUP_RMDIR"] = 1
         if not self.atomic_fetch:
             defs["NO_ATOMIC_FETCH"] = 1
+        if self.task_btf:
+            defs["TASK_BTF"] = 1
         if self.oom_form is not None:
             defs["HAS_OOM_TP"] = 1
             if self.oom_form == "task":
@@ -435,11 +466,15 @@ class Probes:
             raise ProbeError("bcc is not importable: install python3-bpfcc and run from a "
                              "venv made with --system-site-packages") from None
         try:
-            if self.options.vm_limits:
-                self.bpf = BPF(text=probe_text(vm_limits=True).encode(),
-                               cflags=self.cflags(offsets))
-            else:
-                self.bpf = BPF(src_file=probe_source().encode(), cflags=self.cflags(offsets))
+            try:
+                self.bpf = self._load(BPF, offsets)
+            except Exception:
+                if not self.task_btf:
+                    raise
+                # a verifier that refuses the direct loads through BTF pointers: the probe
+                # reads work everywhere (slower)
+                self.task_btf = False
+                self.bpf = self._load(BPF, offsets)
         except Exception as e:  # bcc raises bare Exception on compile/load failure
             raise ProbeError(f"BPF programs failed to load: {e}") from None
         try:
@@ -453,9 +488,30 @@ class Probes:
                                                fn_name=b"on_vm_syscall")
                     self.attached_syscalls.append(name)
             self.bpf["events"].open_ring_buffer(self._callback)
+            self._apply_fd = self.bpf.load_func(b"apply_bounds", BPF.RAW_TRACEPOINT).fd
         except Exception as e:
             self.close()
             raise ProbeError(f"attaching BPF programs failed: {e}") from None
+
+    def _load(self, BPF, offsets):
+        """Compiles, loads and attaches the always-on programs; on a refusal, nothing stays
+        loaded or attached. on_rss_change is verified here too (attached while some cgroup
+        is slow), so a refusal of its loads shows now, not at the first switch."""
+        class Unattached(BPF):
+            def _trace_autoload(self):
+                pass
+        if self.options.vm_limits:
+            bpf = Unattached(text=probe_text(vm_limits=True).encode(), cflags=self.cflags(offsets))
+        else:
+            bpf = Unattached(src_file=probe_source().encode(), cflags=self.cflags(offsets))
+        try:
+            BPF._trace_autoload(bpf)
+            if self.rss_stat_raw:
+                bpf.load_func(b"on_rss_change", BPF.RAW_TRACEPOINT)
+        except Exception:
+            bpf.cleanup()
+            raise
+        return bpf
 
     def _callback(self, _ctx, data, size) -> int:
         # bcc prints and swallows exceptions raised here: catch and count them instead.
@@ -502,12 +558,12 @@ class Probes:
     def counters(self) -> dict[int, tuple[int, int, int]]:
         """cgroup id -> (vm pages, rss growth pages) as counted by the kernel."""
         return {k.value: (v.vm_pages, v.rss_growth)
-                for k, v in self.bpf["leaf_cnt"].items()}
+                for k, v in self.bpf["leaves"].items()}
 
     def counters_of(self, cgids) -> dict[int, tuple[int, int]]:
         """counters() for these cgroups only: one lookup each, not a walk of the whole map
         (an exact check reads its estimate again this way, before it may act)."""
-        table, out = self.bpf["leaf_cnt"], {}
+        table, out = self.bpf["leaves"], {}
         for cid in cgids:
             try:
                 v = table[table.Key(cid)]
@@ -517,17 +573,13 @@ class Probes:
         return out
 
     def set_bounds(self, cgid: int, b: LeafBounds) -> bool:
-        """Programs a cgroup's bounds and re-arms its wake-ups; False if the map is full."""
-        table = self.bpf["leaf_ctl"]
-        leaf = table.Leaf()
-        leaf.vm_high, leaf.vm_low, leaf.rss_high = b.vm_high, b.vm_low, b.rss_high
-        leaf.slow, leaf.gen = int(b.slow), b.gen
-        leaf.vm_fired = leaf.rss_fired = 0
-        try:
-            table[table.Key(cgid)] = leaf
-        except Exception:  # bcc raises a bare Exception when the update fails (E2BIG)
-            return False
-        return True
+        """Programs a cgroup's bounds and re-arms its wake-ups; False if the map is full.
+
+        The bounds share their map entry with the counters BPF adds to: a map update would
+        overwrite the counts, so the apply_bounds program writes them field by field."""
+        args = struct.pack("<QqqqQ", cgid, b.vm_high, b.vm_low, b.rss_high,
+                           int(b.slow) | ((b.gen & 0xFFFFFFFF) << 32))
+        return run_raw_tp_once(self._apply_fd, args) == 0
 
     def seed_process(self, tgid: int, vm_pages: int, cgid: int) -> bool:
         """Adds a process found in /proc unless the kernel side already counts it."""
@@ -642,7 +694,7 @@ class Probes:
 
     def leaf_vm(self, leaf: int) -> int:
         """One cgroup's counted pages (what counters() gives for it), by one lookup."""
-        table = self.bpf["leaf_cnt"]
+        table = self.bpf["leaves"]
         try:
             return table[table.Key(leaf)].vm_pages
         except KeyError:

@@ -21,7 +21,8 @@ import pytest
 from observer.host.cgroupfs import find_mounts
 from observer.host.scratch import ScratchCgroups
 
-OUR_PROGRAMS = ("on_vm_syscall", "on_page_fault", "raw_tracepoint__", "tracepoint__sched__",
+OUR_PROGRAMS = ("on_vm_syscall", "on_page_fault", "on_rss_change", "apply_bounds",
+                "raw_tracepoint__", "tracepoint__sched__",
                 "lsm__mmap_", "kmod_ret__secur")   # the last two: --vm-limit (names cut at 15)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Deadlines for waiting on beanwatch are stretched under emulation: scripts/vm.sh sets 4 in

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from observer.kernel.loader import (MMAP_LOCK_TRACEPOINT, REQUIRED_TRACEPOINTS, REQUIRED_VM_SYSCALLS,
-                             ProbeError, ProbeOptions, Probes, probe_source)
+                             ProbeError, ProbeOptions, Probes, has_task_btf, probe_source)
 
 
 def fake_tracefs(tmp_path, skip=()):
@@ -179,3 +179,20 @@ def test_refuse_h_defines_no_function_accounting_c_or_oom_c_defines():
     refuse = names("refuse.h")
     assert refuse, "no functions found in refuse.h: the pattern is stale"
     assert not refuse & (names("accounting.c") | names("oom.c"))
+
+
+@pytest.mark.parametrize("release, expected", [
+    ("5.10.0-28-amd64", False), ("5.11.0", True), ("6.1.0-18-amd64", True),
+    ("6.18.44-fc-v857", True), ("4.19.0", False), ("garbage", False)])
+def test_btf_task_reads_from_5_11(release, expected):
+    """bpf_get_current_task_btf came in 5.11: before, the hot programs use probe reads."""
+    assert has_task_btf(release) is expected
+
+
+def test_task_btf_is_a_define_that_can_be_turned_off(tmp_path):
+    p = Probes(lambda e: None, tracefs=fake_tracefs(tmp_path))
+    p.check()
+    p.task_btf = True
+    assert "-DTASK_BTF=1" in p.cflags({})
+    p.task_btf = False
+    assert "-DTASK_BTF=1" not in p.cflags({})
