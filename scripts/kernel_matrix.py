@@ -171,10 +171,12 @@ def locked(path: str | None):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-# Guests boot as Debian ships them (BPF LSM built in but not active). `make test-kernels
-# VM_APPEND=lsm=lockdown,capability,landlock,yama,apparmor,bpf` (or GUEST_LSM below) runs the
-# refusal tests too; session 3 saw the 6.12 guest die twice with it (virtme-ng exit 255/125,
-# empty console, cause unknown), so it is not the default.
+# Guests boot as Debian ships them. Active LSMs then (/sys/kernel/security/lsm, 2026-11-30):
+# 5.10 lockdown,capability,yama,apparmor,tomoyo (no bpf: the refusal tests skip);
+# 6.1 lockdown,capability,landlock,yama,apparmor,tomoyo,bpf; 6.12 the same plus ipe,ima,evm
+# (bpf active: the refusal tests run). `make test-kernels VM_APPEND=<GUEST_LSM>` makes bpf active
+# on 5.10 too. The 6.12 guest deaths of session 3 blamed on it were QEMU's multi-threaded TCG
+# (see scripts/vm.sh, VM_TCG_THREAD), not the LSM list.
 GUEST_LSM = "lsm=lockdown,capability,landlock,yama,apparmor,bpf"
 
 

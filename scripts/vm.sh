@@ -11,6 +11,9 @@
 #   VM_APPEND    extra kernel command line, e.g. lsm=lockdown,capability,landlock,yama,apparmor,bpf
 #   VM_MEM       guest memory (default 2G)          VM_CPUS   guest CPUs (default 2)
 #   VM_KVM=1     try KVM (default TCG: a nested KVM guest hangs at boot on these machines)
+#   VM_TCG_THREAD  single (default) or multi: QEMU's TCG threading with more than one CPU. Multi
+#                (QEMU's own default) kills guests that patch kernel text, as every BPF attach
+#                does: "Oops: int3", a panic or a hang (scripts/textpoke-stress.sh shows it)
 #   VM_TIMEOUT   wall-clock seconds before the guest is killed (default 1800)
 #   VM_VERBOSE=1 show the guest's console (kernel log) on stderr as well
 #   VM_HEADERS   package (default): bcc compiles against the kernel's own Debian headers package,
@@ -197,7 +200,19 @@ fi
 args=(--run "$vmlinuz" --force-9p --cpus "$cpus" --memory "$mem"
 	--rwdir "$run" --overlay-rwdir "$project" --cwd "$project"
 	--exec "bash $project/scripts/vm-guest.sh $run $project")
-[ "${VM_KVM:-0}" = 1 ] || args+=(--disable-kvm)
+if [ "${VM_KVM:-0}" != 1 ]; then
+	args+=(--disable-kvm)
+	# One host thread runs every vCPU in turn (single-threaded TCG). Multi-threaded TCG, QEMU's
+	# default for an x86 guest with more than one CPU, lets a vCPU run a stale int3 after the
+	# guest kernel has finished patching its own text (jump labels, text_poke_bp): every
+	# tracepoint attached or detached patches text, and the guest dies with "Oops: int3" and a
+	# panic (Debian 6.12 under QEMU 7.2: scripts/textpoke-stress.sh in seconds, and the whole
+	# kernel test suite within minutes). VM_TCG_THREAD=multi asks for it anyway.
+	case ${VM_TCG_THREAD:-single} in
+		single | multi) [ "$cpus" = 1 ] || args+=("--qemu-opts=-accel tcg,thread=${VM_TCG_THREAD:-single}") ;;
+		*) usage "VM_TCG_THREAD must be single or multi, not '$VM_TCG_THREAD'" ;;
+	esac
+fi
 [ -z "${VM_APPEND:-}" ] || args+=(--append "$VM_APPEND")
 [ "${VM_VERBOSE:-0}" != 1 ] || args+=(--verbose)
 

@@ -109,3 +109,18 @@ def test_enforcement_in_one_session(cgroups, watcher, built):
     assert sibling.poll() is None and res.poll() is None
     assert not w.of("action", quiet) and not w.of("action", reserver)
     assert w.stop() == 0
+
+
+def test_the_guest_survives_kernel_text_patching():
+    """The runner, not beanwatch: every program attached or detached patches the guest
+    kernel's text, and under QEMU's multi-threaded TCG a guest with more than one CPU dies
+    of that within seconds ("Oops: int3" and a panic on 6.12, an RCU-stall hang on 6.1),
+    which killed whole guest runs in session 3. scripts/vm.sh runs TCG single-threaded; if
+    it stops doing so this test kills the guest and the run fails."""
+    if os.environ.get("BW_VM_ACCEL") != "tcg":
+        pytest.skip("only in a scripts/vm.sh TCG guest (it turns tracing on and off machine-wide)")
+    out = subprocess.run(["bash", os.path.join(ROOT, "scripts", "textpoke-stress.sh"), "30"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "survived 30s" in out.stdout, out.stdout + out.stderr
+    flips = int(out.stdout.split("flips ")[1].split()[0])
+    assert flips > 20, f"only {flips} flips: the stress did not stress"
