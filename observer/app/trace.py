@@ -190,8 +190,15 @@ class Tracer:
         if not events:
             return
         s = self.session
-        if any(ev.cgid not in s.tree for ev in events):
-            s.refresh_tree()
+        unknown = {ev.cgid for ev in events if ev.cgid not in s.tree}
+        if unknown:
+            # each placed from its id (O(depth), within the session's budget); a whole walk
+            # only for what that could not place, and no sooner than the walk's anti-churn
+            # gap allows: a tenant making cgroups cannot make trace walk the tree per event
+            s.unknown.update(unknown)
+            s.place_unknown()
+            if any(cid not in s.tree for cid in unknown) and s.tree_due_in() <= 0.0:
+                s.refresh_tree()
         now, mono = self.clock(), self.monotonic_ns()
         for ev in events:
             if ev.value < self.min_pages or not self.traced(ev.cgid):

@@ -51,10 +51,20 @@ class FakeSession:
     procfs: FakeProcfs
     refreshed: int = 0
     accounts: list = field(default_factory=list)
+    unknown: set = field(default_factory=set)
+    located: dict = field(default_factory=dict)   # what place_unknown can place by id
+    due_in: float = 0.0
 
     def refresh_tree(self):
         self.refreshed += 1
         self.tree[99] = "/late"
+
+    def place_unknown(self):
+        ids, self.unknown = self.unknown, set()
+        self.tree.update({cid: self.located[cid] for cid in ids if cid in self.located})
+
+    def tree_due_in(self):
+        return self.due_in
 
 
 def test_records_carry_exact_bytes_and_the_estimate_with_the_seed():
@@ -88,6 +98,24 @@ def test_every_cgroup_and_one_made_since():
     assert out[0]["cgroup"] == "/late" and out[0]["comm"] is None and out[0]["kind"] == "stack"
     assert out[0]["estimate_bytes"] == 0          # a negative kernel count shows as 0
     assert signed64((1 << 64) - 3) == -3 and signed64(5) == 5
+
+
+def test_a_cgroup_made_since_is_placed_by_id_and_the_walk_waits_for_its_gap():
+    s = FakeSession({}, {}, {}, FakeProcfs({}), located={98: "/fresh"}, due_in=5.0)
+    out = []
+    t = Tracer(s, out.append, min_pages=1)
+    t.on_growth(wire.Event(wire.EV_GROW, 5, 98, 1, 1, 0, -1))
+    t.flush()
+    assert out[0]["cgroup"] == "/fresh" and s.refreshed == 0     # placed: no walk
+    for _ in range(3):                  # not placeable, the walk not due: no walk per event
+        t.on_growth(wire.Event(wire.EV_GROW, 5, 99, 1, 1, 0, -1))
+        t.flush()
+    assert s.refreshed == 0 and out[-1]["cgroup"] is None and out[-1]["cgroup_id"] == 99
+    assert "id:99" in render.trace_line(out[-1])
+    s.due_in = 0.0
+    t.on_growth(wire.Event(wire.EV_GROW, 5, 99, 1, 1, 0, -1))
+    t.flush()
+    assert s.refreshed == 1 and out[-1]["cgroup"] == "/late"
 
 
 # -- rss growth per interval in slow mode ----------------------------------------------------
