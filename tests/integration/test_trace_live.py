@@ -155,6 +155,9 @@ def test_trace_tells_resident_growth_per_interval_in_slow_mode(cgroups, watcher,
     the page), an idle-ish sibling growing 512 KiB a step never (under --rss-min), and the
     process past its limit lives on, nothing frozen: trace only reports."""
     step, tol = 16 * MiB, 16 * 4096
+    # above the step: pages the process makes resident besides it, first-run code and libc
+    # pages faulted around 16 at a time (6.1 guest: +276 KiB on the first step)
+    extra = 512 * 1024
     cg = cgroups.make("trace-rss")
     sib = cgroups.spawn(cg, [exes["grower"]], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                         text=True)
@@ -200,12 +203,12 @@ def test_trace_tells_resident_growth_per_interval_in_slow_mode(cgroups, watcher,
             time.sleep(0.05)
         got = rss_of(p.pid, since)
         grown = sum(r["growth_bytes"] for r in got)
-        assert step - MiB < grown <= step + tol, (
+        assert step - MiB < grown <= step + extra, (
             grown, [(r["pid"], r["ts"], r["growth_bytes"], r["rss_bytes"])
                     for r in tracer.records if r["event"] == "rss"],
             p.pid, sib.pid)
         if len(got) == 1:
-            assert abs(got[0]["growth_bytes"] - step) <= tol, got
+            assert step - tol <= got[0]["growth_bytes"] <= step + extra, got
         steps.append(got)
     print("trace's rss records:", *[(r["pid"], r["growth_bytes"], r["rss_bytes"],
                                      r["interval_s"], r["exact_bytes"])
@@ -237,6 +240,7 @@ def test_trace_without_limit_follows_memory_max(memcg, watcher, exes):
     cgroup in slow mode and growth is told; set to max, the limit goes (a limit record)
     and so do the rss records. Runs where the memory controller is (the VM guests)."""
     step, tol = 16 * MiB, 16 * 4096
+    extra = 512 * 1024     # besides the step: first-run code, fault-around (see above)
     cg = memcg.make("trace-memmax")
     with open(os.path.join(memcg.path(cg), "memory.max"), "w") as f:
         f.write(str(128 * MiB))
@@ -264,7 +268,7 @@ def test_trace_without_limit_follows_memory_max(memcg, watcher, exes):
     deadline = time.time() + 5 * TIME_SCALE
     while grown(since) < step - tol and time.time() < deadline:
         time.sleep(0.05)
-    assert step - MiB < grown(since) <= step + tol, tracer.records[since:]
+    assert step - MiB < grown(since) <= step + extra, tracer.records[since:]
     with open(os.path.join(memcg.path(cg), "memory.max"), "w") as f:
         f.write("max")
     lim = tracer.wait_for(lambda r: r["event"] == "limit" and r["cgroup"] == cg,
