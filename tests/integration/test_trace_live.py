@@ -155,8 +155,9 @@ def test_trace_tells_resident_growth_per_interval_in_slow_mode(cgroups, watcher,
     the page), an idle-ish sibling growing 512 KiB a step never (under --rss-min), and the
     process past its limit lives on, nothing frozen: trace only reports."""
     step, tol = 16 * MiB, 16 * 4096
-    # above the step: pages the process makes resident besides it, first-run code and libc
-    # pages faulted around 16 at a time (6.1 guest: +276 KiB on the first step)
+    # around the step: pages the process makes resident besides it, first-run code and libc
+    # pages faulted around 16 at a time, or file pages reclaimed (6.1 guest: +276 KiB on a
+    # first step, RSS 116 KiB below the last record a moment later)
     extra = 512 * 1024
     cg = cgroups.make("trace-rss")
     sib = cgroups.spawn(cg, [exes["grower"]], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -208,13 +209,13 @@ def test_trace_tells_resident_growth_per_interval_in_slow_mode(cgroups, watcher,
                     for r in tracer.records if r["event"] == "rss"],
             p.pid, sib.pid)
         if len(got) == 1:
-            assert step - tol <= got[0]["growth_bytes"] <= step + extra, got
+            assert abs(got[0]["growth_bytes"] - step) <= extra, got
         steps.append(got)
     print("trace's rss records:", *[(r["pid"], r["growth_bytes"], r["rss_bytes"],
                                      r["interval_s"], r["exact_bytes"])
                                     for got in steps for r in got], sep="\n  ")
     last = steps[-1][-1]
-    assert abs(last["rss_bytes"] - statm_rss(p.pid)) <= tol, (last, statm_rss(p.pid))
+    assert abs(last["rss_bytes"] - statm_rss(p.pid)) <= extra, (last, statm_rss(p.pid))
     for r in [r for got in steps for r in got]:
         assert (r["cgroup"], r["cgroup_id"], r["comm"]) == \
             (cg, os.stat(cgroups.path(cg)).st_ino, "grower"), r
