@@ -53,48 +53,39 @@ def open_host_or_exit(watches_of=None):
         fail(str(e), 2)
 
 
-def _limits_callback(ctx, param, values):
+def _parsed(parse, value):
+    """parse(value), with beanwatch's own error turned into click's usage error (one line,
+    exit 2); None (an option not given) passes through unparsed."""
+    if value is None:
+        return None
     try:
-        return [parse_limit_spec(v) for v in values]
+        return parse(value)
     except BeanwatchError as e:
         raise click.BadParameter(str(e)) from None
+
+
+def _limits_callback(ctx, param, values):
+    return _parsed(lambda vs: [parse_limit_spec(v) for v in vs], values)
 
 
 def _barrier_action_callback(ctx, param, value):
     from ..core.config import parse_barrier_action
-    if value is not None:
-        try:
-            return parse_barrier_action(value)
-        except BeanwatchError as e:
-            raise click.BadParameter(str(e)) from None
-    return value
+    return _parsed(parse_barrier_action, value)
 
 
 def _vm_limits_callback(ctx, param, values):
-    try:
-        return [parse_vm_limit_spec(v) for v in values]
-    except BeanwatchError as e:
-        raise click.BadParameter(str(e)) from None
+    return _parsed(lambda vs: [parse_vm_limit_spec(v) for v in vs], values)
 
 
 def _metrics_callback(ctx, param, value):
     from ..output.metrics import parse_address
-    if value is not None:
-        try:
-            parse_address(value)
-        except BeanwatchError as e:
-            raise click.BadParameter(str(e)) from None
+    _parsed(parse_address, value)
     return value
 
 
 def _hook_callback(ctx, param, value):
     from ..host.hooks import check_hook
-    if value is not None:
-        try:
-            return check_hook(value)
-        except BeanwatchError as e:
-            raise click.BadParameter(str(e)) from None
-    return value
+    return _parsed(check_hook, value)
 
 
 def json_option(f):
@@ -308,10 +299,7 @@ def verify(cgroups, duration, interval, as_json):
 
 def _min_size_callback(ctx, param, value):
     from ..core.sizes import PAGE_SIZE, parse_size
-    try:
-        size = parse_size(value)
-    except BeanwatchError as e:
-        raise click.BadParameter(str(e)) from None
+    size = _parsed(parse_size, value)
     if size < PAGE_SIZE:
         raise click.BadParameter(f"{value!r} is below one page ({PAGE_SIZE} bytes)")
     return size
