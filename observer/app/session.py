@@ -689,6 +689,8 @@ class Session:
             # headroom PSS leaves (sound: PSS is read later, so it may only include more).
             # Frozen, it is exactly the growth counter at the figure decided on.
             hold["counters"] = self.read_counters(leaves)
+        # the counters as they were before /proc was read (the reconcile's, or read now)
+        before = counters if counters is not None else self.read_counters(leaves)
         usage = self.measure(acc, before_precise)
         # the growth counters the bound counts from: read before the tier decided on
         base = hold["counters"] if hold["counters"] is not None else counters
@@ -700,6 +702,12 @@ class Session:
             if acc.estimate >= usage.rss:
                 break
             acc.estimate = self.estimate(acc, self.read_counters(leaves))
+        if acc.estimate < usage.rss:
+            # Shrunk meanwhile: a process /proc read just before its exec (a copy of its
+            # parent's address space, resident pages included) was counted small after it.
+            # The estimate read before /proc bounded that moment: the record shows the
+            # larger of the two, an upper bound at some instant of the measurement.
+            acc.estimate = max(acc.estimate, self.estimate(acc, before))
         effects = acc.on_exact(usage.figure, usage.ts, rss=usage.rss, pss=usage.pss)
         if self.on_measured is not None:
             self.on_measured(acc, usage)

@@ -900,3 +900,30 @@ def test_trace_watches_match_the_memory_max_template_and_stay_inside_cgroup(host
         [("/t/a", Action.REPORT), ("/t", None)]
     with pytest.raises(ConfigError, match="outside every --cgroup"):
         runtime.trace_watches(h, [parse_limit_spec("/t/a=32M")], ["/t/b"])
+
+
+def test_a_process_that_shrank_after_proc_read_it_keeps_the_estimate_above_the_rss(host):
+    """/proc read a forked child before its exec (its parent's copy: 300 MiB resident); the
+    exec shrank it before the estimate was read after /proc. The estimate read before /proc
+    bounded that moment: the record never shows exact above its estimate (CI, session 4)."""
+    cid = host.cgroup("/job")
+    host.process(100, "/job", 300 * MiB, 20 * MiB)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB))])
+    s.start()
+    assert host.events("mode", "/job")[-1]["mode"] == "slow"
+    host.process(101, "/job", 400 * MiB, 300 * MiB)   # the child, still its parent's copy
+    host.probes.vm[cid] = host.probes.vm.get(cid, 0) + 400 * MiB // PAGE_SIZE
+    statm = host.procfs.statm
+
+    def statm_then_exec(pid):
+        out = statm(pid)
+        if pid == 101:   # exec: 400 MiB mapped -> 10 MiB, once /proc has read the copy
+            host.probes.vm[cid] -= 390 * MiB // PAGE_SIZE
+        return out
+    host.procfs.statm = statm_then_exec
+    s.exact_due.add("/job")
+    s.reconcile()
+    check = host.events("check", "/job")[-1]
+    assert check["rss_bytes"] == 320 * MiB        # after the exec: 310 MiB mapped
+    assert check["estimate_bytes"] == 700 * MiB   # the figure read before /proc
+    assert check["estimate_bytes"] >= check["rss_bytes"]
