@@ -13,35 +13,8 @@ export LC_ALL=C.UTF-8 SYSTEMD_PAGER='' DEBIAN_FRONTEND=noninteractive
 unit=beanwatch.service
 slice=bwdeb.slice
 conf=/etc/beanwatch/beanwatch.toml
-fails=0
-t_run=$(date +%s.%N)
-
-note() { echo "       $*"; }
-indent() { sed 's/^/       | /'; }
-pass() { echo "PASS  $*"; }
-fail() { echo "FAIL  $*"; fails=$((fails + 1)); }
-check() {   # check NAME COMMAND...: PASS when COMMAND succeeds
-	local name=$1
-	shift
-	if "$@"; then pass "$name"; else fail "$name"; fi
-}
-prop() { systemctl show -p "$1" --value "${2:-$unit}"; }
-since() { python3 -c "import sys, time; print(f'{time.time() - float(sys.argv[1]):.1f}')" "$1"; }
-installed() { dpkg-query -W -f '${db:Status-Abbrev}' "$1" 2>/dev/null | grep -q '^ii'; }
-# BPF programs of beanwatch's (names are cut to 15 characters), by name or by type: nothing
-# else on this guest attaches tracing programs.
-our_programs() {
-	bpftool -j prog show | jq '[.[] | select(((.name // "")
-		| test("^(on_vm_syscall|on_page_fault|raw_tracepoint|tracepoint__sc)"))
-		or .type == "tracepoint" or .type == "raw_tracepoint")] | length'
-}
-frozen_cgroups() {
-	find /sys/fs/cgroup -mindepth 2 -name cgroup.freeze -exec grep -l '^1$' {} + 2>/dev/null
-}
-records() {   # records EVENT: that event's records from beanwatch this boot, as JSON lines
-	journalctl -b -u "$unit" -o json --output-fields=BEANWATCH_EVENT,BEANWATCH_OK,BEANWATCH_CGROUP,BEANWATCH_ACTION,BEANWATCH_DETAIL,MESSAGE \
-		| jq -c --arg e "$1" 'select(.BEANWATCH_EVENT == $e) | with_entries(select(.key | startswith("_") | not))'
-}
+# shellcheck source=scripts/guest-checks.sh
+source "$(dirname "$0")/guest-checks.sh"
 new_record() {   # new_record EVENT COUNT SECONDS: waits for more than COUNT records, prints the last
 	local n
 	for _ in $(seq $(($3 * 5))); do
@@ -61,7 +34,6 @@ wait_active() {   # wait_active SECONDS: until the unit is active (0) or failed/
 	done
 	return 1
 }
-dump_journal() { journalctl -b -u "$unit" --no-pager -o short-monotonic | tail -n "${1:-30}" | indent; }
 toucher() {   # toucher NAME [--no-block]: a process touching 256M in $slice, as unit NAME
 	local name=$1
 	shift

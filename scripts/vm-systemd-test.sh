@@ -9,33 +9,8 @@ set -uo pipefail
 export LC_ALL=C.UTF-8 PIP_NO_INDEX=1 SYSTEMD_PAGER=
 unit=beanwatch.service
 slice=bwtest.slice
-fails=0
-t_run=$(date +%s.%N)
-
-note() { echo "       $*"; }
-pass() { echo "PASS  $*"; }
-fail() { echo "FAIL  $*"; fails=$((fails + 1)); }
-check() {   # check NAME COMMAND...: PASS when COMMAND succeeds
-	local name=$1
-	shift
-	if "$@"; then pass "$name"; else fail "$name"; fi
-}
-prop() { systemctl show -p "$1" --value "${2:-$unit}"; }
-since() { python3 -c "import sys, time; print(f'{time.time() - float(sys.argv[1]):.1f}')" "$1"; }
-# BPF programs of beanwatch's (names are cut to 15 characters), by name or by type: nothing
-# else on this guest attaches tracing programs.
-our_programs() {
-	bpftool -j prog show | jq '[.[] | select(((.name // "")
-		| test("^(on_vm_syscall|on_page_fault|raw_tracepoint|tracepoint__sc)"))
-		or .type == "tracepoint" or .type == "raw_tracepoint")] | length'
-}
-frozen_cgroups() {
-	find /sys/fs/cgroup -mindepth 2 -name cgroup.freeze -exec grep -l '^1$' {} + 2>/dev/null
-}
-journal_records() {   # journal_records EVENT: that event's records from beanwatch, as JSON lines
-	journalctl -b -u "$unit" -o json --output-fields=BEANWATCH_EVENT,BEANWATCH_OK,BEANWATCH_CGROUP,BEANWATCH_ACTION,BEANWATCH_DETAIL,MESSAGE \
-		| jq -c --arg e "$1" 'select(.BEANWATCH_EVENT == $e)'
-}
+# shellcheck source=scripts/guest-checks.sh
+source "$(dirname "$0")/guest-checks.sh"
 wait_state() {   # wait_state STATE SECONDS: until the unit is STATE (polling every 0.1 s)
 	local deadline=$(($(date +%s) + $2))
 	while [ "$(prop ActiveState)" != "$1" ]; do
@@ -43,7 +18,6 @@ wait_state() {   # wait_state STATE SECONDS: until the unit is STATE (polling ev
 		sleep 0.1
 	done
 }
-dump_journal() { journalctl -b -u "$unit" --no-pager -o short-monotonic | tail -n "${1:-30}" | sed 's/^/       | /'; }
 
 echo "== host: $(uname -r), $(systemctl --version | head -n1), PID 1 $(cat /proc/1/comm)"
 echo "== cgroup controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
@@ -55,7 +29,7 @@ if make install >/tmp/install.log 2>&1; then
 	pass "make install (offline, PIP_NO_INDEX=1) in $(since "$t0") s"
 else
 	fail "make install"
-	sed 's/^/       | /' /tmp/install.log
+	indent </tmp/install.log
 	echo "== nothing more to check without an installed beanwatch"
 	exit "$fails"
 fi
@@ -79,7 +53,7 @@ if beanwatch check >/tmp/check.log 2>&1; then
 else
 	fail "beanwatch check (the probes on $(uname -r))"
 fi
-sed 's/^/       | /' /tmp/check.log
+indent </tmp/check.log
 
 # --- start: active only after READY -------------------------------------------------------
 systemd-run -q --unit=bwtest-hold --slice="$slice" sleep infinity
@@ -138,8 +112,8 @@ if systemctl reload "$unit"; then
 else
 	fail "systemctl reload returned an error"
 fi
-for _ in $(seq 50); do [ -n "$(journal_records reload)" ] && break; sleep 0.2; done
-rec=$(journal_records reload | tail -n1)
+for _ in $(seq 50); do [ -n "$(records reload)" ] && break; sleep 0.2; done
+rec=$(records reload | tail -n1)
 check "reload record in the journal: ${rec:-none}" test "$(jq -r .BEANWATCH_OK <<<"${rec:-{\}}")" = true
 
 # --- enforcement and records in journald ----------------------------------------------------
@@ -153,8 +127,8 @@ EOF
 t0=$(date +%s.%N)
 result=$(systemd-run --wait -q --unit=bwtest-toucher --slice="$slice" -p CollectMode=inactive-or-failed \
 	python3 /tmp/toucher.py 2>&1; systemctl show -p Result --value bwtest-toucher 2>/dev/null)
-for _ in $(seq 50); do [ -n "$(journal_records action)" ] && break; sleep 0.2; done
-action=$(journal_records action | tail -n1)
+for _ in $(seq 50); do [ -n "$(records action)" ] && break; sleep 0.2; done
+action=$(records action | tail -n1)
 check "a toucher of 256M in $slice (limit 112M, kill) was killed after $(since "$t0") s" \
 	test -n "$action"
 note "action record: ${action:-none}"
