@@ -282,6 +282,16 @@ class Enforcer:
             self.sink(record("error", self.clock(), None,
                              detail=f"frozen-cgroup ledger not written: {e.strerror or e}"))
 
+    @staticmethod
+    def _wait_on(a: Attempt, hook) -> Step:
+        """Waits (beside the loop) for hook's verdict: WAIT until hook.poll() gives one."""
+        a.hook = hook
+        a.verdict = hook.poll()
+        if a.verdict is None:
+            return Step.WAIT
+        a.hook = None
+        return Step.CONTINUE
+
     # -- the stages -----------------------------------------------------------------------
     def ask_hook(self, a: Attempt) -> Step:
         """Starts the on-exceed hook; the cgroup is held still meanwhile (in the ledger, so
@@ -294,13 +304,8 @@ class Enforcer:
             if a.held:
                 self.held.add((acc.name, acc.cgroup_id))
                 self.save_ledger()
-        a.hook = self.hooks.start_exceed(account_record(
-            "exceeded", acc, self.clock(), action=action, pids=sorted(a.rss_by_pid)))
-        a.verdict = a.hook.poll()
-        if a.verdict is None:
-            return Step.WAIT
-        a.hook = None
-        return Step.CONTINUE
+        return self._wait_on(a, self.hooks.start_exceed(account_record(
+            "exceeded", acc, self.clock(), action=action, pids=sorted(a.rss_by_pid))))
 
     def hear_hook(self, a: Attempt) -> Step:
         if a.verdict is None:
@@ -369,14 +374,9 @@ class Enforcer:
             a.grace_until = None   # refused, or the victim was gone: nothing to wait for
             return Step.CONTINUE
         c = a.choice
-        a.hook = GraceWait(self.clock, a.grace_until,
-                           lambda: self.actor.alive(c.cgroup, c.pid,
-                                                    c.victim.start_time if c.victim else None))
-        a.verdict = a.hook.poll()
-        if a.verdict is None:
-            return Step.WAIT
-        a.hook = None
-        return Step.CONTINUE
+        return self._wait_on(a, GraceWait(
+            self.clock, a.grace_until,
+            lambda: self.actor.alive(c.cgroup, c.pid, c.victim.start_time if c.victim else None)))
 
     def after_grace(self, a: Attempt) -> Step:
         """The grace is over: SIGKILL the victim if usage, measured again, is still over."""
