@@ -132,6 +132,7 @@ action=$(records action | tail -n1)
 check "a toucher of 256M in $slice (limit 112M, kill) was killed after $(since "$t0") s" \
 	test -n "$action"
 note "action record: ${action:-none}"
+[ -n "$action" ] || dump_journal 60
 fields=$(journalctl -b -u "$unit" -o json | jq -r 'keys[] | select(startswith("BEANWATCH_"))' | sort -u | tr '\n' ' ')
 check "records reach journald as structured entries: $fields" grep -q BEANWATCH_EVENT <<<"$fields"
 
