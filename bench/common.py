@@ -129,8 +129,8 @@ class Watcher:
         deadline = time.time() + timeout
         while time.time() < deadline:
             for line in list(self.stderr):
-                if line.startswith("metrics on "):
-                    return line.split()[2]
+                if "metrics on http://" in line:   # "beanwatch: metrics on URL"
+                    return line.split("metrics on ", 1)[1].split()[0]
             time.sleep(0.01)
         raise RuntimeError("beanwatch: no metrics address on stderr within "
                            f"{timeout}s: {''.join(self.stderr)[-800:]}")
