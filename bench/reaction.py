@@ -82,6 +82,7 @@ def run(ctx) -> dict:
         watcher = Watcher(["--limit", f"{R}=256M", "--action", "kill",
                            "--metrics", "127.0.0.1:0"], ctx.startups).started()
         url = watcher.metrics_url()
+        nice = renice(watcher.pid)
         poller = tracers.LineProcess([sys.executable, os.path.join(ROOT, "bench", "poll_killer.py"),
                                       sc.path(P), str(LIMIT), "0.1"])
         try:
@@ -94,6 +95,7 @@ def run(ctx) -> dict:
                         mark = len(watcher.records)
                         switches = watcher.metrics(url, R)["mode_switches_total"]
                         r = one_run(sc, R, ctx, n)
+                        r["load"] = os.getloadavg()
                         try:
                             act = watcher.wait_for(lambda x: x["event"] == "action" and x["cgroup"] == R,
                                                    5, mark)
@@ -118,7 +120,18 @@ def run(ctx) -> dict:
         finally:
             poller.stop()
             watcher.stop()
-    return tables(ctx, results, mem_ok, runs)
+    return tables(ctx, results, mem_ok, runs, nice)
+
+
+def renice(pid: int) -> int | None:
+    """BENCH_NICE=N: every thread of beanwatch at nice N (the unit's Nice=, measured: the
+    loop waits for a CPU on a busy host). None where not set."""
+    value = os.environ.get("BENCH_NICE")
+    if not value:
+        return None
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        os.setpriority(os.PRIO_PROCESS, int(tid), int(value))
+    return int(value)
 
 
 def back_in_fast(watcher, url: str, cg: str, switches: float, timeout: float) -> None:
@@ -161,7 +174,7 @@ def setup_memory_max(sc: Scratch) -> str | None:
         return None
 
 
-def tables(ctx, results, mem_ok, runs) -> dict:
+def tables(ctx, results, mem_ok, runs, nice=None) -> dict:
     rows, targets = [], []
     cols = ["killer", "runs killed", "overshoot (MiB)", "latency (ms)", "notes"]
     for who, label in (("beanwatch", "beanwatch --action kill"),
@@ -201,9 +214,14 @@ def tables(ctx, results, mem_ok, runs) -> dict:
     notes = [f"L = 256 MiB; toucher_ts touches {SIZE_MIB} MiB (THP off), logging every "
              f"{STEP_KIB} KiB; {runs} runs per killer, alternating; latency = last logged step "
              f"minus the step where RSS crossed L (low by < 1 step); overshoot = ru_maxrss - L",
-             f"beanwatch runs start {SETTLE} s after its previous switch back to fast; the "
-             f"'restarted at once' runs ({len(results['restart'])}) start as soon as that switch is "
-             "recorded, while beanwatch is still detaching its page-fault programs (see 7a)",
+             f"beanwatch runs start {SETTLE} s after its previous switch back to fast (read from its "
+             f"metrics); the 'restarted at once' runs ({len(results['restart'])}) start as soon as "
+             "the switch is made",
+             f"beanwatch at nice {nice} (BENCH_NICE)" if nice is not None else
+             "beanwatch at nice 0 (the unit sets Nice=-10; BENCH_NICE=-10 measures that)",
+             "load average (1 min) before/after the beanwatch runs: "
+             + ", ".join(f"{r['load'][0]:.1f}" for r in results["beanwatch"][:1] + results["beanwatch"][-1:]
+                         if "load" in r),
              f"toucher's RSS before touching: {base['median']:.1f} MiB" if base else ""]
     if not mem_ok:
         notes.append("memory.max: n/a (no cgroup2 memory controller on this host)")
