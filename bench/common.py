@@ -123,6 +123,31 @@ class Watcher:
         return [r for r in list(self.records) if r["event"] == event
                 and (cgroup is None or r["cgroup"] == cgroup) and r["_arrival"] >= since]
 
+    def metrics_url(self, timeout=10.0) -> str:
+        """Where beanwatch serves its metrics (started with --metrics HOST:0: it says on
+        stderr which port it took)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for line in list(self.stderr):
+                if "metrics on http://" in line:   # "beanwatch: metrics on URL"
+                    return line.split("metrics on ", 1)[1].split()[0]
+            time.sleep(0.01)
+        raise RuntimeError("beanwatch: no metrics address on stderr within "
+                           f"{timeout}s: {''.join(self.stderr)[-800:]}")
+
+    def metrics(self, url: str, cgroup: str) -> dict[str, float]:
+        """The per-cgroup metrics of one watched cgroup: name (beanwatch_cgroup_ left out)
+        -> value. Metrics are read from the session at scrape time, never rate-limited."""
+        import urllib.request
+        with urllib.request.urlopen(url, timeout=5) as r:
+            text = r.read().decode()
+        out = {}
+        needle = f'{{cgroup="{cgroup}",'
+        for line in text.splitlines():
+            if line.startswith("beanwatch_cgroup_") and needle in line:
+                out[line[len("beanwatch_cgroup_"):line.index("{")]] = float(line.rsplit(" ", 1)[1])
+        return out
+
     def stop(self) -> int:
         stop_process(self.proc, signal.SIGTERM, 20.0)
         for t in self._threads:

@@ -205,6 +205,8 @@ class Session:
         self.vm = VmLimits(vm_limits, probes, sink, clock)
         # called with (account, usage.Usage) after each exact check (`trace`'s rss records)
         self.on_measured = None
+        # accounts held frozen at a crossing of their growth bound, for this round's check
+        self.early_holds: dict[str, Account] = {}
 
     # -- start-up -----------------------------------------------------------------------
     def start(self) -> None:
@@ -470,9 +472,33 @@ class Session:
                 for acc in self.covered_by.get(ev.cgid, ()):
                     if acc.mode is Mode.SLOW:
                         self.exact_due.add(acc.name)
+                        if ev.kind == wire.EV_RSS_HIGH:
+                            self.hold_at_crossing(acc)
         if self.unknown:
             self.place_unknown()
         self.maybe_refresh()
+
+    def hold_at_crossing(self, acc: Account) -> None:
+        """A resident-growth bound of acc's was crossed: where its summed growth is past the
+        headroom of its last check and a precise reading would be held anyway
+        (Account.holds_at_crossing), the cgroup is frozen now, before anything else of the
+        round (the counters' walk, the tree, cgroup.procs, statm): a full-speed toucher
+        stops at the crossing plus the wake-up, not plus the round. The check that follows
+        in the same round takes the hold over (check_exact), or it is released at the end
+        of the round (release_early_holds)."""
+        if acc.name in self.early_holds or acc.rss_base is None:
+            return
+        leaves = self.leaves_of.get(acc.name, ())
+        growth = {cid: c.rss_growth for cid, c in self.read_counters(leaves).items()}
+        if acc.holds_at_crossing(growth, PAGE_SIZE) and self.enforcer.hold_while_measuring(acc):
+            self.early_holds[acc.name] = acc
+
+    def release_early_holds(self) -> None:
+        """Holds taken at an event whose check did not run (the cgroup left slow mode, or
+        was removed and made again, before it): released, nothing is left frozen."""
+        holds, self.early_holds = self.early_holds, {}
+        for acc in holds.values():
+            self.enforcer.release_measuring_hold(acc)
 
     def on_oom_kill(self, ev: wire.Event, walked: bool = False) -> None:
         """The kernel's OOM killer chose a victim. In a watched cgroup (covered by some
@@ -596,9 +622,12 @@ class Session:
             self.write_bounds(counters, only=early)
             self.probes.enable_faults(True)
             counters = self.read_counters()
-        for acc in self.accounts:
-            if acc.name in self.exact_due and acc.mode is Mode.SLOW:
-                self.check_exact(acc, now, counters)
+        try:
+            for acc in self.accounts:
+                if acc.name in self.exact_due and acc.mode is Mode.SLOW:
+                    self.check_exact(acc, now, counters)
+        finally:
+            self.release_early_holds()
         self.exact_due.clear()
         self.write_bounds(counters)
         self.update_fault_probe(now)
@@ -677,13 +706,13 @@ class Session:
         # The first time the RSS sum says "over" in a slow period, or while the precise figure
         # was last found near the limit (within an eighth of it) or over, the cgroup is held
         # frozen while PSS is read, where the action may freeze or kill: a toucher cannot run
-        # on during the walk. Sharers well under by PSS are read without a hold.
-        hold = {"held": False, "counters": None}
+        # on during the walk. Sharers well under by PSS are read without a hold. Held at its
+        # event already (hold_at_crossing): that hold is this check's, released the same way.
+        hold = {"held": self.early_holds.pop(acc.name, None) is not None, "counters": None}
         leaves = self.leaves_of.get(acc.name, ())
 
         def before_precise():
-            lim = acc.limit.limit
-            if acc.pss is None or acc.pss > lim - lim // 8:
+            if not hold["held"] and acc.near_by_pss():
                 hold["held"] = self.enforcer.hold_while_measuring(acc)
             # After the hold, before smaps_rollup: growth from here on counts against the
             # headroom PSS leaves (sound: PSS is read later, so it may only include more).

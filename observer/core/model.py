@@ -177,6 +177,35 @@ class Account:
             effects.append(Effect.ACT)
         return effects
 
+    def near_by_pss(self) -> bool:
+        """Whether a precise reading may find the cgroup over: none taken since it was last
+        measured under by its RSS sum, or the last one near (within an eighth of the limit)
+        or over. Such a cgroup is held frozen while PSS is read, where the action may freeze
+        or kill; sharers well under by PSS are read without a hold."""
+        lim = self.limit
+        if lim is None:
+            return False
+        return self.pss is None or self.pss > lim.limit - lim.limit // 8
+
+    def holds_at_crossing(self, growth: dict[int, int], page_size: int) -> bool:
+        """Whether a crossing of the kernel's resident-growth bound holds the cgroup frozen
+        at once, before /proc is read. growth: per cgroup id it covers, the growth counter
+        (pages) read now. The headroom the last check left (rss_headroom) is counted in
+        RSS from the counters read at that check (rss_base): the summed growth past it
+        means the RSS sum is over the trigger (the barrier, else the limit), as far as the
+        kernel's counters tell, and the check this event asks for would take the hold
+        anyway where it reads the precise tier (near_by_pss). Taken here, the hold stops
+        growth some hundreds of microseconds sooner. Nothing is decided on it: the figure
+        decided on is measured as before, and the hold released if it is under. Only in
+        slow mode after a check, where the action may freeze or kill; a single cgroup's
+        share of the headroom crossed while the sum is not past it holds nothing."""
+        lim = self.limit
+        if (lim is None or lim.action is Action.REPORT or self.mode is not Mode.SLOW
+                or self.exact is None or self.rss_base is None or not self.near_by_pss()):
+            return False
+        grown = sum(g - self.rss_base.get(leaf, g) for leaf, g in growth.items())
+        return grown * page_size > self.rss_headroom()
+
     def rss_headroom(self) -> int:
         """Bytes of resident growth allowed before the next exact check.
 

@@ -237,6 +237,19 @@ def test_freeze_then_thaw(tree):
     assert (tree / "work/job/cgroup.freeze").read_text() == "0"
 
 
+def test_a_hold_freezes_behind_the_guard_without_reading_cgroup_procs(tree):
+    """A hold while usage is measured: the same guard (id compared), cgroup.freeze written,
+    and no cgroup.procs read before the write."""
+    cg = ScriptedCgroupFS(str(tree), [RuntimeError("cgroup.procs read")])
+    a = actor(cg, FakeSignaller())
+    assert a.hold(TARGET, cg.cgroup_id(TARGET)) is True
+    assert (tree / "work/job/cgroup.freeze").read_text() == "1" and cg.reads == 0
+    with pytest.raises(ActionRefused, match="recreated"):
+        a.hold(TARGET, cg.cgroup_id(TARGET) + 1)
+    with pytest.raises(ActionRefused, match="holds beanwatch"):
+        a.hold(OWN, cg.cgroup_id(OWN))
+
+
 # kill
 
 

@@ -168,6 +168,47 @@ def test_rss_headroom(limit, barrier, exact, headroom):
     assert acc.rss_headroom() == headroom
 
 
+# -- holds_at_crossing ------------------------------------------------------------------
+
+def checked(limit=1000 * PS, barrier=None, action=Action.KILL, rss=600 * PS, pss=None,
+            base=None):
+    """A slow account after a check: its figure, and the growth counters it counts from."""
+    acc = account(limit, barrier, action)
+    acc.mode = SLOW
+    acc.exact, acc.rss, acc.pss = (rss if pss is None else pss), rss, pss
+    acc.rss_base = {1: 100, 2: 50} if base is None else base
+    return acc
+
+
+@pytest.mark.parametrize("kw, growth, holds", [
+    ({}, {1: 100 + 400, 2: 50}, False),                 # exactly the headroom: not past it
+    ({}, {1: 100 + 401, 2: 50}, True),                  # past it by one page
+    ({}, {1: 100 + 201, 2: 50 + 200}, True),            # summed over the cgroups covered
+    ({}, {1: 100 + 300, 2: 50 - 100}, False),           # one grew past its share, one shrank
+    ({"action": Action.FREEZE}, {1: 1000}, True),
+    ({"action": Action.REPORT}, {1: 1000}, False),      # nothing to freeze or kill for
+    ({"rss": 900 * PS, "pss": 500 * PS}, {1: 100 + 501}, False),   # well under by PSS
+    ({"rss": 900 * PS, "pss": 880 * PS}, {1: 100 + 121}, True),    # near by PSS
+    ({"barrier": 800 * PS}, {1: 100 + 201}, True),      # past the barrier: PSS read anyway
+    ({"barrier": 800 * PS}, {1: 100 + 200}, False),
+    ({"base": {1: 100}}, {1: 100 + 401, 3: 999}, True),  # a cgroup taken in since: from its own
+])
+def test_holds_at_crossing(kw, growth, holds):
+    assert checked(**kw).holds_at_crossing(growth, PS) is holds
+
+
+def test_holds_at_crossing_only_after_a_check_in_slow_mode():
+    acc = checked()
+    past = {1: 100 + 1000}
+    assert acc.holds_at_crossing(past, PS)
+    acc.mode = FAST
+    assert not acc.holds_at_crossing(past, PS)
+    acc = checked()
+    acc.forget_exact()
+    assert not acc.holds_at_crossing(past, PS)
+    assert not Account("a", 1, None).holds_at_crossing(past, PS)
+
+
 # -- leaf_bounds, examples ----------------------------------------------------------------
 
 def test_leaf_bounds_without_accounts_are_open():

@@ -927,3 +927,88 @@ def test_a_process_that_shrank_after_proc_read_it_keeps_the_estimate_above_the_r
     assert check["rss_bytes"] == 320 * MiB        # after the exec: 310 MiB mapped
     assert check["estimate_bytes"] == 700 * MiB   # the figure read before /proc
     assert check["estimate_bytes"] >= check["rss_bytes"]
+
+
+def test_a_crossing_of_the_growth_bound_holds_before_proc_is_read(host):
+    """A toucher past its limit: the cgroup is frozen as the event is handled, before the
+    round reads the counters, cgroup.procs or statm; the check measures it held (RSS, then
+    PSS), the kill follows, and nothing is left held."""
+    cid = host.cgroup("/job")
+    host.process(100, "/job", 1024 * MiB, 100 * MiB)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB, None, Action.KILL))])
+    s.start()
+    host.log.clear()
+    host.set_rss(100, 1024 * MiB, 258 * MiB)
+    host.probes.growth[cid] = 158 * MiB // PAGE_SIZE   # 2 MiB past the 156 MiB left
+    s.on_event(wire.Event(wire.EV_RSS_HIGH, 100, cid, 0, 0, 0))
+    s.handle_pending()
+    assert host.log == [("freeze", "/job")]
+    s.reconcile()
+    steps = [e for e in host.log if e[0] in ("freeze", "statm", "kill", "thaw")]
+    assert steps == [("freeze", "/job"), ("statm", 100), ("kill", "/job"), ("thaw", "/job")]
+    assert host.events("check", "/job")[-1]["held_while_measured"] is True
+    assert host.events("action", "/job")[-1]["pss_by_pid"] == {"100": 258 * MiB}
+    assert not s.enforcer.held and not s.early_holds
+
+
+def test_a_hold_at_a_crossing_is_released_where_the_check_finds_it_under(host):
+    """The counters say past the headroom but the RSS sum is under (shrunk since): the hold
+    taken at the event is this check's, released after the bound is re-armed; no action."""
+    cid = host.cgroup("/job")
+    host.process(100, "/job", 1024 * MiB, 100 * MiB)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB, None, Action.KILL))])
+    s.start()
+    host.log.clear()
+    host.probes.growth[cid] = 158 * MiB // PAGE_SIZE
+    s.on_event(wire.Event(wire.EV_RSS_HIGH, 100, cid, 0, 0, 0))
+    s.handle_pending()
+    s.reconcile()
+    steps = [e[0] for e in host.log if e[0] in ("freeze", "bounds", "thaw", "kill")]
+    assert steps[:3] == ["freeze", "bounds", "thaw"] and "freeze" not in steps[3:]
+    assert host.events("check", "/job")[-1]["held_while_measured"] is True
+    assert not host.events("action") and not s.enforcer.held and not s.early_holds
+
+
+def test_no_hold_at_a_crossing_within_the_headroom_or_for_a_sharer_well_under(host):
+    """An event whose cgroup's summed growth is not past the headroom (a stale one), and one
+    of sharers found well under by PSS at their last check, freeze nothing before the check."""
+    cid = host.cgroup("/job")
+    host.process(100, "/job", 1024 * MiB, 100 * MiB)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB, None, Action.KILL))])
+    s.start()
+    host.log.clear()
+    host.probes.growth[cid] = 156 * MiB // PAGE_SIZE   # exactly the headroom
+    s.on_event(wire.Event(wire.EV_RSS_HIGH, 100, cid, 0, 0, 0))
+    s.handle_pending()
+    assert host.log == [] and "/job" in s.exact_due
+    s.reconcile()
+    assert not [e for e in host.log if e[0] in ("freeze", "thaw")]
+    host.set_rss(100, 1024 * MiB, 400 * MiB, pss=100 * MiB)   # shared: well under by PSS
+    s.exact_due.add("/job")
+    s.reconcile()
+    assert host.events("check", "/job")[-1]["pss_bytes"] == 100 * MiB
+    host.log.clear()
+    host.probes.growth[cid] += 200 * MiB // PAGE_SIZE
+    s.on_event(wire.Event(wire.EV_RSS_HIGH, 100, cid, 0, 0, 0))
+    s.handle_pending()
+    assert host.log == []
+
+
+def test_a_hold_at_a_crossing_is_released_if_its_check_does_not_run(host):
+    """Held at the event, then the process is gone before the round: the cgroup goes back
+    to fast mode, no check runs, and the hold is released at the end of the round."""
+    cid = host.cgroup("/job")
+    host.process(100, "/job", 1024 * MiB, 100 * MiB)
+    s = host.session([Watch("/job", cid, Limit(256 * MiB, None, Action.KILL))])
+    s.start()
+    host.log.clear()
+    host.probes.growth[cid] = 200 * MiB // PAGE_SIZE
+    s.on_event(wire.Event(wire.EV_RSS_HIGH, 100, cid, 0, 0, 0))
+    s.handle_pending()
+    assert host.log == [("freeze", "/job")]
+    host.probes.vm[cid] = -(1024 * MiB // PAGE_SIZE)   # its seeded address space unmapped
+    s.reconcile()
+    assert host.events("mode", "/job")[-1]["mode"] == "fast"
+    assert [e for e in host.log if e[0] in ("freeze", "thaw", "statm")] == \
+        [("freeze", "/job"), ("thaw", "/job")]
+    assert not s.enforcer.held and not s.early_holds
