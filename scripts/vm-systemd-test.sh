@@ -133,6 +133,9 @@ check "a toucher of 256M in $slice (limit 112M, kill) was killed after $(since "
 	test -n "$action"
 note "action record: ${action:-none}"
 [ -n "$action" ] || dump_journal 60
+unreadable=$(records error | grep -c smaps_rollup)
+check "the precise tier read every process (no smaps_rollup refused: $unreadable error records)" \
+	test "$unreadable" = 0
 fields=$(journalctl -b -u "$unit" -o json | jq -r 'keys[] | select(startswith("BEANWATCH_"))' | sort -u | tr '\n' ' ')
 check "records reach journald as structured entries: $fields" grep -q BEANWATCH_EVENT <<<"$fields"
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 
 from ..kernel import wire
 from ..core.config import Action, Count, Limit
-from ..core.errors import BeanwatchError
+from ..core.errors import BeanwatchError, Unreadable
 from ..core.ratelimit import Buckets
 from ..core.model import Account, Effect, LeafBounds, LeafCounters, Mode, leaf_bounds
 from ..core.names import display_name, printable
@@ -64,16 +64,21 @@ def measure_usage(cg, procfs, name: str, limit: Limit | None, now: float,
         return Usage(tuple(procs), now, count)
     if before_precise is not None:
         before_precise()
-    precise = []
+    precise, unreadable = [], []
     for p in procs:
-        r = procfs.smaps_rollup(p.pid)
+        try:
+            r = procfs.smaps_rollup(p.pid)
+        except Unreadable:
+            precise.append(replace(p, pss=p.rss))   # its RSS: >= its PSS
+            unreadable.append(p.pid)
+            continue
         if r is None:
             precise.append(replace(p, rss=0, pss=0))   # gone since statm
             continue
         # both from one read, so that the tiers stay ordered (PSS <= RSS) per process
         precise.append(replace(p, rss=r.rss + (r.swap if swap else 0),
                                pss=r.pss + (r.swap_pss if swap else 0)))
-    return Usage(tuple(precise), now, count, precise=True)
+    return Usage(tuple(precise), now, count, precise=True, unreadable=tuple(unreadable))
 
 
 # Detaching the page-fault programs blocks for ~0.1 s (the kernel waits for an RCU grace
@@ -205,6 +210,7 @@ class Session:
         self.vm = VmLimits(vm_limits, probes, sink, clock)
         # called with (account, usage.Usage) after each exact check (`trace`'s rss records)
         self.on_measured = None
+        self.unreadable_told = False   # tell_unreadable: once per session
         # accounts held frozen at a crossing of their growth bound, for this round's check
         self.early_holds: dict[str, Account] = {}
 
@@ -743,9 +749,12 @@ class Session:
         acc.rss_base = ({leaf: base[leaf].rss_growth for leaf in leaves if leaf in base}
                         if base is not None else None)
         held = hold["held"]
+        extra = {"held_while_measured": True} if held else {}
+        if usage.unreadable:
+            extra["pss_unreadable_pids"] = list(usage.unreadable)
+            self.tell_unreadable(acc, usage.unreadable, now)
         # frozen meanwhile: the records cost the workload nothing
-        self.tell(acc, account_record("check", acc, now, **({"held_while_measured": True}
-                                                            if held else {})))
+        self.tell(acc, account_record("check", acc, now, **extra))
         # barrier/exceeded: recorded on the way there, then as a reminder (core/policy)
         level = next((e.value for e in effects if e in (Effect.WARN, Effect.EXCEED)), None)
         told = self.notices.setdefault(acc.name, OverNotice()).note(level, now)
@@ -762,6 +771,19 @@ class Session:
                 self.write_bounds(counters, only=set(leaves))
             self.enforcer.release_measuring_hold(acc)
         self.barrier.on_check(acc, now)
+
+    def tell_unreadable(self, acc: Account, pids, now: float) -> None:
+        """Some processes' smaps_rollup could not be read (permission): their RSS counted
+        instead of their PSS. Said once per session (an error record), then in each check
+        record's pss_unreadable_pids: the figure is sound (only higher), but sharers among
+        them may be acted on for memory they share."""
+        if self.unreadable_told:
+            return
+        self.unreadable_told = True
+        self.sink(record("error", now, acc.name, errors=self.loop_errors, detail=(
+            f"cannot read /proc/PID/smaps_rollup of {len(pids)} process(es) (e.g. {pids[0]}):"
+            " permission denied (beanwatch lacks CAP_SYS_PTRACE?); their RSS counts instead"
+            " of their PSS")))
 
     def check_losses(self) -> None:
         stats = self.probes.stats()

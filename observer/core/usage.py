@@ -38,6 +38,9 @@ class Usage:
     ts: float = 0.0
     count: Count = Count.RSS
     precise: bool = False   # the precise tier was taken (every process's pss is set)
+    # PIDs whose precise figure could not be read (errors.Unreadable): their RSS stands in,
+    # an upper bound of their PSS, so the figure stays sound and may only be higher
+    unreadable: tuple[int, ...] = ()
 
     @property
     def rss(self) -> int:

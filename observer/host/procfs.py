@@ -7,7 +7,7 @@ import functools
 import os
 from dataclasses import dataclass
 
-from ..core.errors import BeanwatchError
+from ..core.errors import BeanwatchError, Unreadable
 from ..core.sizes import PAGE_SIZE, to_bytes  # noqa: F401  (PAGE_SIZE: for tests)
 
 
@@ -59,6 +59,9 @@ def _none_if_gone(method):
             return method(self, pid, *args, **kwargs)
         except (FileNotFoundError, ProcessLookupError):
             return None
+        except PermissionError as e:
+            where = e.filename or f"{self.root}/{pid}"
+            raise Unreadable(f"cannot read {where}: {e.strerror}") from None
         except OSError as e:
             where = e.filename or f"{self.root}/{pid}"
             raise BeanwatchError(f"cannot read {where}: {e.strerror}") from None

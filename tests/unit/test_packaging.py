@@ -32,7 +32,7 @@ BASE_PYTHON = getattr(sys, "_base_executable", sys.executable)
 
 # What the unit grants, and why, is documented in the unit itself.
 UNIT_CAPABILITIES = {"CAP_BPF", "CAP_PERFMON", "CAP_SYS_ADMIN", "CAP_SYSLOG",
-                     "CAP_DAC_OVERRIDE", "CAP_KILL", "CAP_NET_ADMIN"}
+                     "CAP_DAC_OVERRIDE", "CAP_KILL", "CAP_NET_ADMIN", "CAP_SYS_PTRACE"}
 
 
 def run(cmd, **kw):

@@ -101,6 +101,27 @@ def test_other_os_errors_are_our_error(proc, monkeypatch, exc):
         proc.stat(1)
 
 
+def test_a_file_it_may_not_read_is_unreadable_not_any_error(proc, monkeypatch):
+    """EACCES (smaps_rollup of a process whose capabilities beanwatch's do not cover):
+    Unreadable, which the precise tier handles; an I/O error stays a plain BeanwatchError."""
+    from observer.core.errors import Unreadable
+
+    def denied(pid, name):
+        raise PermissionError(13, "Permission denied", f"/proc/{pid}/{name}")
+
+    monkeypatch.setattr(proc, "_read", denied)
+    with pytest.raises(Unreadable, match="cannot read /proc/7/smaps_rollup: Permission denied"):
+        proc.smaps_rollup(7)
+
+    def broken(pid, name):
+        raise OSError(5, "I/O error")
+
+    monkeypatch.setattr(proc, "_read", broken)
+    with pytest.raises(BeanwatchError) as e:
+        proc.smaps_rollup(7)
+    assert not isinstance(e.value, Unreadable)
+
+
 def test_statm_in_bytes(tmp_path, proc):
     make_tree(tmp_path, {"42/statm": "765 399 370 5 0 123 0\n"})
     assert proc.statm(42) == (765 * PAGE_SIZE, 399 * PAGE_SIZE)

@@ -1012,3 +1012,33 @@ def test_a_hold_at_a_crossing_is_released_if_its_check_does_not_run(host):
     assert [e for e in host.log if e[0] in ("freeze", "thaw", "statm")] == \
         [("freeze", "/job"), ("thaw", "/job")]
     assert not s.enforcer.held and not s.early_holds
+
+
+def test_a_process_whose_pss_cannot_be_read_counts_by_its_rss_and_the_loop_goes_on(host):
+    """smaps_rollup denied (a process whose capabilities beanwatch's do not cover, in a unit
+    without CAP_SYS_PTRACE: the Debian 12 systemd guest, session 5): beanwatch exited 1 at
+    each check and systemd gave up after 5 restarts. Now its RSS stands in for its PSS (an
+    upper bound), the check is recorded with the PID, the operator is told once."""
+    from observer.core.errors import Unreadable
+    cid = host.cgroup("/job")
+    for pid in (100, 101):
+        host.process(pid, "/job", 600 * MiB, 160 * MiB, pss=40 * MiB)
+    rollup = host.procfs.smaps_rollup
+
+    def denied(pid):
+        if pid == 101:
+            raise Unreadable(f"cannot read /proc/{pid}/smaps_rollup: Permission denied")
+        return rollup(pid)
+    host.procfs.smaps_rollup = denied
+    s = host.session([Watch("/job", cid, Limit(256 * MiB, None, Action.KILL))])
+    s.start()
+    check = host.events("check", "/job")[-1]
+    # 40 MiB (PSS of 100) + 160 MiB (RSS of 101, standing in): under 256 MiB, not killed
+    assert (check["rss_bytes"], check["pss_bytes"]) == (320 * MiB, 200 * MiB)
+    assert check["pss_unreadable_pids"] == [101]
+    assert not host.events("action")
+    errors = host.events("error")
+    assert len(errors) == 1 and "smaps_rollup" in errors[0]["detail"]
+    s.exact_due.add("/job")
+    s.reconcile()   # again: told once only
+    assert len(host.events("error")) == 1 and host.events("check", "/job")[-1]["pss_unreadable_pids"] == [101]
