@@ -101,9 +101,9 @@ def cgroups():
 class Watcher:
     """`beanwatch watch --json` as a real process; its records are collected as they come."""
 
-    def __init__(self, args: list[str], command: str = "watch"):
+    def __init__(self, args: list[str], command: str = "watch", prefix=()):
         exe = shutil.which("beanwatch", path=os.path.dirname(sys.executable)) or "beanwatch"
-        self.proc = subprocess.Popen([exe, command, "--json", *args], stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen([*prefix, exe, command, "--json", *args], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, cwd="/")
         self.records: list[dict] = []
         self.stderr = ""
@@ -156,8 +156,9 @@ class Watcher:
 def watcher():
     started: list[Watcher] = []
 
-    def start(*args: str, command: str = "watch") -> Watcher:
-        w = Watcher(list(args), command)
+    def start(*args: str, command: str = "watch", prefix=()) -> Watcher:
+        """prefix: a command beanwatch runs under (setpriv with a unit's capabilities)."""
+        w = Watcher(list(args), command, prefix)
         started.append(w)
         return w
     try:
