@@ -121,6 +121,9 @@ TREE_GAP_MIN = 0.1
 # LOCATE_RATE a second after a burst of LOCATE_BURST: past that (a tenant making cgroups by
 # the thousand a second) they wait for the walk, which its own gap above still rate-limits.
 LOCATE_RATE = 2000.0
+# A reconcile reads the counters of the cgroups covered one by one (not the whole map) while
+# there are at most this many, or twice the map's entries at its last full read
+COUNTERS_BY_KEY_MIN = 64
 LOCATE_BURST = 500.0
 
 
@@ -185,6 +188,7 @@ class Session:
         self.fresh: set[int] = set()         # placed under a slow account: bounds first
         self.locate_budget = Buckets(LOCATE_RATE, LOCATE_BURST)
         self.located = 0                     # cgroups placed from their id between walks
+        self.dropped = 0                     # found removed between walks (drop_gone)
         self.locate_deferred = 0             # left to the walk (over budget, or unlocatable)
         self.walks = 0
         # per-source rate limit of events; over it: counted, resynchronised at the tick
@@ -195,6 +199,7 @@ class Session:
         self.records_suppressed = 0
         self.resync: set[int] = set()
         self.events_seen = 0
+        self.map_entries = 0                 # in the leaves map at its last full read
         self.events_throttled = 0
         # kernel maps full: reported once, then exact checks every interval for the limits
         self.map_full = 0                    # failures counted (kernel side and our writes)
@@ -454,32 +459,44 @@ class Session:
     def handle_pending(self) -> None:
         """O(1) per event: a set insert or two and a look-up in the reverse index. Events
         of one cgroup past its rate are counted and left to the resynchronisation at the
-        next tick (counters live in the kernel maps: nothing is lost from the accounting)."""
+        next tick (counters live in the kernel maps: nothing is lost from the accounting).
+
+        Only an event about a cgroup some account covers (or one whose bounds were written)
+        makes the round reconcile. One of a cgroup not in the tree asks for it to be placed;
+        placed and covered, it is taken in (took_in: reconciled this round); removed already,
+        as most of a churning tenant's are by then, it costs nothing more. Another cgroup's
+        (a tenant's own home, outside every watched one) changes nothing to reconcile."""
         events, self.pending = self.pending, []
         if not events:
             return
-        take, tree = self.buckets.take, self.tree
+        self.events_seen += len(events)
+        take, tree, covered_by, written = self.buckets.take, self.tree, self.covered_by, \
+            self.written
+        moved, rss_high, oom = wire.EV_MOVED, wire.EV_RSS_HIGH, wire.EV_OOM_KILL
         for ev in events:
-            self.events_seen += 1
-            if ev.kind == wire.EV_OOM_KILL:
+            kind, cid = ev.kind, ev.cgid
+            if kind == oom:
                 self.on_oom_kill(ev)
                 continue
-            if not take(ev.cgid, ev.ts_ns / 1e9):
+            if not take(cid, ev.ts_ns / 1e9):
                 self.events_throttled += 1
-                self.resync.add(ev.cgid)
+                self.resync.add(cid)
                 continue
-            self.dirty = True
-            self.rearm.add(ev.cgid)
-            if ev.cgid not in tree:
-                self.unknown.add(ev.cgid)
-            if ev.kind == wire.EV_MOVED:
+            if cid not in tree:
+                self.unknown.add(cid)
+            elif cid in covered_by or cid in written:
+                self.dirty = True
+                self.rearm.add(cid)
+                if kind == moved or kind == rss_high:
+                    for acc in covered_by.get(cid, ()):
+                        if acc.mode is Mode.SLOW:
+                            self.exact_due.add(acc.name)
+                            if kind == rss_high:
+                                self.hold_at_crossing(acc)
+            if kind == moved and (ev.aux in covered_by or ev.aux in written):
+                # a process left a covered cgroup: its counter dropped
+                self.dirty = True
                 self.rearm.add(ev.aux)
-            if ev.kind in (wire.EV_RSS_HIGH, wire.EV_MOVED):
-                for acc in self.covered_by.get(ev.cgid, ()):
-                    if acc.mode is Mode.SLOW:
-                        self.exact_due.add(acc.name)
-                        if ev.kind == wire.EV_RSS_HIGH:
-                            self.hold_at_crossing(acc)
         if self.unknown:
             self.place_unknown()
         self.maybe_refresh()
@@ -584,12 +601,24 @@ class Session:
             ids = set(only)
         else:
             raw = self.probes.counters()
+            self.map_entries = len(raw)
             ids = set(raw) | set(self.seed)
         out = {}
         for cid in ids:
             vm, growth = raw.get(cid, (0, 0))
             out[cid] = LeafCounters(vm=vm, seed=self.seed.get(cid, 0), rss_growth=growth)
         return out
+
+    def reconcile_ids(self):
+        """The cgroups a reconcile needs the counters of: the ones some account covers (the
+        estimates and bounds are made of theirs alone). Looked up one by one (a syscall each)
+        while there are at most twice as many as the map had entries at its last full read
+        (a walk of the map costs two an entry: a churning tenant's host has hundreds of
+        cgroups in it, read every round, 64% of the loop's CPU); else None: the whole map."""
+        ids = self.covered_by.keys()
+        if len(ids) <= max(COUNTERS_BY_KEY_MIN, 2 * self.map_entries):
+            return ids
+        return None
 
     def estimate(self, acc: Account, counters: dict[int, LeafCounters]) -> int:
         pages = sum(counters[c].estimate for c in self.leaves_of.get(acc.name, ()) if c in counters)
@@ -599,7 +628,7 @@ class Session:
         self.check_losses()
         if periodic and self.vm:
             self.vm.collect(self.accounts)
-        counters = self.read_counters()
+        counters = self.read_counters(self.reconcile_ids())
         now = self.clock()
         newly_slow = []
         for acc in self.accounts:
@@ -627,7 +656,7 @@ class Session:
             early.update(c for a in newly_slow for c in self.leaves_of[a.name])
             self.write_bounds(counters, only=early)
             self.probes.enable_faults(True)
-            counters = self.read_counters()
+            counters = self.read_counters(self.reconcile_ids())
         try:
             for acc in self.accounts:
                 if acc.name in self.exact_due and acc.mode is Mode.SLOW:
@@ -648,7 +677,7 @@ class Session:
     def write_bounds(self, counters, only=None) -> None:
         bounds = leaf_bounds(self.accounts, self.leaves_of, counters,
                              [c for c in self.written], PAGE_SIZE, self.clock())
-        rewritten = []
+        rewritten, gone = [], []
         failed = 0
         for cid, b in bounds.items():
             if only is not None and cid not in only:
@@ -656,17 +685,41 @@ class Session:
             if cid in self.unwritten:
                 continue   # retried at the next tick, not on every round
             if self.written.get(cid) != b or cid in self.rearm:
-                if self.probes.set_bounds(cid, b) is False:
+                done = self.probes.set_bounds(cid, b)
+                if done is False:
                     self.unwritten.add(cid)
                     failed += 1
+                    continue
+                if done == wire.BOUNDS_GONE:
+                    gone.append(cid)
                     continue
                 self.written[cid] = b
                 rewritten.append(cid)
         if failed:
             self.note_map_full(failed, "bounds could not be written")
+        if gone:
+            self.drop_gone(gone)
         if only is None:
             self.rearm.clear()
         self.check_missed_crossings(rewritten)
+
+    def drop_gone(self, cids) -> None:
+        """Cgroups the kernel side knows were removed (a bounds write found their ids among
+        the dead): out of the tree and of every account's cover at once, as the next walk
+        would take them out. A churning tenant's placed cgroups then do not pile up in its
+        account until the walk, each new one changing the others' shares (and so having
+        all their bounds written again, every round)."""
+        for cid in cids:
+            self.tree.pop(cid, None)
+            for acc in self.covered_by.pop(cid, ()):
+                leaves = self.leaves_of.get(acc.name)
+                if leaves is not None and cid in leaves:
+                    leaves.remove(cid)
+            self.written.pop(cid, None)
+            self.seed.pop(cid, None)
+            self.rearm.discard(cid)
+            self.fresh.discard(cid)
+        self.dropped += len(cids)
 
     def check_missed_crossings(self, cids) -> None:
         """A counter that crossed its bound while the kernel side was disarmed (between our

@@ -31,6 +31,11 @@ STAT_LEAVES_FREED = 5
 STAT_OOM_KILLS = 6
 STAT_MAX = 7
 
+# what apply_bounds returns (loader.Probes.set_bounds)
+BOUNDS_OK = 0
+BOUNDS_FULL = 1
+BOUNDS_GONE = 2
+
 KIND_NAMES = {EV_NEW_LEAF: "new_leaf", EV_VM_HIGH: "vm_high", EV_VM_LOW: "vm_low",
               EV_RSS_HIGH: "rss_high", EV_MOVED: "moved", EV_GROW: "grow",
               EV_GROW_EXEC: "grow_exec", EV_GROW_FORK: "grow_fork", EV_OOM_KILL: "oom_kill"}
