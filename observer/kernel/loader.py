@@ -64,6 +64,9 @@ class ProbeError(BeanwatchError):
     """The BPF programs cannot be built, loaded or attached on this host."""
 
 
+_decode, _string_at = wire.decode, ctypes.string_at   # per event: no attribute look-ups
+
+
 def probe_source() -> str:
     """Absolute path of the BPF C source shipped in the package (never relative to cwd)."""
     return str(resources.files("observer.probes").joinpath("accounting.c"))
@@ -516,8 +519,7 @@ class Probes:
     def _callback(self, _ctx, data, size) -> int:
         # bcc prints and swallows exceptions raised here: catch and count them instead.
         try:
-            raw = ctypes.string_at(data, size)
-            self._on_event(wire.decode(raw))
+            self._on_event(_decode(_string_at(data, size)))
         except Exception:
             self.callback_errors += 1
         return 0
