@@ -91,12 +91,13 @@ def one(root: str, seconds: float, bulk: int, profile: str | None) -> dict:
         session = build_session(host, [watch], records.append, Options(interval=1.0))
         # the longest stretch of work between two polls: how long the loop is deaf
         probes, poll = session.probes, session.probes.poll
-        state = {"back": None, "worst": 0.0}
+        state = {"back": None, "worst": 0.0, "polls": 0}
 
         def timed_poll(ms):
             if state["back"] is not None:
                 state["worst"] = max(state["worst"], time.monotonic() - state["back"])
             poll(ms)
+            state["polls"] += 1
             state["back"] = time.monotonic()
         probes.poll = timed_poll
         walk, walks = session.cg.walk, []
@@ -112,7 +113,8 @@ def one(root: str, seconds: float, bulk: int, profile: str | None) -> dict:
         try:
             session.run(0.5, lambda: False)   # settle
             leaves0 = len(probes.counters())
-            state["worst"], walks[:] = 0.0, []
+            state["worst"], state["polls"], walks[:] = 0.0, 0, []
+            ru0 = resource.getrusage(resource.RUSAGE_SELF)
             seen0, walks0 = session.events_seen, session.walks
             churner = sc.spawn(home, [sys.executable, "-c", CHURNER, sc.path(parent),
                                       sc.path(home), str(seconds)],
@@ -128,6 +130,7 @@ def one(root: str, seconds: float, bulk: int, profile: str | None) -> dict:
             if prof is not None:
                 prof.disable()
                 prof.dump_stats(profile)
+            ru = resource.getrusage(resource.RUSAGE_SELF)
             made = int(churner.communicate(timeout=30)[0] or 0)
             errors = [r for r in records if r.get("event") == "error"]
             return {"made": made, "seconds": round(wall, 2), "per_s": round(made / wall),
@@ -136,6 +139,10 @@ def one(root: str, seconds: float, bulk: int, profile: str | None) -> dict:
                     "events_per_cgroup": round((session.events_seen - seen0) / made, 2)
                     if made else None,
                     "walks": session.walks - walks0,
+                    "rounds_per_cgroup": round(state["polls"] / made, 3) if made else None,
+                    "sys_share": round((ru.ru_stime - ru0.ru_stime) / max(cpu, 1e-9), 2),
+                    "ctx_switches_per_cgroup": round((ru.ru_nvcsw - ru0.ru_nvcsw + ru.ru_nivcsw
+                                                      - ru0.ru_nivcsw) / made, 2) if made else None,
                     "worst_round_ms": round(state["worst"] * 1e3, 1),
                     "worst_walk_ms": round(max(walks, default=0.0) * 1e3, 1),
                     "located": session.located, "deferred": session.locate_deferred,
