@@ -203,7 +203,7 @@ class Session:
         self.resync: set[int] = set()
         self.events_seen = 0
         self.map_entries = 0                 # in the leaves map at its last full read
-        self.busy = False                    # the last round had events (pace)
+        self.busy = False                    # the last round's events changed nothing (pace)
         self.round_at = float("-inf")        # time.monotonic() the last round started
         self.events_throttled = 0
         # kernel maps full: reported once, then exact checks every interval for the limits
@@ -932,8 +932,11 @@ class Session:
             try:
                 wait = self.pace(wait)
                 self.probes.poll(int(wait * 1000))
-                self.busy = bool(self.pending)
+                had = bool(self.pending)
                 self.handle_pending()
+                # paced only while the events change nothing covered: one that does (a
+                # crossing, a process moved into a watched cgroup) is never held back
+                self.busy = had and not self.dirty
                 self.enforcer.poll()   # hooks run beside the loop: resume what they decided
                 if on_loop is not None:
                     on_loop()
@@ -957,11 +960,12 @@ class Session:
                 self.loop_failed(e)
 
     def pace(self, wait: float) -> float:
-        """Busy (the last round had events), a round starts no sooner than ROUND_MIN after
-        the one before: the events of that moment are handled together, in one round. A
-        churning tenant's events come every ~50 us; handled as they came, each round had
-        one or two, and the rounds and their wake-ups were most of beanwatch's CPU. Idle,
-        the next event is handled at once. Returns what is left of wait."""
+        """Busy (the last round had events, none of them about a covered cgroup), a round
+        starts no sooner than ROUND_MIN after the one before: the events of that moment
+        are handled together, in one round. A churning tenant's events come every ~50 us;
+        handled as they came, each round had one or two, and the rounds and their wake-ups
+        were most of beanwatch's CPU. Idle, or after a round that had work for a covered
+        cgroup, the next event is handled at once. Returns what is left of wait."""
         now = time.monotonic()
         if self.busy and not self.dirty:
             rest = self.round_at + ROUND_MIN - now

@@ -187,3 +187,20 @@ def test_an_idle_loop_is_not_paced(lhost):
     assert s.pace(0.2) == 0.2          # no event last round: the next one is waited for
     s.busy, s.round_at = True, time.monotonic()
     assert s.pace(0.2) < 0.2           # busy: part of the wait was spent pacing
+
+
+def test_events_about_a_covered_cgroup_are_never_paced(lhost, monkeypatch):
+    """A crossing or a move in a watched cgroup every round: each round starts at once."""
+    slept = []
+    monkeypatch.setattr(session_mod.time, "sleep", slept.append)
+    for cid_of, paced in ((lambda t, home: t, False), (lambda t, home: home, True)):
+        t, home = lhost.cgroup("/t"), lhost.cgroup("/home")
+        ref = []
+        s = lhost.session([Watch("/t", t, Limit(256 * MiB))])
+        s.probes = lhost.probes = Busy(lhost.log, ref, cid_of(t, home))
+        ref.append(s)
+        s.clock = time.time
+        s.start()
+        slept.clear()
+        s.run(5.0, lambda: lhost.probes.polls >= 20)
+        assert bool(slept) is paced and lhost.probes.polls >= 20
