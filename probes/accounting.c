@@ -608,12 +608,16 @@ int on_rss_change(struct bpf_raw_tracepoint_args *ctx)
 /* Python writes a cgroup's bounds by running this program (BPF_PROG_TEST_RUN; never attached)
  * with the arguments (cgroup id, vm_high, vm_low, rss_high, slow | gen << 32). The bounds go
  * field by field into the entry BPF counts in, so no count is lost to the write, and the
- * wake-ups are re-armed. Returns 1 when the map is full. */
+ * wake-ups are re-armed. Returns BOUNDS_FULL when the map is full, BOUNDS_GONE for a cgroup
+ * removed already: its entry is not made again (a churning tenant's cgroups are mostly gone by
+ * the time Python bounds them; each such write left an entry that nothing would ever free). */
 int apply_bounds(struct bpf_raw_tracepoint_args *ctx)
 {
 	u64 id = ctx->args[0];
 	struct leaf *l = leaves.lookup(&id);
 	if (!l) {
+		if (dead_leaves.lookup(&id))
+			return BOUNDS_GONE;
 		struct leaf init = {};
 		init.vm_high = ctx->args[1];
 		init.vm_low = ctx->args[2];
@@ -621,10 +625,10 @@ int apply_bounds(struct bpf_raw_tracepoint_args *ctx)
 		init.slow = ctx->args[4] & 1;
 		init.gen = ctx->args[4] >> 32;
 		if (leaves.insert(&id, &init) == 0)
-			return 0;
+			return BOUNDS_OK;
 		l = leaves.lookup(&id);   /* made by BPF meanwhile */
 		if (!l)
-			return 1;
+			return BOUNDS_FULL;
 	}
 	l->vm_high = ctx->args[1];
 	l->vm_low = ctx->args[2];
@@ -633,7 +637,7 @@ int apply_bounds(struct bpf_raw_tracepoint_args *ctx)
 	l->gen = ctx->args[4] >> 32;
 	l->vm_fired = 0;
 	l->rss_fired = 0;
-	return 0;
+	return BOUNDS_OK;
 }
 
 /* Kernel OOM kills in their own file, with this file's ring buffer and maps. bcc rewrites

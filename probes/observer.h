@@ -36,6 +36,11 @@
 #define STAT_OOM_KILLS     6 /* OOM victims marked by the kernel, in any cgroup */
 #define STAT_MAX           7
 
+/* What apply_bounds returns (keep in sync with wire.BOUNDS_*) */
+#define BOUNDS_OK          0
+#define BOUNDS_FULL        1 /* the leaves map is full: the cgroup is not accounted */
+#define BOUNDS_GONE        2 /* the cgroup was removed (its id is among the dead): no entry made */
+
 struct event {
 	unsigned int kind;
 	unsigned int tgid;

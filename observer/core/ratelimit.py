@@ -24,6 +24,16 @@ class Buckets:
         self.state[key] = (tokens - 1.0 if ok else tokens, last)
         return ok
 
+    def take_n(self, key, now: float, n: int) -> int:
+        """n takes at once (a round's events of one source): how many found a token."""
+        tokens, last = self.state.get(key, (self.burst, now))
+        if now > last:
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            last = now
+        got = min(n, int(tokens)) if tokens >= 1.0 else 0
+        self.state[key] = (tokens - got, last)
+        return got
+
     def keep_only(self, keys) -> None:
         self.state = {k: v for k, v in self.state.items() if k in keys}
 

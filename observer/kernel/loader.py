@@ -64,6 +64,9 @@ class ProbeError(BeanwatchError):
     """The BPF programs cannot be built, loaded or attached on this host."""
 
 
+_decode, _string_at = wire.decode, ctypes.string_at   # per event: no attribute look-ups
+
+
 def probe_source() -> str:
     """Absolute path of the BPF C source shipped in the package (never relative to cwd)."""
     return str(resources.files("observer.probes").joinpath("accounting.c"))
@@ -516,8 +519,7 @@ class Probes:
     def _callback(self, _ctx, data, size) -> int:
         # bcc prints and swallows exceptions raised here: catch and count them instead.
         try:
-            raw = ctypes.string_at(data, size)
-            self._on_event(wire.decode(raw))
+            self._on_event(_decode(_string_at(data, size)))
         except Exception:
             self.callback_errors += 1
         return 0
@@ -572,14 +574,16 @@ class Probes:
             out[cid] = (v.vm_pages, v.rss_growth)
         return out
 
-    def set_bounds(self, cgid: int, b: LeafBounds) -> bool:
-        """Programs a cgroup's bounds and re-arms its wake-ups; False if the map is full.
+    def set_bounds(self, cgid: int, b: LeafBounds) -> bool | int:
+        """Programs a cgroup's bounds and re-arms its wake-ups: True, False if the map is
+        full, wire.BOUNDS_GONE for a cgroup removed already (nothing written).
 
         The bounds share their map entry with the counters BPF adds to: a map update would
         overwrite the counts, so the apply_bounds program writes them field by field."""
         args = struct.pack("<QqqqQ", cgid, b.vm_high, b.vm_low, b.rss_high,
                            int(b.slow) | ((b.gen & 0xFFFFFFFF) << 32))
-        return run_raw_tp_once(self._apply_fd, args) == 0
+        rc = run_raw_tp_once(self._apply_fd, args)
+        return wire.BOUNDS_GONE if rc == wire.BOUNDS_GONE else rc == wire.BOUNDS_OK
 
     def seed_process(self, tgid: int, vm_pages: int, cgid: int) -> bool:
         """Adds a process found in /proc unless the kernel side already counts it."""

@@ -6,7 +6,7 @@ Keep in sync with probes/observer.h; tests/unit/test_wire.py compares the two.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 EV_NEW_LEAF = 1
 EV_VM_HIGH = 2
@@ -31,6 +31,11 @@ STAT_LEAVES_FREED = 5
 STAT_OOM_KILLS = 6
 STAT_MAX = 7
 
+# what apply_bounds returns (loader.Probes.set_bounds)
+BOUNDS_OK = 0
+BOUNDS_FULL = 1
+BOUNDS_GONE = 2
+
 KIND_NAMES = {EV_NEW_LEAF: "new_leaf", EV_VM_HIGH: "vm_high", EV_VM_LOW: "vm_low",
               EV_RSS_HIGH: "rss_high", EV_MOVED: "moved", EV_GROW: "grow",
               EV_GROW_EXEC: "grow_exec", EV_GROW_FORK: "grow_fork", EV_OOM_KILL: "oom_kill"}
@@ -45,8 +50,9 @@ class WireError(ValueError):
     """An event of the wrong size or kind: the two sides are out of sync."""
 
 
-@dataclass(frozen=True)
-class Event:
+# Named tuples, not dataclasses: one is made per event, thousands a second under a tenant's
+# churn, and a tuple is made in C (a frozen dataclass sets each field through a Python call).
+class Event(NamedTuple):
     kind: int
     tgid: int
     cgid: int
@@ -60,23 +66,36 @@ class Event:
         return KIND_NAMES.get(self.kind, f"kind{self.kind}")
 
 
-@dataclass(frozen=True)
-class OomEvent(Event):
+class OomEvent(NamedTuple):
     """EV_OOM_KILL with the victim's comm (bytes up to the first NUL, as the kernel keeps it;
     empty where the kernel side could not read it)."""
 
+    kind: int
+    tgid: int
+    cgid: int
+    value: int
+    aux: int
+    ts_ns: int
+    extra: int = 0
     comm: bytes = b""
+
+    kind_name = Event.kind_name
+
+
+_EVENT = struct.Struct(EVENT_FORMAT)
+_make = Event._make
 
 
 def decode(data: bytes) -> Event:
     if len(data) < EVENT_SIZE:
         raise WireError(f"event of {len(data)} bytes, expected {EVENT_SIZE}")
-    ev = Event(*struct.unpack_from(EVENT_FORMAT, data))
-    if ev.kind not in KIND_NAMES:
-        raise WireError(f"unknown event kind {ev.kind}")
-    if ev.kind == EV_OOM_KILL and len(data) >= EVENT_SIZE + OOM_COMM_LEN:
+    ev = _make(_EVENT.unpack_from(data))
+    kind = ev[0]
+    if kind not in KIND_NAMES:
+        raise WireError(f"unknown event kind {kind}")
+    if kind == EV_OOM_KILL and len(data) >= EVENT_SIZE + OOM_COMM_LEN:
         comm = bytes(data[EVENT_SIZE:EVENT_SIZE + OOM_COMM_LEN]).split(b"\0", 1)[0]
-        return OomEvent(*struct.unpack_from(EVENT_FORMAT, data), comm=comm)
+        return OomEvent(*ev, comm=comm)
     return ev
 
 

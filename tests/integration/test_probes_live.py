@@ -83,3 +83,19 @@ def test_bounds_writes_keep_the_counts_and_rearm(cgroups, probes):
         w.kill()
         w.wait()
     wait_for(lambda: counted(probes, cgid) <= 0, "the exits taken out of the count")
+
+
+def test_a_bounds_write_for_a_removed_cgroup_makes_no_entry(cgroups, probes):
+    """A churning tenant's cgroup is often gone by the time Python bounds it: the write must
+    say so and make no entry (one made then was never freed: the map filled up with them)."""
+    if "-DHAS_CGROUP_RMDIR=1" not in probes.cflags({}):
+        pytest.skip("no cgroup:cgroup_rmdir tracepoint here: dead ids are not known")
+    cg = cgroups.make("removed")
+    cgid = os.stat(cgroups.path(cg)).st_ino
+    os.rmdir(cgroups.path(cg))
+    far = 1 << 50
+    assert probes.set_bounds(cgid, LeafBounds(vm_high=far, vm_low=-far)) == wire.BOUNDS_GONE
+    assert probes.counters_of([cgid]) == {}
+    alive = cgroups.make("alive")
+    aid = os.stat(cgroups.path(alive)).st_ino
+    assert probes.set_bounds(aid, LeafBounds(vm_high=far, vm_low=-far)) is True

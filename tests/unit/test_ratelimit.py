@@ -32,3 +32,10 @@ def test_keep_only_drops_the_rest():
 def test_bad_parameters(rate, burst):
     with pytest.raises(ValueError):
         Buckets(rate, burst)
+
+
+def test_take_n_grants_what_n_takes_one_by_one_would():
+    one, many = Buckets(rate=10, burst=5), Buckets(rate=10, burst=5)
+    for now, n in ((0.0, 3), (0.0, 4), (0.05, 1), (0.1, 2), (100.0, 9), (100.0, 0)):
+        assert many.take_n("a", now, n) == sum(one.take("a", now) for _ in range(n))
+    assert many.take_n("b", 0.0, 7) == 5          # another source: its own burst

@@ -4,7 +4,6 @@ import re
 import shutil
 import struct
 import subprocess
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ C_TYPES = {
     "long long": ("q", 8), "s64": ("q", 8), "__s64": ("q", 8),
     "unsigned long long": ("Q", 8), "u64": ("Q", 8), "__u64": ("Q", 8),
 }
-PREFIXES = ("EV_", "STAT_", "GROW_")
+PREFIXES = ("EV_", "STAT_", "GROW_", "BOUNDS_")
 
 
 def header_text():
@@ -31,7 +30,7 @@ def header_text():
 
 
 def c_defines():
-    found = re.findall(r"^\s*#\s*define\s+((?:EV|STAT|GROW)_\w+)\s+(\S+)\s*$", header_text(), flags=re.M)
+    found = re.findall(r"^\s*#\s*define\s+((?:EV|STAT|GROW|BOUNDS)_\w+)\s+(\S+)\s*$", header_text(), flags=re.M)
     names = [n for n, _ in found]
     assert len(names) == len(set(names)), "a constant is defined twice in observer.h"
     return {n: int(v, 0) for n, v in found}
@@ -100,7 +99,7 @@ def test_event_struct_matches_format():
     members = c_struct("event")
     assert EVENT_FORMAT.startswith("<")
     assert "".join(C_TYPES[t][0] for _, t in members) == EVENT_FORMAT[1:]
-    assert [n for n, _ in members] == [f.name for f in fields(Event)]
+    assert [n for n, _ in members] == list(Event._fields)
     offsets, size = c_layout(members)
     # "<" packs without padding: the C layout must not need any either.
     assert size == EVENT_SIZE == struct.calcsize(EVENT_FORMAT) == 48
