@@ -246,6 +246,7 @@ def run(ctx) -> dict:
 
 
 def tables(ctx, columns, base, ratios, checks, naive, kernel) -> dict:
+    reserve = vm_reserve_mib()
     calib = (f" (an empty program on mmap_lock_released measures {kernel['empty']:.0f} ns per run "
              "here)" if kernel.get("empty") else "")
     rows, targets, krows = [], [], []
