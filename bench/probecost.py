@@ -1,10 +1,13 @@
 """A/B of the kernel side alone: beanwatch's probes of several trees, loaded without a
 session, against no program and an empty raw-tracepoint floor, in one run.
 
-usage: probecost.py [--reps N] [--mode fast|slow] [--rows mmap,brk,faults] NAME=ROOT...
+usage: probecost.py [--reps N] [--mode fast|slow] [--rows mmap,brk,faults] [--vm-reserve MIB]
+                    NAME=ROOT...
   ROOT: a beanwatch tree (a worktree or a detached snapshot); NAME "floor" is the empty
   program on the hooks of the mode. Each repetition runs every variant once, in rotated
   order, each right after a baseline run with no program; workloads pinned to the last CPU.
+  --vm-reserve: the mmap and brk workloads first reserve MIB of address space (untouched):
+  a bigger process, whose 256 KiB pairs are within beanwatch's slack for waiting shrinks.
 Prints, per variant and row: the median ratio to the baseline before it (min-max), and from
 BPF's run statistics (a separate untimed pass): runs per operation x ns per run.
 """
@@ -25,12 +28,12 @@ from common import Scratch, bpf_objects, bpf_run_stats, build_all, stop_process 
 import tracers  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-RESERVE_MIB = 0
 
 
-def workloads(bins, rows):
-    table = {"mmap": ([bins["vmops"], "mmap", "15000", "256"], 15000),
-             "brk": ([bins["vmops"], "brk", "30000", "256"], 30000),
+def workloads(bins, rows, reserve_mib=0):
+    extra = ["0", str(reserve_mib)] if reserve_mib else []
+    table = {"mmap": ([bins["vmops"], "mmap", "15000", "256", *extra], 15000),
+             "brk": ([bins["vmops"], "brk", "30000", "256", *extra], 30000),
              "faults": ([bins["faults"], "128", "32"], (128 + 32) * 256)}
     return {r: table[r] for r in rows}
 
@@ -63,6 +66,7 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--mode", default="fast", choices=("fast", "slow"))
     ap.add_argument("--rows", default="mmap,brk,faults")
+    ap.add_argument("--vm-reserve", type=int, default=0, metavar="MIB")
     ap.add_argument("variants", nargs="+")
     a = ap.parse_args()
     variants = [v.split("=", 1) if "=" in v else (v, "") for v in a.variants]
@@ -70,7 +74,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, Scratch("pcost") as sc:
         bins = build_all(tmp)
         W = sc.make("w")
-        wl = workloads(bins, a.rows.split(","))
+        wl = workloads(bins, a.rows.split(","), a.vm_reserve)
         reserve = None
         if a.mode == "slow":   # something mapped in W, as in the real slow column (not needed here)
             pass
@@ -101,7 +105,8 @@ def main() -> int:
                 finally:
                     stop_process(p)
             print(f"rep {rep + 1}/{a.reps} done", file=sys.stderr, flush=True)
-    print(f"mode {a.mode}, {a.reps} reps, workloads pinned to CPU {sorted(cpus)}, "
+    print(f"mode {a.mode}, {a.reps} reps, vm reserve {a.vm_reserve} MiB, "
+          f"workloads pinned to CPU {sorted(cpus)}, "
           f"load {os.getloadavg()[0]:.2f}")
     print("| variant | " + " | ".join(wl) + " |")
     print("|---|" + "---|" * len(wl))

@@ -150,12 +150,24 @@ def modes_during(w, W: str, start: float, end: float) -> tuple[str | None, int]:
     return (before[-1]["mode"] if before else "fast"), len(inside)
 
 
+def vm_reserve_mib() -> int:
+    """BENCH_VM_RESERVE_MIB: the mmap and brk workloads first reserve this much address space
+    (untouched; default 0): a bigger process, whose 256 KiB pairs are within beanwatch's slack
+    for waiting shrinks (1/64 of the process)."""
+    value = os.environ.get("BENCH_VM_RESERVE_MIB", "0")
+    if not value.isdigit():
+        raise ValueError(f"BENCH_VM_RESERVE_MIB: not a number of MiB: {value!r}")
+    return int(value)
+
+
 def run(ctx) -> dict:
     b, sz = ctx.bins, sizes(ctx.quick)
+    reserve = vm_reserve_mib()
+    extra = ["0", str(reserve)] if reserve else []
     workloads = [
         (ROWS[0], "W", [b["faults"], str(sz["fault_mib"]), str(CHUNK_MIB)]),
-        (ROWS[1], "W", [b["vmops"], "mmap", str(sz["mmap_pairs"]), "256"]),
-        (ROWS[2], "W", [b["vmops"], "brk", str(sz["brk_pairs"]), "256"]),
+        (ROWS[1], "W", [b["vmops"], "mmap", str(sz["mmap_pairs"]), "256", *extra]),
+        (ROWS[2], "W", [b["vmops"], "brk", str(sz["brk_pairs"]), "256", *extra]),
         (ROWS[3], "O", [b["getppid"], str(sz["getppid"])]),
     ]
     wanted = [c.strip() for c in os.environ.get("BENCH_COLUMNS", "").split(",") if c.strip()]
@@ -234,6 +246,7 @@ def run(ctx) -> dict:
 
 
 def tables(ctx, columns, base, ratios, checks, naive, kernel) -> dict:
+    reserve = vm_reserve_mib()
     calib = (f" (an empty program on mmap_lock_released measures {kernel['empty']:.0f} ns per run "
              "here)" if kernel.get("empty") else "")
     rows, targets, krows = [], [], []
@@ -328,7 +341,9 @@ def tables(ctx, columns, base, ratios, checks, naive, kernel) -> dict:
         rows_vs.append({"label": row, "cells": cells})
     return {"tables": [{"id": "throughput", "title": "1-3. Throughput under each observer "
                         "(ratio to no observer, adjacent runs)", "columns": ["workload"] + columns,
-                        "rows": rows, "notes": notes},
+                        "rows": rows, "notes": notes + ([
+                            f"mmap and brk workloads with {reserve} MiB of address space "
+                            "reserved first (BENCH_VM_RESERVE_MIB)"] if reserve else [])},
                        {"id": "throughput_floor", "title": "1-3a. beanwatch / floor / bpftrace "
                         "on the same hooks (median ratios of table 1-3)",
                         "columns": ["workload", "fast: bw / floor / bpftrace",

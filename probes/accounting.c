@@ -291,6 +291,28 @@ static __always_inline void follow_rss(struct proc_state *p, struct leaf *l, u64
 	follow_rss_value(p, l, leaf, tgid, mm_rss(mm));
 }
 
+/* Only growth on the hot path: a shrink of a process's total_vm (vm, below what is recorded
+ * for it) waits while it is small, at most 1/64 of vm and at most VM_SLACK_MAX pages (see
+ * observer.h): the entry and its cgroup's sum keep the higher value, still an upper bound.
+ * A steady stream of small mmap+munmap or brk pairs then costs one comparison per release
+ * after its first pair, not a cgroup lookup and an atomic add at each. A bigger shrink is
+ * counted in full at once. Only at mmap-lock releases and mapping syscalls (exec and fork
+ * record the total exactly), and never with VM_EXACT (`trace`: each change's exact size;
+ * --vm-limit: refusal against the exact total). */
+static __always_inline int vm_shrink_waits(int src, long long recorded, long long vm)
+{
+#ifdef VM_EXACT
+	return 0;
+#else
+	if (src != SRC_LOCK && src != SRC_SYSCALL && src != SRC_RSS)
+		return 0;
+	long long slack = vm >> VM_SLACK_SHIFT;
+	if (slack > VM_SLACK_MAX)
+		slack = VM_SLACK_MAX;
+	return vm < recorded && recorded - vm <= slack;
+#endif
+}
+
 /* Record a process's current total_vm (vm, read from mm) and cgroup, moving the difference
  * into the sums. */
 static __always_inline void account_vm(void *ctx, int src, u32 tgid, void *mm, u64 leaf,
@@ -328,7 +350,8 @@ static __always_inline void account_vm(void *ctx, int src, u32 tgid, void *mm, u
 		stat_inc(STAT_VM_UPDATES);
 		return;
 	}
-	if (p->vm_pages != vm) {
+	long long recorded = p->vm_pages;
+	if (recorded != vm && !vm_shrink_waits(src, recorded, vm)) {
 		long long old = SWAP(&p->vm_pages, vm);
 		long long now = leaf_add_vm(leaf, tgid, vm - old);
 		stat_inc(STAT_VM_UPDATES);

@@ -53,9 +53,19 @@ struct event {
 
 #define OOM_COMM_LEN 16            /* TASK_COMM_LEN */
 
+/* Shrinks settled lazily (probes/accounting.c, vm_shrink_waits): a process's recorded total
+ * (proc_state.vm_pages) is a high-water mark. Growth above it is counted at once; a shrink to
+ * vm pages is counted only when the recorded total is more than
+ * min(vm >> VM_SLACK_SHIFT, VM_SLACK_MAX) pages above vm, and then in full. So a recorded
+ * total is never below the process's total_vm and at most 1/64 of it (and 16 MiB) above.
+ * Read by observer/kernel/wire.py (vm_slack). */
+#define VM_SLACK_SHIFT 6
+#define VM_SLACK_MAX   4096
+
 /* one entry per process (thread group): what is counted for it in its cgroup */
 struct proc_state {
-	long long vm_pages;        /* mm->total_vm when last seen */
+	long long vm_pages;        /* mm->total_vm when last counted: its high-water mark
+				    * since, within VM_SLACK of it (see above) */
 	unsigned long long cgid;   /* the cgroup its pages are counted in */
 	long long rss_pages;       /* resident pages when last seen in slow mode */
 	unsigned int gen;          /* leaf.gen when rss_pages was taken */

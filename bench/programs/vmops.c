@@ -1,6 +1,9 @@
 /* Address-space churn: N mmap+munmap pairs or brk grow+shrink pairs of SIZE KiB, untouched;
- * prints pairs per second. With RATE, paces itself at RATE pairs/s for N pairs.
- * usage: vmops mmap|brk N SIZE_KIB [RATE] */
+ * prints pairs per second. With RATE (0: full speed), paces itself at RATE pairs/s for N
+ * pairs. With RESERVE_MIB, first reserves that much address space (PROT_NONE, nothing
+ * resident), as a process with a few thread arenas or a runtime's heap reservation has: the
+ * process's total_vm, not only the pairs, decides whether beanwatch lets a shrink wait.
+ * usage: vmops mmap|brk N SIZE_KIB [RATE [RESERVE_MIB]] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,13 +22,19 @@ static double now(void)
 int main(int argc, char **argv)
 {
 	if (argc < 4) {
-		fprintf(stderr, "usage: vmops mmap|brk N SIZE_KIB [RATE]\n");
+		fprintf(stderr, "usage: vmops mmap|brk N SIZE_KIB [RATE [RESERVE_MIB]]\n");
 		return 2;
 	}
 	int use_brk = !strcmp(argv[1], "brk");
 	long n = atol(argv[2]);
 	size_t size = strtoull(argv[3], NULL, 10) << 10;
 	double rate = argc > 4 ? atof(argv[4]) : 0;
+	size_t reserve = argc > 5 ? strtoull(argv[5], NULL, 10) << 20 : 0;
+	if (reserve && mmap(NULL, reserve, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+			    -1, 0) == MAP_FAILED) {
+		perror("mmap");
+		return 1;
+	}
 	unsigned long base = syscall(SYS_brk, 0);
 	double t0 = now();
 	for (long i = 0; i < n; i++) {

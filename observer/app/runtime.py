@@ -325,7 +325,7 @@ def build_session(host: Host, watches, sink, options: Options = Options(),
     probes = Probes(on_event,
                     ProbeOptions(ring_pages=o.ringbuf_pages, vm_hook=o.vm_hook,
                                  max_procs=procs, max_leaves=leaves,
-                                 vm_limits=bool(o.vm_limits)))
+                                 vm_limits=bool(o.vm_limits), exact_vm=on_growth is not None))
     actor = Actor(host.cg, host.own_cgroup, host.init_cgroup, procfs=host.procfs,
                   use_cgroup_kill=(o.kill_via == "auto"))
     hooks = None

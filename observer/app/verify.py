@@ -5,13 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..core.records import record
-from ..core.sizes import to_bytes
+from ..core.sizes import PAGE_SIZE, to_bytes
+from ..kernel.wire import vm_slack
 
 
 def below(estimate: int, rss_before: int, rss_after: int) -> bool:
     """A violation is an estimate below RSS on both sides of reading it: a process that
     unmapped (or mapped and touched) in between cannot make a sound estimate look wrong."""
     return estimate < min(rss_before, rss_after)
+
+
+def slack_bytes(vm_sizes) -> int:
+    """How far above the summed VmSize (bytes, one per process) the estimate may be: each
+    process's shrinks of up to 1/64 of its total (at most 16 MiB) wait (wire.vm_slack)."""
+    return sum(vm_slack(v // PAGE_SIZE) for v in vm_sizes) * PAGE_SIZE
 
 
 @dataclass
@@ -22,6 +29,7 @@ class Tally:
     violations: int = 0
     max_drift: int = 0          # largest |estimate - summed VmSize| seen
     max_ratio: float = 0.0      # largest estimate / exact seen
+    over_slack: int = 0         # samples with the estimate above VmSize by more than the slack
 
 
 @dataclass
@@ -75,10 +83,14 @@ class Verifier:
                                  estimate_bytes=estimate, rss_bytes=rss_after,
                                  vmsize_bytes=vmsize))
             drift = estimate - vmsize
+            slack = slack_bytes(after[p].vm_size for p in mine)
             tally.max_drift = max(tally.max_drift, abs(drift))
+            if drift > slack:
+                tally.over_slack += 1
             exact = min(rss_before, rss_after)
             if exact:
                 tally.max_ratio = max(tally.max_ratio, estimate / exact)
             self.sink(record("verify", now, acc.name, estimate_bytes=estimate,
                              exact_bytes=exact, vmsize_bytes=vmsize, drift_bytes=drift,
+                             slack_bytes=slack, over_slack=tally.over_slack,
                              processes=len(mine), violations=tally.violations))

@@ -282,6 +282,7 @@ class ProbeOptions:
     max_procs: int = 131072
     max_leaves: int = 16384
     vm_limits: bool = False       # --vm-limit: compile in and attach the refusal (refuse.h)
+    exact_vm: bool = False        # count every shrink at once (VM_EXACT; always with vm_limits)
 
 
 class Probes:
@@ -330,6 +331,10 @@ class Probes:
             defs["HAS_OOM_TP"] = 1
             if self.oom_form == "task":
                 defs["OOM_VICTIM_TASK"] = 1
+        if o.exact_vm or o.vm_limits:
+            # no lazy shrinking (accounting.c, vm_shrink_waits): `trace` tells each change's
+            # exact size, --vm-limit refuses against the exact total
+            defs["VM_EXACT"] = 1
         if o.vm_limits:
             defs.update(refuse_defs(self.btf()))
         probes_dir = os.path.dirname(probe_source())

@@ -9,6 +9,8 @@ import time
 import pytest
 
 from conftest import no_programs_left, vm_size
+from observer.core.sizes import PAGE_SIZE
+from observer.kernel.wire import vm_slack
 
 MiB = 1 << 20
 
@@ -18,7 +20,7 @@ def snap_with(w, cg, pred, timeout=20.0, what="snapshot"):
                       timeout, what)
 
 
-def test_estimate_equals_vmsize_of_a_known_mapping(cgroups, watcher):
+def test_estimate_is_the_vmsize_of_a_known_mapping(cgroups, watcher):
     cg = cgroups.make("known")
     w = watcher("--limit", f"{cg}=64G", "--interval", "0.2")
     w.started()
@@ -29,7 +31,9 @@ def test_estimate_equals_vmsize_of_a_known_mapping(cgroups, watcher):
     expected = vm_size(p.pid)
     since = time.time()
     last = snap_with(w, cg, lambda r: r["ts"] > since, what="a later snapshot")
-    assert last["estimate_bytes"] == expected, (last, expected)
+    # the process's VmSize, or above it by no more than its small shrinks may wait
+    waits = vm_slack(expected // PAGE_SIZE) * PAGE_SIZE
+    assert expected <= last["estimate_bytes"] <= expected + waits, (last, expected, waits)
     assert last["mode"] == "fast" and last["exact_bytes"] is None
     assert w.stop() == 0
 

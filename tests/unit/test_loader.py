@@ -196,3 +196,16 @@ def test_task_btf_is_a_define_that_can_be_turned_off(tmp_path):
     assert "-DTASK_BTF=1" in p.cflags({})
     p.task_btf = False
     assert "-DTASK_BTF=1" not in p.cflags({})
+
+
+def test_exact_vm_and_vm_limits_turn_waiting_shrinks_off(tmp_path, monkeypatch):
+    """trace (exact_vm) reports each change's exact size and --vm-limit refuses against the
+    exact total: both compile the probes with VM_EXACT; watch lets small shrinks wait."""
+    from observer.kernel import loader
+    monkeypatch.setattr(loader, "refuse_defs", lambda btf: {"VM_LIMITS": 1})
+    tracefs = fake_tracefs(tmp_path)
+    for options, exact in ((ProbeOptions(), False), (ProbeOptions(exact_vm=True), True),
+                           (ProbeOptions(vm_limits=True), True)):
+        p = Probes(lambda e: None, options, tracefs=tracefs)
+        p.check()
+        assert ("-DVM_EXACT=1" in p.cflags({})) is exact, options

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from observer.app.verify import Tally, Verifier, below
+from observer.app.verify import Tally, Verifier, below, slack_bytes
 from observer.core.model import Account
 from observer.core.sizes import PAGE_SIZE
 from observer.host.procfs import ProcFS
@@ -82,6 +82,29 @@ def test_a_sound_estimate_is_tallied_without_violations(proc):
     rec = records[-1]
     assert (rec["event"], rec["processes"], rec["exact_bytes"], rec["drift_bytes"]) == \
         ("verify", 2, 50 * MiB, 10 * MiB)
+    # 10 MiB above VmSize is more than shrinks may wait: 1/64 of 100 + 50 MiB
+    assert rec["slack_bytes"] == 150 * MiB // 64 and t.over_slack == 2
+
+
+def test_slack_is_a_64th_of_each_process_at_most_16_mib():
+    page = PAGE_SIZE
+    assert slack_bytes([]) == 0
+    assert slack_bytes([63 * page]) == 0               # too small to wait at all
+    assert slack_bytes([64 * page]) == page
+    assert slack_bytes([64 * MiB, 64 * MiB]) == 2 * MiB
+    assert slack_bytes([127 * page + 100]) == page     # whole pages only
+    assert slack_bytes([1 << 40]) == 16 * MiB          # the cap: 4096 pages
+    assert slack_bytes([2 << 30, 2 << 30]) == 32 * MiB   # 16 MiB each
+
+
+def test_an_estimate_within_the_slack_is_not_over_it(proc):
+    proc(10, "a", 64 * MiB, 30 * MiB)
+    s = Session(proc.root, {"/job": [10]}, {10: (65 * MiB // PAGE_SIZE, 1)}, {"/job": 65 * MiB})
+    records = []
+    v = Verifier(s, records.append)
+    v()
+    assert records[-1]["drift_bytes"] == records[-1]["slack_bytes"] == MiB
+    assert v.tallies["/job"].over_slack == 0 and v.violations == 0
 
 
 def test_an_untracked_process_and_a_low_total_are_violations(proc):

@@ -20,7 +20,7 @@ C_TYPES = {
     "long long": ("q", 8), "s64": ("q", 8), "__s64": ("q", 8),
     "unsigned long long": ("Q", 8), "u64": ("Q", 8), "__u64": ("Q", 8),
 }
-PREFIXES = ("EV_", "STAT_", "GROW_", "BOUNDS_")
+PREFIXES = ("EV_", "STAT_", "GROW_", "BOUNDS_", "VM_SLACK_")
 
 
 def header_text():
@@ -30,7 +30,7 @@ def header_text():
 
 
 def c_defines():
-    found = re.findall(r"^\s*#\s*define\s+((?:EV|STAT|GROW|BOUNDS)_\w+)\s+(\S+)\s*$", header_text(), flags=re.M)
+    found = re.findall(r"^\s*#\s*define\s+((?:EV|STAT|GROW|BOUNDS|VM_SLACK)_\w+)\s+(\S+)\s*$", header_text(), flags=re.M)
     names = [n for n, _ in found]
     assert len(names) == len(set(names)), "a constant is defined twice in observer.h"
     return {n: int(v, 0) for n, v in found}

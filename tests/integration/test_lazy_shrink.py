@@ -1,0 +1,138 @@
+"""Lazy shrinking, on the real probes: a process's small shrinks wait (its recorded total stays
+at its high-water mark, never below VmSize and at most wire.vm_slack above it), a big one is
+counted at once and in full, and exit, moves and seeding stay consistent with the recorded
+totals (tests/programs/pairs.c: many small mmap+munmap and brk pairs, then unmaps)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from conftest import ROOT, vm_size
+from observer.core.sizes import PAGE_SIZE
+from observer.kernel.wire import vm_slack
+
+pytestmark = pytest.mark.kernel
+
+KiB, MiB = 1 << 10, 1 << 20
+RESERVE = 256     # MiB: the process's slack is then about 4 MiB
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    exe = str(tmp_path_factory.mktemp("pairs") / "pairs")
+    subprocess.run(["gcc", "-O1", "-Wall", "-o", exe,
+                    os.path.join(ROOT, "tests", "programs", "pairs.c")], check=True)
+    return exe
+
+
+class Pairs:
+    def __init__(self, cgroups, cg, exe, n=2000):
+        self.p = cgroups.spawn(cg, [exe, str(RESERVE), str(n)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+
+    def expect(self, step):
+        assert self.p.stdout.readline().strip() == f"ready {step}"
+
+    def next(self, step):
+        self.p.stdin.write("\n")
+        self.p.stdin.flush()
+        self.expect(step)
+
+    def close(self):
+        self.p.stdin.close()    # at a step, end of input ends the program
+        assert self.p.wait(timeout=10) == 0
+
+
+def estimate(w, cg, pid, settled=lambda est, size: True, timeout=5.0):
+    """(estimate, VmSize) from the first snapshot taken after /proc was read that settled
+    says is final (else the last one within the timeout). Every snapshot seen must be at or
+    above VmSize and within the slack of it."""
+    deadline = time.time() + timeout
+    while True:
+        size = vm_size(pid)
+        since = time.time()
+        snap = w.wait_for(lambda r: r["event"] == "snapshot" and r["cgroup"] == cg
+                          and r["ts"] > since, what="a snapshot")
+        est = snap["estimate_bytes"]
+        assert vm_size(pid) == size, "the process changed between the steps"
+        # (a) never below the process's total, (b) within its slack
+        assert size <= est <= size + vm_slack(size // PAGE_SIZE) * PAGE_SIZE, (est, size)
+        if settled(est, size) or time.time() > deadline:
+            return est, size, snap
+
+
+@pytest.mark.parametrize("seeded", [False, True], ids=["live", "seeded"])
+@pytest.mark.parametrize("hook", ["auto", "syscalls"])
+def test_small_shrinks_wait_within_the_slack_and_a_big_one_is_counted_at_once(
+        cgroups, watcher, pairs, hook, seeded):
+    cg = cgroups.make("lazy")
+    limit = 192   # MiB: the reservation alone is past it; half of it is well under
+    args = ("--limit", f"{cg}={limit}M", "--interval", "0.1", "--vm-hook", hook,
+            "--hysteresis", "0.1", "--fixed-hysteresis")
+    if seeded:   # running before beanwatch starts: its recorded total comes from /proc
+        prog = Pairs(cgroups, cg, pairs)
+        prog.expect("reserved")
+        w = watcher(*args)
+    else:
+        w = watcher(*args)
+        w.started()
+        prog = Pairs(cgroups, cg, pairs)
+        prog.expect("reserved")
+    pid = prog.p.pid
+    est, size, _ = estimate(w, cg, pid, lambda est, size: est == size)
+    assert est == size > RESERVE * MiB
+    w.wait_for(lambda r: r["event"] == "mode" and r["cgroup"] == cg and r["mode"] == "slow",
+               what="slow mode: the reservation is past the limit")
+
+    # thousands of pairs of up to 256 KiB: the recorded total stays at the high-water mark,
+    # one pair's size above VmSize (counting every shrink at once would give VmSize)
+    prog.next("pairs")
+    est, size, _ = estimate(w, cg, pid, lambda est, size: est == size + 256 * KiB)
+    assert est == size + 256 * KiB, "the small shrinks were not left waiting"
+
+    # a shrink within the slack waits too
+    prog.next("small")
+    est, size, _ = estimate(w, cg, pid, lambda est, size: est == size + 768 * KiB)
+    assert est == size + 768 * KiB
+    assert 768 * KiB <= vm_slack(size // PAGE_SIZE) * PAGE_SIZE
+
+    # (c) half the reservation, far past the slack: counted at once and in full, and the
+    # cgroup is back under the low water, so fast mode again
+    prog.next("big")
+    est, size, _ = estimate(w, cg, pid, lambda est, size: est == size)
+    assert est == size < limit * MiB * 0.9   # under the low water
+    w.wait_for(lambda r: r["event"] == "mode" and r["cgroup"] == cg and r["mode"] == "fast",
+               what="fast mode after the big shrink")
+
+    # exit takes out what was recorded: nothing is left
+    prog.close()
+    w.wait_for(lambda r: r["event"] == "snapshot" and r["cgroup"] == cg
+               and r["estimate_bytes"] == 0, what="estimate back to 0 after exit")
+    assert w.stop() == 0
+
+
+def test_a_move_takes_the_recorded_total_out_and_the_exact_one_in(cgroups, watcher, pairs):
+    a, b = cgroups.make("lazy-a"), cgroups.make("lazy-b")
+    w = watcher("--limit", f"{a}=64G", "--limit", f"{b}=64G", "--interval", "0.1")
+    w.started()
+    prog = Pairs(cgroups, a, pairs)
+    prog.expect("reserved")
+    pid = prog.p.pid
+    prog.next("pairs")
+    prog.next("small")
+    est, size, _ = estimate(w, a, pid, lambda est, size: est == size + 768 * KiB)
+    assert est == size + 768 * KiB
+    with open(os.path.join(cgroups.path(b), "cgroup.procs"), "w") as f:
+        f.write(str(pid))
+    est_b, size, _ = estimate(w, b, pid, lambda est, size: est == size)
+    assert est_b == size
+    w.wait_for(lambda r: r["event"] == "snapshot" and r["cgroup"] == a
+               and r["estimate_bytes"] == 0, what="nothing left in the old cgroup")
+    prog.close()
+    w.wait_for(lambda r: r["event"] == "snapshot" and r["cgroup"] == b
+               and r["estimate_bytes"] == 0, what="estimate back to 0 after exit")
+    assert w.stop() == 0
