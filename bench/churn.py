@@ -29,38 +29,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# The churner of tests/integration/test_fresh_cgroups.py: mkdir, a sleeper moved in and out,
-# rmdir, in a loop; prints how many cgroups it made.
-CHURNER = r"""
-import errno, os, subprocess, sys, time
-top, home, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
-sleeper = subprocess.Popen(["sleep", "600"])
-def enter(path, pid):
-    with open(os.path.join(path, "cgroup.procs"), "w") as f:
-        f.write(str(pid))
-n, end = 0, time.monotonic() + seconds
-while time.monotonic() < end:
-    path = os.path.join(top, f"c{n}")
-    os.mkdir(path)
-    try:
-        enter(path, sleeper.pid)
-        enter(home, sleeper.pid)
-    except OSError:
-        sleeper.wait()
-        sleeper = subprocess.Popen(["sleep", "600"])
-    while True:
-        try:
-            os.rmdir(path)
-            break
-        except OSError as e:
-            if e.errno != errno.EBUSY:
-                raise
-            time.sleep(0.01)
-    n += 1
-sleeper.kill()
-sleeper.wait()
-print(n, flush=True)
-"""
+# The churner of tests/integration/test_fresh_cgroups.py (mkdir, a sleeper moved in and out,
+# rmdir, in a loop; prints how many cgroups it made)
+CHURNER = os.path.join(os.path.dirname(HERE), "tests", "programs", "churner.py")
 
 
 def cpu_self() -> float:
@@ -116,7 +87,7 @@ def one(root: str, seconds: float, bulk: int, profile: str | None) -> dict:
             state["worst"], state["polls"], walks[:] = 0.0, 0, []
             ru0 = resource.getrusage(resource.RUSAGE_SELF)
             seen0, walks0 = session.events_seen, session.walks
-            churner = sc.spawn(home, [sys.executable, "-c", CHURNER, sc.path(parent),
+            churner = sc.spawn(home, [sys.executable, CHURNER, sc.path(parent),
                                       sc.path(home), str(seconds)],
                                stdout=subprocess.PIPE, text=True)
             prof = None

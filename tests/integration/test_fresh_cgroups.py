@@ -11,7 +11,11 @@ import time
 
 import pytest
 
+from conftest import ROOT
+
 MiB = 1 << 20
+# A tenant's loop of mkdir, a sleeper moved in and out, rmdir (tests/programs/churner.py)
+CHURNER = os.path.join(ROOT, "tests", "programs", "churner.py")
 LIMIT_MIB = 256
 ROUNDS = 4
 # Idle cgroups elsewhere in the tree (a tenant's, or a busy host's): a walk of the tree then
@@ -95,40 +99,6 @@ def test_locate_finds_a_real_cgroup_from_its_id_alone(cgroups):
     assert cg.locate(cid) is None
 
 
-# A tenant's loop: make a cgroup under the watched parent, move a sleeper in and out of it,
-# remove it. The sleeper, not the loop, goes in: a kill of the parent then ends only it (and
-# the loop starts another one).
-CHURNER = r"""
-import errno, os, subprocess, sys, time
-top, home, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
-sleeper = subprocess.Popen(["sleep", "600"])
-def enter(path, pid):
-    with open(os.path.join(path, "cgroup.procs"), "w") as f:
-        f.write(str(pid))
-n, end = 0, time.monotonic() + seconds
-while time.monotonic() < end:
-    path = os.path.join(top, f"c{n}")
-    os.mkdir(path)
-    try:
-        enter(path, sleeper.pid)
-        enter(home, sleeper.pid)
-    except OSError:
-        sleeper.wait()
-        sleeper = subprocess.Popen(["sleep", "600"])
-    while True:
-        try:
-            os.rmdir(path)
-            break
-        except OSError as e:
-            if e.errno != errno.EBUSY:
-                raise
-            time.sleep(0.01)
-    n += 1
-sleeper.kill()
-sleeper.wait()
-print(n, flush=True)
-"""
-
 
 def test_cgroups_made_by_the_thousand_a_second_neither_spin_nor_delay_a_kill(cgroups, watcher):
     """Placing is bounded (LOCATE_RATE a second, then the walk, rate-limited by its gap): a
@@ -147,7 +117,7 @@ def test_cgroups_made_by_the_thousand_a_second_neither_spin_nor_delay_a_kill(cgr
     w.started()
     seconds = 6.0
     before = cpu_seconds(w.proc.pid)
-    churner = cgroups.spawn(home, [sys.executable, "-c", CHURNER, cgroups.path(parent),
+    churner = cgroups.spawn(home, [sys.executable, CHURNER, cgroups.path(parent),
                                    cgroups.path(home), str(seconds)],
                             stdout=subprocess.PIPE, text=True)
     time.sleep(2.0)
