@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from ..kernel import loader
 from ..kernel.btf import BTF
 from ..host.cgroupfs import find_mounts
+from ..host.procfs import CAP_SYS_PTRACE, has_capability
 from ..core.errors import BeanwatchError
 from ..core.model import LeafBounds
 
@@ -24,6 +25,12 @@ class Result:
 def run_checks() -> list[Result]:
     out = [Result("root", os.geteuid() == 0,
                   "running as root" if os.geteuid() == 0 else "beanwatch needs root")]
+    ptrace = has_capability(CAP_SYS_PTRACE)
+    out.append(Result("precise tier", ptrace,
+                      "CAP_SYS_PTRACE: PSS (smaps_rollup) of every process can be read" if ptrace
+                      else "no CAP_SYS_PTRACE: the PSS of another user's process, or of one "
+                      "with capabilities beanwatch lacks, cannot be read; its RSS counts "
+                      "instead (sound, but sharers pay for what they share)", required=False))
     try:
         import bcc  # noqa: F401  (only a presence check; the loader owns bcc)
         out.append(Result("bcc", True, "python3-bpfcc importable"))

@@ -198,3 +198,15 @@ class ProcFS:
         """
         st = self.status(pid)
         return st is not None and st.state == "Z" and st.threads <= 1
+
+
+CAP_SYS_PTRACE = 19
+
+
+def has_capability(bit: int, status_path: str = "/proc/self/status") -> bool:
+    """Whether this process has capability bit in its effective set (CapEff)."""
+    with open(status_path) as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> bit & 1)
+    return False

@@ -137,3 +137,19 @@ def test_check_names_the_hook_watch_will_use(host, monkeypatch):
     assert "syscalls:sys_exit_mmap" not in r
     facts = hostcheck.summary(results)
     assert facts["ok"] and facts["vm_hook"] == "mmap-lock"
+
+
+def test_without_cap_sys_ptrace_the_precise_tier_is_said_to_be_partial(host, monkeypatch):
+    monkeypatch.setattr(hostcheck, "has_capability", lambda bit: bit != hostcheck.CAP_SYS_PTRACE)
+    r = by_name(hostcheck.run_checks())["precise tier"]
+    assert not r.ok and not r.required and "RSS counts instead" in r.detail
+    monkeypatch.setattr(hostcheck, "has_capability", lambda bit: True)
+    assert by_name(hostcheck.run_checks())["precise tier"].ok
+
+
+def test_has_capability_reads_cap_eff(tmp_path):
+    from observer.host.procfs import CAP_SYS_PTRACE, has_capability
+    status = tmp_path / "status"
+    status.write_text("Name:\tx\nCapPrm:\t000001ffffffffff\nCapEff:\t0000000000080000\n")
+    assert has_capability(CAP_SYS_PTRACE, str(status))
+    assert not has_capability(CAP_SYS_PTRACE + 1, str(status))
