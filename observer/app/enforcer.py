@@ -232,9 +232,7 @@ class Enforcer:
         if acc.limit is None or acc.limit.action is Action.REPORT or key in self.held \
                 or key in self.frozen or acc.name in self.waiting:
             return False
-        hold = getattr(self.actor, "hold", None)   # an actor with freeze() alone: list, freeze
-        if not self._try(lambda: hold(acc.name, acc.cgroup_id) if hold is not None
-                         else self.actor.freeze(acc.name, acc.cgroup_id).ok):
+        if not self._try(lambda: self.actor.hold(acc.name, acc.cgroup_id)):
             return False
         self.held.add(key)
         self.save_ledger()

@@ -38,6 +38,9 @@ class Actor:
     def report(self, name):
         return self._do("report", name)
 
+    def hold(self, name, cid):   # Actor.hold: a freeze that records no members
+        return self.freeze(name, cid).ok
+
     def freeze(self, name, cid):
         return self._do("freeze", name)
 

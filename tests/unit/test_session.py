@@ -77,6 +77,9 @@ class RecordingActor:
         self.log.append(("kill", name))
         return ActionResult("kill", name, [1234], True, "cgroup.kill")
 
+    def hold(self, name, cid):   # Actor.hold: a freeze that records no members
+        return self.freeze(name, cid).ok
+
     def freeze(self, name, cid):
         self.log.append(("freeze", name))
         return ActionResult("freeze", name, [1234], True, "cgroup.freeze")
@@ -723,16 +726,23 @@ def test_the_cgroup_is_held_while_pss_is_read_only_near_or_over_the_limit(host):
     assert acts()[2:] == [("kill", "/job")]   # last PSS well under: read without a hold
 
 
-def test_just_under_by_pss_the_bound_is_rearmed_from_the_hold_before_the_thaw(host):
-    """A toucher over by its RSS sum, just under by PSS (its libraries are shared): the
-    growth bound starts from the counter read while it is held (the figure decided on),
-    not from the one read before statm, and is written before the thaw, so growth past
-    what is left wakes the loop at once. It grows 2 MiB between statm and the hold."""
+def killer_at_256m(host):
+    """/job with one process (1 GiB mapped, 100 MiB resident) under a 256 MiB kill limit,
+    started (slow, checked), the log cleared: (session, cgroup id)."""
     cid = host.cgroup("/job")
     host.process(100, "/job", 1024 * MiB, 100 * MiB)
     s = host.session([Watch("/job", cid, Limit(256 * MiB, None, Action.KILL))])
     s.start()
     host.log.clear()
+    return s, cid
+
+
+def test_just_under_by_pss_the_bound_is_rearmed_from_the_hold_before_the_thaw(host):
+    """A toucher over by its RSS sum, just under by PSS (its libraries are shared): the
+    growth bound starts from the counter read while it is held (the figure decided on),
+    not from the one read before statm, and is written before the thaw, so growth past
+    what is left wakes the loop at once. It grows 2 MiB between statm and the hold."""
+    s, cid = killer_at_256m(host)
     host.set_rss(100, 1024 * MiB, 257 * MiB, pss=(256 * MiB) - 512 * 1024)
     host.probes.growth[cid] = 157 * MiB // PAGE_SIZE
     freeze = s.enforcer.actor.freeze
@@ -933,11 +943,7 @@ def test_a_crossing_of_the_growth_bound_holds_before_proc_is_read(host):
     """A toucher past its limit: the cgroup is frozen as the event is handled, before the
     round reads the counters, cgroup.procs or statm; the check measures it held (RSS, then
     PSS), the kill follows, and nothing is left held."""
-    cid = host.cgroup("/job")
-    host.process(100, "/job", 1024 * MiB, 100 * MiB)
-    s = host.session([Watch("/job", cid, Limit(256 * MiB, None, Action.KILL))])
-    s.start()
-    host.log.clear()
+    s, cid = killer_at_256m(host)
     host.set_rss(100, 1024 * MiB, 258 * MiB)
     host.probes.growth[cid] = 158 * MiB // PAGE_SIZE   # 2 MiB past the 156 MiB left
     s.on_event(wire.Event(wire.EV_RSS_HIGH, 100, cid, 0, 0, 0))
@@ -954,11 +960,7 @@ def test_a_crossing_of_the_growth_bound_holds_before_proc_is_read(host):
 def test_a_hold_at_a_crossing_is_released_where_the_check_finds_it_under(host):
     """The counters say past the headroom but the RSS sum is under (shrunk since): the hold
     taken at the event is this check's, released after the bound is re-armed; no action."""
-    cid = host.cgroup("/job")
-    host.process(100, "/job", 1024 * MiB, 100 * MiB)
-    s = host.session([Watch("/job", cid, Limit(256 * MiB, None, Action.KILL))])
-    s.start()
-    host.log.clear()
+    s, cid = killer_at_256m(host)
     host.probes.growth[cid] = 158 * MiB // PAGE_SIZE
     s.on_event(wire.Event(wire.EV_RSS_HIGH, 100, cid, 0, 0, 0))
     s.handle_pending()
@@ -972,11 +974,7 @@ def test_a_hold_at_a_crossing_is_released_where_the_check_finds_it_under(host):
 def test_no_hold_at_a_crossing_within_the_headroom_or_for_a_sharer_well_under(host):
     """An event whose cgroup's summed growth is not past the headroom (a stale one), and one
     of sharers found well under by PSS at their last check, freeze nothing before the check."""
-    cid = host.cgroup("/job")
-    host.process(100, "/job", 1024 * MiB, 100 * MiB)
-    s = host.session([Watch("/job", cid, Limit(256 * MiB, None, Action.KILL))])
-    s.start()
-    host.log.clear()
+    s, cid = killer_at_256m(host)
     host.probes.growth[cid] = 156 * MiB // PAGE_SIZE   # exactly the headroom
     s.on_event(wire.Event(wire.EV_RSS_HIGH, 100, cid, 0, 0, 0))
     s.handle_pending()
@@ -997,11 +995,7 @@ def test_no_hold_at_a_crossing_within_the_headroom_or_for_a_sharer_well_under(ho
 def test_a_hold_at_a_crossing_is_released_if_its_check_does_not_run(host):
     """Held at the event, then the process is gone before the round: the cgroup goes back
     to fast mode, no check runs, and the hold is released at the end of the round."""
-    cid = host.cgroup("/job")
-    host.process(100, "/job", 1024 * MiB, 100 * MiB)
-    s = host.session([Watch("/job", cid, Limit(256 * MiB, None, Action.KILL))])
-    s.start()
-    host.log.clear()
+    s, cid = killer_at_256m(host)
     host.probes.growth[cid] = 200 * MiB // PAGE_SIZE
     s.on_event(wire.Event(wire.EV_RSS_HIGH, 100, cid, 0, 0, 0))
     s.handle_pending()
