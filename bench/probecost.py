@@ -2,12 +2,13 @@
 session, against no program and an empty raw-tracepoint floor, in one run.
 
 usage: probecost.py [--reps N] [--mode fast|slow] [--rows mmap,brk,faults] [--vm-reserve MIB]
-                    NAME=ROOT...
+                    [--pair-kib KIB] NAME=ROOT...
   ROOT: a beanwatch tree (a worktree or a detached snapshot); NAME "floor" is the empty
   program on the hooks of the mode. Each repetition runs every variant once, in rotated
   order, each right after a baseline run with no program; workloads pinned to the last CPU.
   --vm-reserve: the mmap and brk workloads first reserve MIB of address space (untouched):
-  a bigger process, whose 256 KiB pairs are within beanwatch's slack for waiting shrinks.
+  a bigger process, whose slack for waiting shrinks (1/64 of it, 256 KiB at least) is bigger.
+  --pair-kib: the size of one mmap or brk pair (default 256; 512: each release is a change).
 Prints, per variant and row: the median ratio to the baseline before it (min-max), and from
 BPF's run statistics (a separate untimed pass): runs per operation x ns per run.
 """
@@ -30,10 +31,11 @@ import tracers  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def workloads(bins, rows, reserve_mib=0):
+def workloads(bins, rows, reserve_mib=0, pair_kib=256):
     extra = ["0", str(reserve_mib)] if reserve_mib else []
-    table = {"mmap": ([bins["vmops"], "mmap", "15000", "256", *extra], 15000),
-             "brk": ([bins["vmops"], "brk", "30000", "256", *extra], 30000),
+    kib = str(pair_kib)
+    table = {"mmap": ([bins["vmops"], "mmap", "15000", kib, *extra], 15000),
+             "brk": ([bins["vmops"], "brk", "30000", kib, *extra], 30000),
              "faults": ([bins["faults"], "128", "32"], (128 + 32) * 256)}
     return {r: table[r] for r in rows}
 
@@ -67,6 +69,7 @@ def main() -> int:
     ap.add_argument("--mode", default="fast", choices=("fast", "slow"))
     ap.add_argument("--rows", default="mmap,brk,faults")
     ap.add_argument("--vm-reserve", type=int, default=0, metavar="MIB")
+    ap.add_argument("--pair-kib", type=int, default=256, metavar="KIB")
     ap.add_argument("variants", nargs="+")
     a = ap.parse_args()
     variants = [v.split("=", 1) if "=" in v else (v, "") for v in a.variants]
@@ -74,7 +77,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, Scratch("pcost") as sc:
         bins = build_all(tmp)
         W = sc.make("w")
-        wl = workloads(bins, a.rows.split(","), a.vm_reserve)
+        wl = workloads(bins, a.rows.split(","), a.vm_reserve, a.pair_kib)
         reserve = None
         if a.mode == "slow":   # something mapped in W, as in the real slow column (not needed here)
             pass
@@ -105,7 +108,7 @@ def main() -> int:
                 finally:
                     stop_process(p)
             print(f"rep {rep + 1}/{a.reps} done", file=sys.stderr, flush=True)
-    print(f"mode {a.mode}, {a.reps} reps, vm reserve {a.vm_reserve} MiB, "
+    print(f"mode {a.mode}, {a.reps} reps, vm reserve {a.vm_reserve} MiB, pairs {a.pair_kib} KiB, "
           f"workloads pinned to CPU {sorted(cpus)}, "
           f"load {os.getloadavg()[0]:.2f}")
     print("| variant | " + " | ".join(wl) + " |")

@@ -150,24 +150,37 @@ def modes_during(w, W: str, start: float, end: float) -> tuple[str | None, int]:
     return (before[-1]["mode"] if before else "fast"), len(inside)
 
 
+def env_number(name: str, default: int, unit: str) -> int:
+    value = os.environ.get(name, str(default))
+    if not value.isdigit():
+        raise ValueError(f"{name}: not a number of {unit}: {value!r}")
+    return int(value)
+
+
 def vm_reserve_mib() -> int:
     """BENCH_VM_RESERVE_MIB: the mmap and brk workloads first reserve this much address space
-    (untouched; default 0): a bigger process, whose 256 KiB pairs are within beanwatch's slack
-    for waiting shrinks (1/64 of the process)."""
-    value = os.environ.get("BENCH_VM_RESERVE_MIB", "0")
-    if not value.isdigit():
-        raise ValueError(f"BENCH_VM_RESERVE_MIB: not a number of MiB: {value!r}")
-    return int(value)
+    (untouched; default 0: a 2.3 MiB process): a bigger process, whose slack for waiting
+    shrinks (1/64 of it, 256 KiB at least) is bigger."""
+    return env_number("BENCH_VM_RESERVE_MIB", 0, "MiB")
+
+
+def pair_kib() -> int:
+    """BENCH_PAIR_KIB: the size of one mmap+munmap or brk pair (default 256, within the
+    256 KiB a small process's shrinks may wait; 512: every lock release is a change)."""
+    kib = env_number("BENCH_PAIR_KIB", 256, "KiB")
+    if not kib:
+        raise ValueError("BENCH_PAIR_KIB: must be at least 1")
+    return kib
 
 
 def run(ctx) -> dict:
     b, sz = ctx.bins, sizes(ctx.quick)
-    reserve = vm_reserve_mib()
+    reserve, kib = vm_reserve_mib(), str(pair_kib())
     extra = ["0", str(reserve)] if reserve else []
     workloads = [
         (ROWS[0], "W", [b["faults"], str(sz["fault_mib"]), str(CHUNK_MIB)]),
-        (ROWS[1], "W", [b["vmops"], "mmap", str(sz["mmap_pairs"]), "256", *extra]),
-        (ROWS[2], "W", [b["vmops"], "brk", str(sz["brk_pairs"]), "256", *extra]),
+        (ROWS[1], "W", [b["vmops"], "mmap", str(sz["mmap_pairs"]), kib, *extra]),
+        (ROWS[2], "W", [b["vmops"], "brk", str(sz["brk_pairs"]), kib, *extra]),
         (ROWS[3], "O", [b["getppid"], str(sz["getppid"])]),
     ]
     wanted = [c.strip() for c in os.environ.get("BENCH_COLUMNS", "").split(",") if c.strip()]
@@ -246,7 +259,7 @@ def run(ctx) -> dict:
 
 
 def tables(ctx, columns, base, ratios, checks, naive, kernel) -> dict:
-    reserve = vm_reserve_mib()
+    reserve, kib = vm_reserve_mib(), pair_kib()
     calib = (f" (an empty program on mmap_lock_released measures {kernel['empty']:.0f} ns per run "
              "here)" if kernel.get("empty") else "")
     rows, targets, krows = [], [], []
@@ -343,7 +356,9 @@ def tables(ctx, columns, base, ratios, checks, naive, kernel) -> dict:
                         "(ratio to no observer, adjacent runs)", "columns": ["workload"] + columns,
                         "rows": rows, "notes": notes + ([
                             f"mmap and brk workloads with {reserve} MiB of address space "
-                            "reserved first (BENCH_VM_RESERVE_MIB)"] if reserve else [])},
+                            "reserved first (BENCH_VM_RESERVE_MIB)"] if reserve else []) + ([
+                            f"mmap and brk pairs of {kib} KiB (BENCH_PAIR_KIB)"]
+                            if kib != 256 else [])},
                        {"id": "throughput_floor", "title": "1-3a. beanwatch / floor / bpftrace "
                         "on the same hooks (median ratios of table 1-3)",
                         "columns": ["workload", "fast: bw / floor / bpftrace",

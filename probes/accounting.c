@@ -292,8 +292,9 @@ static __always_inline void follow_rss(struct proc_state *p, struct leaf *l, u64
 }
 
 /* Only growth on the hot path: a shrink of a process's total_vm (vm, below what is recorded
- * for it) waits while it is small, at most 1/64 of vm and at most VM_SLACK_MAX pages (see
- * observer.h): the entry and its cgroup's sum keep the higher value, still an upper bound.
+ * for it) waits while it is small, at most 1/64 of vm or VM_SLACK_MIN pages, whichever is
+ * more, and at most VM_SLACK_MAX pages (see observer.h): the entry and its cgroup's sum keep
+ * the higher value, still an upper bound.
  * A steady stream of small mmap+munmap or brk pairs then costs one comparison per release
  * after its first pair, not a cgroup lookup and an atomic add at each. A bigger shrink is
  * counted in full at once. Only at mmap-lock releases and mapping syscalls (exec and fork
@@ -307,6 +308,8 @@ static __always_inline int vm_shrink_waits(int src, long long recorded, long lon
 	if (src != SRC_LOCK && src != SRC_SYSCALL && src != SRC_RSS)
 		return 0;
 	long long slack = vm >> VM_SLACK_SHIFT;
+	if (slack < VM_SLACK_MIN)
+		slack = VM_SLACK_MIN;
 	if (slack > VM_SLACK_MAX)
 		slack = VM_SLACK_MAX;
 	return vm < recorded && recorded - vm <= slack;

@@ -56,10 +56,13 @@ struct event {
 /* Shrinks settled lazily (probes/accounting.c, vm_shrink_waits): a process's recorded total
  * (proc_state.vm_pages) is a high-water mark. Growth above it is counted at once; a shrink to
  * vm pages is counted only when the recorded total is more than
- * min(vm >> VM_SLACK_SHIFT, VM_SLACK_MAX) pages above vm, and then in full. So a recorded
- * total is never below the process's total_vm and at most 1/64 of it (and 16 MiB) above.
- * Read by observer/kernel/wire.py (vm_slack). */
+ * min(max(vm >> VM_SLACK_SHIFT, VM_SLACK_MIN), VM_SLACK_MAX) pages above vm, and then in
+ * full. So a recorded total is never below the process's total_vm and at most 1/64 of it or
+ * 256 KiB, whichever is more, above it (16 MiB at most). The floor is for small processes,
+ * whose allocator's churn (glibc trims its heap and maps big blocks from 128 KiB on) would
+ * otherwise be counted twice per malloc+free. Read by observer/kernel/wire.py (vm_slack). */
 #define VM_SLACK_SHIFT 6
+#define VM_SLACK_MIN   64
 #define VM_SLACK_MAX   4096
 
 /* one entry per process (thread group): what is counted for it in its cgroup */

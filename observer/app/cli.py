@@ -290,8 +290,8 @@ def verify(cgroups, duration, interval, as_json):
     Runs the live accounting and, every interval, compares each process's estimate with
     its VmSize and VmRSS, and each cgroup's with its processes' summed RSS. Prints
     violations (an estimate below RSS: the estimate would be unsound) and drift (estimate
-    minus VmSize: up to 1/64 of it, 16 MiB a process, while small shrinks wait). Exits 1
-    on any violation.
+    minus VmSize: up to 1/64 of it or 256 KiB, 16 MiB at most a process, while small
+    shrinks wait). Exits 1 on any violation.
     """
     require_root()
     host, watches = open_host_or_exit(lambda host: runtime.all_cgroups(host, cgroups))

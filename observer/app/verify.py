@@ -17,7 +17,8 @@ def below(estimate: int, rss_before: int, rss_after: int) -> bool:
 
 def slack_bytes(vm_sizes) -> int:
     """How far above the summed VmSize (bytes, one per process) the estimate may be: each
-    process's shrinks of up to 1/64 of its total (at most 16 MiB) wait (wire.vm_slack)."""
+    process's shrinks of up to 1/64 of its total or 256 KiB, whichever is more (at most
+    16 MiB), wait (wire.vm_slack)."""
     return sum(vm_slack(v // PAGE_SIZE) for v in vm_sizes) * PAGE_SIZE
 
 

@@ -39,13 +39,15 @@ BOUNDS_GONE = 2
 # Shrinks settled lazily (probes/observer.h): a process's recorded total stays at most
 # vm_slack(its total_vm) pages above its total_vm.
 VM_SLACK_SHIFT = 6
+VM_SLACK_MIN = 64
 VM_SLACK_MAX = 4096
 
 
 def vm_slack(vm_pages: int) -> int:
     """Pages a process's recorded total may stay above its total_vm of vm_pages pages: a
-    shrink that small waits (1/64 of the total, at most 4096 pages: 16 MiB)."""
-    return min(max(vm_pages, 0) >> VM_SLACK_SHIFT, VM_SLACK_MAX)
+    shrink that small waits (1/64 of the total or 64 pages: 256 KiB, whichever is more; at
+    most 4096 pages: 16 MiB)."""
+    return min(max(max(vm_pages, 0) >> VM_SLACK_SHIFT, VM_SLACK_MIN), VM_SLACK_MAX)
 
 KIND_NAMES = {EV_NEW_LEAF: "new_leaf", EV_VM_HIGH: "vm_high", EV_VM_LOW: "vm_low",
               EV_RSS_HIGH: "rss_high", EV_MOVED: "moved", EV_GROW: "grow",

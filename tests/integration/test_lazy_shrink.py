@@ -30,8 +30,8 @@ def pairs(tmp_path_factory):
 
 
 class Pairs:
-    def __init__(self, cgroups, cg, exe, n=2000):
-        self.p = cgroups.spawn(cg, [exe, str(RESERVE), str(n)], stdin=subprocess.PIPE,
+    def __init__(self, cgroups, cg, exe, n=2000, reserve=RESERVE):
+        self.p = cgroups.spawn(cg, [exe, str(reserve), str(n)], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, text=True)
 
     def expect(self, step):
@@ -109,6 +109,31 @@ def test_small_shrinks_wait_within_the_slack_and_a_big_one_is_counted_at_once(
                what="fast mode after the big shrink")
 
     # exit takes out what was recorded: nothing is left
+    prog.close()
+    w.wait_for(lambda r: r["event"] == "snapshot" and r["cgroup"] == cg
+               and r["estimate_bytes"] == 0, what="estimate back to 0 after exit")
+    assert w.stop() == 0
+
+
+def test_a_small_process_s_pairs_wait_within_the_256_kib_floor(cgroups, watcher, pairs):
+    """A process of a few MiB, whose 1/64 is less than the 256 KiB floor: its 256 KiB pairs
+    (an allocator's malloc and free of a big block) wait too, and a shrink past the floor is
+    counted at once."""
+    cg = cgroups.make("lazy-small")
+    w = watcher("--limit", f"{cg}=64G", "--interval", "0.1")
+    w.started()
+    prog = Pairs(cgroups, cg, pairs, reserve=4)
+    prog.expect("reserved")
+    pid = prog.p.pid
+    est, size, _ = estimate(w, cg, pid, lambda est, size: est == size)
+    assert est == size < 16 * MiB, "growth is counted exactly"
+    assert (size // PAGE_SIZE) >> 6 < 64 == vm_slack(size // PAGE_SIZE), "1/64 is under the floor"
+    prog.next("pairs")
+    est, size, _ = estimate(w, cg, pid, lambda est, size: est == size + 256 * KiB)
+    assert est == size + 256 * KiB, "a small process's 256 KiB pairs were counted each time"
+    prog.next("small")   # 512 KiB more: 768 KiB below the high-water mark, past the floor
+    est, size, _ = estimate(w, cg, pid, lambda est, size: est == size)
+    assert est == size
     prog.close()
     w.wait_for(lambda r: r["event"] == "snapshot" and r["cgroup"] == cg
                and r["estimate_bytes"] == 0, what="estimate back to 0 after exit")

@@ -9,7 +9,7 @@ from observer.core.model import Account
 from observer.core.sizes import PAGE_SIZE
 from observer.host.procfs import ProcFS
 
-MiB = 1 << 20
+KiB, MiB = 1 << 10, 1 << 20
 
 
 @pytest.mark.parametrize("estimate, before, after, violation", [
@@ -86,13 +86,15 @@ def test_a_sound_estimate_is_tallied_without_violations(proc):
     assert rec["slack_bytes"] == 150 * MiB // 64 and t.over_slack == 2
 
 
-def test_slack_is_a_64th_of_each_process_at_most_16_mib():
+def test_slack_is_a_64th_of_each_process_at_least_256_kib_at_most_16_mib():
     page = PAGE_SIZE
     assert slack_bytes([]) == 0
-    assert slack_bytes([63 * page]) == 0               # too small to wait at all
-    assert slack_bytes([64 * page]) == page
+    assert slack_bytes([63 * page]) == 256 * KiB       # the floor: 64 pages
+    assert slack_bytes([2 * MiB + 300 * KiB]) == 256 * KiB   # a small process
+    assert slack_bytes([16 * MiB]) == 256 * KiB        # where 1/64 reaches the floor
+    assert slack_bytes([16 * MiB + 64 * page]) == 256 * KiB + page
     assert slack_bytes([64 * MiB, 64 * MiB]) == 2 * MiB
-    assert slack_bytes([127 * page + 100]) == page     # whole pages only
+    assert slack_bytes([64 * MiB + 127 * page + 100]) == MiB + page   # whole pages only
     assert slack_bytes([1 << 40]) == 16 * MiB          # the cap: 4096 pages
     assert slack_bytes([2 << 30, 2 << 30]) == 32 * MiB   # 16 MiB each
 
