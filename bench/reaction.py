@@ -74,8 +74,13 @@ def run(ctx) -> dict:
     restarts = 2 if ctx.quick else 5
     results = {"beanwatch": [], "poller": [], "memory.max": [], "restart": []}
     mem_ok = ctx_memory_controller()
+    bulk = bulk_cgroups()
     with Scratch("react") as sc:
         R, P = sc.make("beanwatch"), sc.make("poller")
+        if bulk:   # a tenant's idle cgroups elsewhere: every tree walk visits them
+            top = sc.path(sc.make("bulk"))
+            for i in range(bulk):
+                os.mkdir(os.path.join(top, f"b{i}"))
         M = setup_memory_max(sc) if mem_ok else None
         # --metrics: the bench waits on the session's own mode between runs (mode records
         # are rate-limited per cgroup: after a burst, the switch back to fast may go unsaid)
@@ -122,7 +127,16 @@ def run(ctx) -> dict:
         finally:
             poller.stop()
             watcher.stop()
-    return tables(ctx, results, mem_ok, runs, nice)
+    return tables(ctx, results, mem_ok, runs, nice, bulk)
+
+
+def bulk_cgroups() -> int:
+    """BENCH_REACTION_CGROUPS=N: N idle cgroups made beside the watched one before the runs
+    (default 0): the tree walks beanwatch makes every 2 s then visit them all."""
+    value = os.environ.get("BENCH_REACTION_CGROUPS", "0")
+    if not value.isdigit():
+        raise ValueError(f"BENCH_REACTION_CGROUPS: not a number of cgroups: {value!r}")
+    return int(value)
 
 
 def renice(pid: int) -> int | None:
@@ -176,7 +190,7 @@ def setup_memory_max(sc: Scratch) -> str | None:
         return None
 
 
-def tables(ctx, results, mem_ok, runs, nice=None) -> dict:
+def tables(ctx, results, mem_ok, runs, nice=None, bulk=0) -> dict:
     rows, targets = [], []
     cols = ["killer", "runs killed", "overshoot (MiB)", "latency (ms)", "notes"]
     for who, label in (("beanwatch", "beanwatch --action kill"),
@@ -229,6 +243,8 @@ def tables(ctx, results, mem_ok, runs, nice=None) -> dict:
              "the kill comes at a second crossing that much later",
              f"beanwatch at nice {nice} (BENCH_NICE)" if nice is not None else
              "beanwatch at nice 0 (the unit sets Nice=-10; BENCH_NICE=-10 measures that)",
+             f"{bulk} idle cgroups beside the watched one (BENCH_REACTION_CGROUPS): every tree "
+             "walk visits them" if bulk else "no other cgroups made (BENCH_REACTION_CGROUPS=0)",
              "load average (1 min) before/after the beanwatch runs: "
              + ", ".join(f"{r['load'][0]:.1f}" for r in results["beanwatch"][:1] + results["beanwatch"][-1:]
                          if "load" in r),

@@ -121,6 +121,10 @@ TREE_GAP_MIN = 0.1
 # LOCATE_RATE a second after a burst of LOCATE_BURST: past that (a tenant making cgroups by
 # the thousand a second) they wait for the walk, which its own gap above still rate-limits.
 LOCATE_RATE = 2000.0
+# While a round's long work runs (the tree walk: ~57 us a cgroup here, so 2,000 cgroups a
+# tenant made block the loop ~120 ms), the ring buffer is polled at most this far apart, and a
+# crossing of a slow cgroup's resident-growth bound is held at once (Session.take_urgent)
+URGENT_EVERY = 0.002
 # A reconcile reads the counters of the cgroups covered one by one (not the whole map) while
 # there are at most this many, or twice the map's entries at its last full read
 COUNTERS_BY_KEY_MIN = 64
@@ -223,6 +227,8 @@ class Session:
         self.unreadable_told = False   # tell_unreadable: once per session
         # accounts held frozen at a crossing of their growth bound, for this round's check
         self.early_holds: dict[str, Account] = {}
+        self.urgent_at = 0.0        # take_urgent polls no sooner than this (monotonic)
+        self.urgent_holds = 0       # holds taken by take_urgent (for tests and diagnosis)
 
     # -- start-up -----------------------------------------------------------------------
     def start(self) -> None:
@@ -269,7 +275,7 @@ class Session:
         from memory.max are read again, and state of cgroups gone is dropped."""
         started = time.monotonic()
         self.walks += 1
-        self.tree = self.cg.walk()
+        self.tree = self.cg.walk(tick=self.take_urgent)
         self.walk_took = time.monotonic() - started
         self.walked_at = time.monotonic()
         self.tree_wanted = False
@@ -536,6 +542,31 @@ class Session:
         growth = {cid: c.rss_growth for cid, c in self.read_counters(leaves).items()}
         if acc.holds_at_crossing(growth, PAGE_SIZE) and self.enforcer.hold_while_measuring(acc):
             self.early_holds[acc.name] = acc
+
+    def take_urgent(self) -> None:
+        """Called from a round's long work (at each cgroup of the tree walk): at most every
+        URGENT_EVERY, the events that came meanwhile are taken in, and a crossing of a slow
+        cgroup's resident-growth bound is held at once (hold_at_crossing) and made due a
+        check, as handle_pending would, instead of after the work. So a tenant's thousands
+        of cgroups, which the walk must visit, cannot lengthen another cgroup's overshoot.
+        The events stay pending for the next round; the check of this round takes the hold
+        over (else it is released at its end, as any early hold)."""
+        now = time.monotonic()
+        if now < self.urgent_at:
+            return
+        self.urgent_at = now + URGENT_EVERY
+        seen = len(self.pending)
+        self.probes.poll(0)
+        for ev in self.pending[seen:]:
+            if ev.kind != wire.EV_RSS_HIGH:
+                continue
+            for acc in self.covered_by.get(ev.cgid, ()):
+                if acc.mode is Mode.SLOW and acc.name not in self.early_holds:
+                    self.exact_due.add(acc.name)
+                    self.dirty = True
+                    self.hold_at_crossing(acc)
+                    if acc.name in self.early_holds:
+                        self.urgent_holds += 1
 
     def release_early_holds(self) -> None:
         """Holds taken at an event whose check did not run (the cgroup left slow mode, or

@@ -338,12 +338,19 @@ class CgroupFS:
         if e.errno not in _GONE and skipped is not None:
             skipped[name] = e.strerror or str(e)
 
-    def walk(self, top: str = "/") -> dict[int, str]:
+    def walk(self, top: str = "/", tick=None) -> dict[int, str]:
         """id -> name for top and every cgroup below it; ones removed meanwhile are passed
-        over, ones that cannot be read are passed over and listed in self.skipped."""
+        over, ones that cannot be read are passed over and listed in self.skipped. tick, if
+        given, is called at each cgroup (a walk of thousands takes a while: the caller's
+        loop attends to what cannot wait)."""
         out: dict[int, str] = {}
         skipped: dict[str, str] = {}
-        self._visit(top, lambda fd, name: out.__setitem__(os.fstat(fd).st_ino, name), skipped)
+
+        def visit(fd, name):
+            out[os.fstat(fd).st_ino] = name
+            if tick is not None:
+                tick()
+        self._visit(top, visit, skipped)
         self.skipped = skipped
         return out
 

@@ -957,6 +957,59 @@ def test_a_crossing_of_the_growth_bound_holds_before_proc_is_read(host):
     assert not s.enforcer.held and not s.early_holds
 
 
+def test_a_crossing_during_a_long_tree_walk_is_held_inside_the_walk(host, monkeypatch):
+    """A tenant's thousands of cgroups make the walk long (~57 us each): the ring buffer is
+    polled from inside it, and a slow cgroup's crossing is held there, not after the walk;
+    the round's check takes the hold over and kills, and nothing is left held. An event of
+    a cgroup no slow account covers holds nothing."""
+    import observer.app.session as session_mod
+    monkeypatch.setattr(session_mod, "URGENT_EVERY", 0.0)
+    s, cid = killer_at_256m(host)
+    idle = host.cgroup("/idle")
+    for i in range(40):
+        host.cgroup(f"/tenant/c{i}")
+    host.set_rss(100, 1024 * MiB, 258 * MiB)
+    host.probes.growth[cid] = 158 * MiB // PAGE_SIZE   # 2 MiB past the 156 MiB left
+    polls = []
+
+    def poll(timeout_ms):
+        polls.append(timeout_ms)
+        if len(polls) == 3:   # the crossings come in the middle of the walk
+            s.on_event(wire.Event(wire.EV_RSS_HIGH, 7, idle, 0, 0, 0))
+            s.on_event(wire.Event(wire.EV_RSS_HIGH, 100, cid, 0, 0, 0))
+    host.probes.poll = poll
+    seen_at_return = []
+    walk = s.cg.walk
+
+    def walk_and_look(*args, **kwargs):
+        out = walk(*args, **kwargs)
+        seen_at_return.append(list(host.log))
+        return out
+    monkeypatch.setattr(s.cg, "walk", walk_and_look)
+    s.refresh_tree()
+    assert len(polls) > 40 and set(polls) == {0}
+    assert seen_at_return == [[("freeze", "/job")]], "not held inside the walk"
+    assert s.urgent_holds == 1 and "/job" in s.exact_due and s.dirty
+    assert [e.kind for e in s.pending] == [wire.EV_RSS_HIGH] * 2   # left for the round
+    s.reconcile()
+    steps = [e for e in host.log if e[0] in ("freeze", "statm", "kill", "thaw")]
+    assert steps == [("freeze", "/job"), ("statm", 100), ("kill", "/job"), ("thaw", "/job")]
+    assert host.events("check", "/job")[-1]["held_while_measured"] is True
+    assert not s.enforcer.held and not s.early_holds
+
+
+def test_polls_inside_a_walk_are_spaced(host):
+    """take_urgent polls at most every URGENT_EVERY: a quick walk of a small tree polls
+    once, not at every cgroup."""
+    s = host.session([])
+    for i in range(40):
+        host.cgroup(f"/tenant/c{i}")
+    polls = []
+    host.probes.poll = polls.append
+    s.refresh_tree()
+    assert 1 <= len(polls) < 10
+
+
 def test_a_hold_at_a_crossing_is_released_where_the_check_finds_it_under(host):
     """The counters say past the headroom but the RSS sum is under (shrunk since): the hold
     taken at the event is this check's, released after the bound is re-armed; no action."""
