@@ -275,6 +275,7 @@ class Session:
         from memory.max are read again, and state of cgroups gone is dropped."""
         started = time.monotonic()
         self.walks += 1
+        self.urgent_at = started + URGENT_EVERY   # the loop has just polled: a short walk never does
         self.tree = self.cg.walk(tick=self.take_urgent)
         self.walk_took = time.monotonic() - started
         self.walked_at = time.monotonic()

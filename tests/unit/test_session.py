@@ -998,16 +998,27 @@ def test_a_crossing_during_a_long_tree_walk_is_held_inside_the_walk(host, monkey
     assert not s.enforcer.held and not s.early_holds
 
 
-def test_polls_inside_a_walk_are_spaced(host):
-    """take_urgent polls at most every URGENT_EVERY: a quick walk of a small tree polls
-    once, not at every cgroup."""
+def test_polls_inside_a_walk_are_spaced(host, monkeypatch):
+    """take_urgent polls at most every URGENT_EVERY from the walk's start: a quick walk of
+    a small tree not at all, a slow one (here 1 ms a cgroup) about every URGENT_EVERY."""
+    import observer.app.session as session_mod
     s = host.session([])
     for i in range(40):
         host.cgroup(f"/tenant/c{i}")
     polls = []
     host.probes.poll = polls.append
     s.refresh_tree()
-    assert 1 <= len(polls) < 10
+    assert polls == []
+    clock = [1000.0]
+    monkeypatch.setattr(session_mod.time, "monotonic", lambda: clock[0])
+
+    def slow_tick():
+        clock[0] += 0.001
+        take()
+    take = s.take_urgent
+    monkeypatch.setattr(s, "take_urgent", slow_tick)
+    s.refresh_tree()     # 41 cgroups x 1 ms: a poll every 2 ms after the first 2
+    assert 18 <= len(polls) <= 21 and set(polls) == {0}
 
 
 def test_a_hold_at_a_crossing_is_released_where_the_check_finds_it_under(host):
