@@ -40,6 +40,12 @@ class FrozenLedger:
         self.path = os.path.join(state_dir, f"{self.KIND}.{self.pid}.json")
 
     def save(self, frozen: set[tuple]) -> None:
+        """Replaces the file (written aside, then renamed: a reader sees the old list or the
+        new one, whenever this process dies). Not fsync'ed: the file is for a later
+        beanwatch after this process's death, which the page cache outlives; a crash of the
+        kernel ends every freeze with it. An fsync here took up to milliseconds on a disk
+        (/run is not always a tmpfs), and a release writes right after its thaw: a toucher
+        just thawed ran on 10 MiB past its next crossing while the loop waited on one."""
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         if not frozen:
             self.clear()
@@ -48,8 +54,6 @@ class FrozenLedger:
         with open(tmp, "w") as f:
             json.dump({"pid": self.pid, "start_time": self.start_time,
                        self.KIND: [self._entry(e) for e in sorted(frozen)]}, f)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, self.path)
 
     @staticmethod
