@@ -99,6 +99,12 @@ class Account:
             # not measured in fast mode: a record must not pair an old exact figure with
             # a fresh estimate
             self.forget_exact()
+            # The estimate, an upper bound of usage, is under the limit: back under, as a
+            # check finding it so would say. Without this, a process killed and started
+            # again at once (a restart loop, a tenant's retry) went unkilled until
+            # retry_after had passed since the last kill if it crossed the limit before
+            # its first check: up to 1 s at full speed, hundreds of MiB.
+            self.acted_at = None
             return self._switch(Mode.FAST, now)
         return []
 

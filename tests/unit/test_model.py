@@ -103,6 +103,21 @@ def test_a_one_shot_counts_the_failure():
     assert (free.failcnt, free.over_limit, free.held) == (0, False, 700)
 
 
+def test_back_in_fast_mode_a_new_crossing_is_acted_on_at_once():
+    """A kill's processes gone, the estimate falls under the low water (fast mode): that is
+    back under. A process started again at once and over the limit at its first check is
+    killed then, not when retry_after has passed since the last kill."""
+    acc = account(limit=1000, action=Action.KILL)
+    assert acc.on_estimate(5000, 0.0) == [Effect.SWITCH_SLOW]
+    assert acc.on_exact(1500, 0.1) == [Effect.EXCEED, Effect.ACT]
+    assert acc.on_estimate(0, 0.2) == [Effect.SWITCH_FAST]
+    assert acc.acted_at is None
+    assert acc.on_estimate(5000, 0.3) == [Effect.SWITCH_SLOW]
+    assert acc.on_exact(1500, 0.4) == [Effect.EXCEED, Effect.ACT]   # not gated until 1.1
+    # still over after that kill (a process the kill missed): retried after retry_after only
+    assert acc.on_exact(1500, 0.5) == [Effect.EXCEED]
+
+
 # -- on_exact ---------------------------------------------------------------------------
 # Each step: (now, exact, expected effects). retry_after is 1.0 unless given.
 
