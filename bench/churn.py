@@ -71,15 +71,19 @@ def one(root: str, seconds: float, bulk: int, profile: str | None) -> dict:
             state["polls"] += 1
             state["back"] = time.monotonic()
         probes.poll = timed_poll
-        walk, walks = session.cg.walk, []
+        # each stretch of walking the loop does at once: a slice of a walk, or a whole one
+        walks = []
 
-        def timed_walk(*a, **kw):
-            t = time.monotonic()
-            try:
-                return walk(*a, **kw)
-            finally:
-                walks.append(time.monotonic() - t)
-        session.cg.walk = timed_walk
+        def timed(fn):
+            def run(*a, **kw):
+                t = time.monotonic()
+                try:
+                    return fn(*a, **kw)
+                finally:
+                    walks.append(time.monotonic() - t)
+            return run
+        session.walk_slice = timed(session.walk_slice)
+        session.refresh_tree = timed(session.refresh_tree)
         session.start()
         try:
             session.run(0.5, lambda: False)   # settle

@@ -121,10 +121,12 @@ TREE_GAP_MIN = 0.1
 # LOCATE_RATE a second after a burst of LOCATE_BURST: past that (a tenant making cgroups by
 # the thousand a second) they wait for the walk, which its own gap above still rate-limits.
 LOCATE_RATE = 2000.0
-# While a round's long work runs (the tree walk: ~57 us a cgroup here, so 2,000 cgroups a
-# tenant made block the loop ~120 ms), the ring buffer is polled at most this far apart, and a
-# crossing of a slow cgroup's resident-growth bound is held at once (Session.take_urgent)
-URGENT_EVERY = 0.002
+# The loop's walks of the tree (periodic, or asked for by events) run in slices of at most
+# WALK_SLICE, each of at least WALK_SLICE_MIN cgroups, with a round of the loop between two:
+# a walk costs 16-57 us a cgroup here, so a tenant's 20,000 cgroups held the loop 300-400 ms,
+# while another cgroup's process went from its mapping to its limit unseen (Session.walk_slice)
+WALK_SLICE = 0.002
+WALK_SLICE_MIN = 256
 # A reconcile reads the counters of the cgroups covered one by one (not the whole map) while
 # there are at most this many, or twice the map's entries at its last full read
 COUNTERS_BY_KEY_MIN = 64
@@ -227,8 +229,12 @@ class Session:
         self.unreadable_told = False   # tell_unreadable: once per session
         # accounts held frozen at a crossing of their growth bound, for this round's check
         self.early_holds: dict[str, Account] = {}
-        self.urgent_at = 0.0        # take_urgent polls no sooner than this (monotonic)
-        self.urgent_holds = 0       # holds taken by take_urgent (for tests and diagnosis)
+        # a walk in progress (walk_slice): the cgroup iterator, what it found so far, the
+        # time its slices took, and the cgroups placed from events meanwhile
+        self.walker = None
+        self.walk_found: dict[int, str] = {}
+        self.walk_work = 0.0
+        self.placed_in_walk: set[int] = set()
 
     # -- start-up -----------------------------------------------------------------------
     def start(self) -> None:
@@ -269,15 +275,55 @@ class Session:
                 self.seed[cid] -= pages
 
     def refresh_tree(self) -> None:
-        """Walks the tree: which cgroup ids each account covers (the cgroup itself and its
-        descendants, O(cgroups x depth)), and the reverse index, so an event costs O(1).
-        Accounts follow their paths (a cgroup removed and made again is re-resolved), limits
-        from memory.max are read again, and state of cgroups gone is dropped."""
+        """Walks the whole tree at once (start-up, and an account whose cgroup was made
+        again: its check needs the new tree now); the loop's other walks go in slices
+        (begin_walk). A walk in progress is dropped: this one is newer."""
+        self.drop_walk()
         started = time.monotonic()
+        tree = self.cg.walk()
+        self.install_tree(tree, time.monotonic() - started)
+
+    def begin_walk(self) -> None:
+        self.drop_walk()
+        self.walker = self.cg.walk_steps()
+        self.walk_found, self.walk_work, self.placed_in_walk = {}, 0.0, set()
+        self.walk_slice()
+
+    def walk_slice(self) -> None:
+        """The walk in progress goes on for at most WALK_SLICE (at least WALK_SLICE_MIN
+        cgroups), then the loop polls, handles events, checks and acts as in any round,
+        with the tree as it was, and comes back (run() does not wait meanwhile). The last
+        slice installs the new tree, with the cgroups placed from their events during the
+        walk that it did not find (made after it had passed their parent)."""
+        started = time.monotonic()
+        deadline = started + WALK_SLICE
+        found, n = self.walk_found, 0
+        for cid, name in self.walker:
+            found[cid] = name
+            n += 1
+            if n >= WALK_SLICE_MIN and not n % 64 and time.monotonic() >= deadline:
+                self.walk_work += time.monotonic() - started
+                return
+        self.walk_work += time.monotonic() - started
+        self.walker = None
+        for cid in self.placed_in_walk:
+            if cid not in found and cid in self.tree:
+                found[cid] = self.tree[cid]
+        self.install_tree(found, self.walk_work)
+
+    def drop_walk(self) -> None:
+        if self.walker is not None:
+            self.walker.close()   # its open directories closed
+            self.walker = None
+
+    def install_tree(self, tree: dict[int, str], took: float) -> None:
+        """The tree a walk found: which cgroup ids each account covers (the cgroup itself
+        and its descendants, O(cgroups x depth)), and the reverse index, so an event costs
+        O(1). Accounts follow their paths (a cgroup removed and made again is re-resolved),
+        limits from memory.max are read again, and state of cgroups gone is dropped."""
         self.walks += 1
-        self.urgent_at = started + URGENT_EVERY   # the loop has just polled: a short walk never does
-        self.tree = self.cg.walk(tick=self.take_urgent)
-        self.walk_took = time.monotonic() - started
+        self.tree = tree
+        self.walk_took = took
         self.walked_at = time.monotonic()
         self.tree_wanted = False
         self.note_skipped(getattr(self.cg, "skipped", {}))
@@ -301,7 +347,10 @@ class Session:
         for cid, accs in self.covered_by.items():
             if before.get(cid) != [a.name for a in accs]:
                 self.took_in(cid, accs)
-        self.unknown.clear()
+        # seen in events during a sliced walk and not found by it: placed from their ids
+        self.unknown -= tree.keys()
+        if self.unknown:
+            self.place_unknown()
         self.prune()
         if self.vm:
             self.vm.sync(self.tree, self.seed)
@@ -435,6 +484,8 @@ class Session:
             self.leaves_of[acc.name] = []
         name = chain[-1][0]
         self.tree[cid] = name
+        if self.walker is not None:
+            self.placed_in_walk.add(cid)
         self.located += 1
         if not placement.covering:
             return
@@ -448,10 +499,12 @@ class Session:
             self.vm.sync(self.tree, self.seed)   # mapped to its vm limit now too
 
     def maybe_refresh(self, periodic: bool = False) -> None:
-        if self.tree_wanted and self.tree_due_in() <= 0.0:
-            self.refresh_tree()
+        if self.walker is not None:
+            self.walk_slice()
+        elif self.tree_wanted and self.tree_due_in() <= 0.0:
+            self.begin_walk()
         elif periodic and time.monotonic() - self.walked_at >= self.tree_every:
-            self.refresh_tree()
+            self.begin_walk()
 
     def note_skipped(self, skipped: dict[str, str]) -> None:
         """Cgroups the walk could not read are not accounted: say so once per cgroup (a
@@ -527,7 +580,8 @@ class Session:
                     self.rearm.add(ev.aux)
         if self.unknown:
             self.place_unknown()
-        self.maybe_refresh()
+        if self.walker is None:   # a walk in progress goes on once a round, in run()
+            self.maybe_refresh()
 
     def hold_at_crossing(self, acc: Account) -> None:
         """A resident-growth bound of acc's was crossed: where its summed growth is past the
@@ -543,31 +597,6 @@ class Session:
         growth = {cid: c.rss_growth for cid, c in self.read_counters(leaves).items()}
         if acc.holds_at_crossing(growth, PAGE_SIZE) and self.enforcer.hold_while_measuring(acc):
             self.early_holds[acc.name] = acc
-
-    def take_urgent(self) -> None:
-        """Called from a round's long work (at each cgroup of the tree walk): at most every
-        URGENT_EVERY, the events that came meanwhile are taken in, and a crossing of a slow
-        cgroup's resident-growth bound is held at once (hold_at_crossing) and made due a
-        check, as handle_pending would, instead of after the work. So a tenant's thousands
-        of cgroups, which the walk must visit, cannot lengthen another cgroup's overshoot.
-        The events stay pending for the next round; the check of this round takes the hold
-        over (else it is released at its end, as any early hold)."""
-        now = time.monotonic()
-        if now < self.urgent_at:
-            return
-        self.urgent_at = now + URGENT_EVERY
-        seen = len(self.pending)
-        self.probes.poll(0)
-        for ev in self.pending[seen:]:
-            if ev.kind != wire.EV_RSS_HIGH:
-                continue
-            for acc in self.covered_by.get(ev.cgid, ()):
-                if acc.mode is Mode.SLOW and acc.name not in self.early_holds:
-                    self.exact_due.add(acc.name)
-                    self.dirty = True
-                    self.hold_at_crossing(acc)
-                    if acc.name in self.early_holds:
-                        self.urgent_holds += 1
 
     def release_early_holds(self) -> None:
         """Holds taken at an event whose check did not run (the cgroup left slow mode, or
@@ -958,7 +987,9 @@ class Session:
             now = self.clock()
             if duration is not None and now - start >= duration:
                 break
-            wait = 0.0 if self.dirty else max(0.0, min(next_tick - now, 0.2))
+            # a walk in progress goes on at the next round: polled, not waited for
+            wait = 0.0 if self.dirty or self.walker is not None \
+                else max(0.0, min(next_tick - now, 0.2))
             if self.tree_wanted:
                 wait = min(wait, self.tree_due_in())
             try:
@@ -1045,6 +1076,7 @@ class Session:
     def stop(self) -> list[str]:
         """Detach everything and thaw what we froze. Returns what was thawed."""
         thawed = []
+        self.drop_walk()
         try:
             self.probes.close()
             if self.taskstats is not None and hasattr(self.taskstats, "close"):

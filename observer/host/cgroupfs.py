@@ -291,22 +291,28 @@ class CgroupFS:
             raise Unlocatable("renamed or made again meanwhile")
         return chain
 
-    def _visit(self, top: str, fn, skipped: dict[str, str] | None = None) -> bool:
-        """Depth first through top and its descendants by directory fd: fn(fd, name) for
-        each. Only the directories on the current path are open (one fd per level). One
-        removed meanwhile is passed over; one that cannot be opened or listed for another
-        reason (EMFILE, EACCES, ...) is passed over and noted in skipped. False if top is gone."""
+    def _visit(self, top: str, fn, skipped: dict[str, str] | None = None) -> None:
+        """fn(fd, name) for top and each of its descendants (_visit_iter)."""
+        for fd, name in self._visit_iter(top, skipped):
+            fn(fd, name)
+
+    def _visit_iter(self, top: str, skipped: dict[str, str] | None = None):
+        """Depth first through top and its descendants by directory fd: (fd, name) for
+        each, the fd open until the next step. Only the directories on the current path are
+        open (one fd per level, closed when the iteration ends or is closed). One removed
+        meanwhile is passed over; one that cannot be opened or listed for another reason
+        (EMFILE, EACCES, ...) is passed over and noted in skipped. Nothing if top is gone."""
         try:
             fd = self._open_in(self.root, top)
         except OSError as e:
             self._gone_or_raise(e, top)
-            return False
+            return
         stack: list = [(fd, top, None)]
         try:
             while stack:
                 fd, name, children = stack[-1]
                 if children is None:
-                    fn(fd, name)
+                    yield fd, name
                     children = iter(self._subdirs(fd, name, skipped))
                     stack[-1] = (fd, name, children)
                 child = next(children, None)
@@ -323,7 +329,6 @@ class CgroupFS:
         finally:
             for fd, _, _ in stack:
                 os.close(fd)
-        return True
 
     def _subdirs(self, fd: int, name: str, skipped) -> list[str]:
         try:
@@ -338,21 +343,19 @@ class CgroupFS:
         if e.errno not in _GONE and skipped is not None:
             skipped[name] = e.strerror or str(e)
 
-    def walk(self, top: str = "/", tick=None) -> dict[int, str]:
+    def walk(self, top: str = "/") -> dict[int, str]:
         """id -> name for top and every cgroup below it; ones removed meanwhile are passed
-        over, ones that cannot be read are passed over and listed in self.skipped. tick, if
-        given, is called at each cgroup (a walk of thousands takes a while: the caller's
-        loop attends to what cannot wait)."""
-        out: dict[int, str] = {}
-        skipped: dict[str, str] = {}
+        over, ones that cannot be read are passed over and listed in self.skipped."""
+        return dict(self.walk_steps(top))
 
-        def visit(fd, name):
-            out[os.fstat(fd).st_ino] = name
-            if tick is not None:
-                tick()
-        self._visit(top, visit, skipped)
+    def walk_steps(self, top: str = "/"):
+        """walk() one cgroup at a time: (id, name) for each, self.skipped set at the end. A
+        caller may take a few, attend to other work, and go on (the directories on the
+        current path stay open meanwhile; close() the iterator to end it early)."""
+        skipped: dict[str, str] = {}
+        for fd, name in self._visit_iter(top, skipped):
+            yield os.fstat(fd).st_ino, name
         self.skipped = skipped
-        return out
 
     def procs_by_cgroup(self, top: str = "/") -> dict[int, list[int]]:
         """id -> the PIDs in cgroup.procs, for top and every cgroup below it."""

@@ -204,3 +204,23 @@ def test_events_about_a_covered_cgroup_are_never_paced(lhost, monkeypatch):
         slept.clear()
         s.run(5.0, lambda: lhost.probes.polls >= 20)
         assert bool(slept) is paced and lhost.probes.polls >= 20
+
+
+def test_a_cgroup_placed_during_a_walk_and_missed_by_it_stays_in_the_tree(lhost, monkeypatch):
+    """Made after the sliced walk passed its parent, a cgroup is placed from its first event
+    (a round between slices) under the account covering it; the walk does not find it, and
+    the tree it installs keeps it, still covered (its pages stay in the estimate)."""
+    monkeypatch.setattr(session_mod, "WALK_SLICE", 0.0)
+    monkeypatch.setattr(session_mod, "WALK_SLICE_MIN", 1)   # a slice: 64 cgroups
+    s, t, home = watched(lhost)
+    for i in range(100):
+        lhost.cgroup(f"/u/c{i}")
+    s.begin_walk()
+    assert s.walker is not None and t in s.walk_found   # /t is behind it already
+    late = lhost.cgroup("/t/late")
+    s.on_event(new_leaf(late))
+    s.handle_pending()
+    assert s.located == 1 and late in s.tree and late in s.leaves_of["/t"]
+    while s.walker is not None:
+        s.maybe_refresh()
+    assert late in s.tree and late in s.leaves_of["/t"] and s.covering(late) == [s.accounts[0]]

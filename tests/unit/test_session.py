@@ -957,68 +957,43 @@ def test_a_crossing_of_the_growth_bound_holds_before_proc_is_read(host):
     assert not s.enforcer.held and not s.early_holds
 
 
-def test_a_crossing_during_a_long_tree_walk_is_held_inside_the_walk(host, monkeypatch):
-    """A tenant's thousands of cgroups make the walk long (~57 us each): the ring buffer is
-    polled from inside it, and a slow cgroup's crossing is held there, not after the walk;
-    the round's check takes the hold over and kills, and nothing is left held. An event of
-    a cgroup no slow account covers holds nothing."""
+def test_a_long_walk_goes_in_slices_and_a_crossing_between_them_is_acted_on(host, monkeypatch):
+    """A tenant's thousands of cgroups make the walk long (16-57 us each): it goes in slices
+    with rounds between them, in which events are handled with the tree as it was: a slow
+    cgroup's crossing is held and killed before the walk ends. The last slice installs the
+    whole new tree."""
     import observer.app.session as session_mod
-    monkeypatch.setattr(session_mod, "URGENT_EVERY", 0.0)
+    monkeypatch.setattr(session_mod, "WALK_SLICE", 0.0)
+    monkeypatch.setattr(session_mod, "WALK_SLICE_MIN", 1)    # a slice: 64 cgroups
     s, cid = killer_at_256m(host)
-    idle = host.cgroup("/idle")
-    for i in range(40):
-        host.cgroup(f"/tenant/c{i}")
+    ids = {host.cgroup(f"/tenant/c{i}") for i in range(150)}
+    assert not ids & s.tree.keys()
+    s.maybe_refresh(periodic=True)
+    s.walked_at = float("-inf")
+    s.maybe_refresh(periodic=True)            # the first slice
+    assert s.walker is not None and len(s.walk_found) == 64
+    assert not ids & s.tree.keys(), "the tree is replaced only when the walk is done"
     host.set_rss(100, 1024 * MiB, 258 * MiB)
     host.probes.growth[cid] = 158 * MiB // PAGE_SIZE   # 2 MiB past the 156 MiB left
-    polls = []
-
-    def poll(timeout_ms):
-        polls.append(timeout_ms)
-        if len(polls) == 3:   # the crossings come in the middle of the walk
-            s.on_event(wire.Event(wire.EV_RSS_HIGH, 7, idle, 0, 0, 0))
-            s.on_event(wire.Event(wire.EV_RSS_HIGH, 100, cid, 0, 0, 0))
-    host.probes.poll = poll
-    seen_at_return = []
-    walk = s.cg.walk
-
-    def walk_and_look(*args, **kwargs):
-        out = walk(*args, **kwargs)
-        seen_at_return.append(list(host.log))
-        return out
-    monkeypatch.setattr(s.cg, "walk", walk_and_look)
-    s.refresh_tree()
-    assert len(polls) > 40 and set(polls) == {0}
-    assert seen_at_return == [[("freeze", "/job")]], "not held inside the walk"
-    assert s.urgent_holds == 1 and "/job" in s.exact_due and s.dirty
-    assert [e.kind for e in s.pending] == [wire.EV_RSS_HIGH] * 2   # left for the round
+    s.on_event(wire.Event(wire.EV_RSS_HIGH, 100, cid, 0, 0, 0))
+    s.handle_pending()                         # a round between two slices
+    assert host.log[0] == ("freeze", "/job") and s.walker is not None
     s.reconcile()
-    steps = [e for e in host.log if e[0] in ("freeze", "statm", "kill", "thaw")]
-    assert steps == [("freeze", "/job"), ("statm", 100), ("kill", "/job"), ("thaw", "/job")]
-    assert host.events("check", "/job")[-1]["held_while_measured"] is True
+    assert host.events("action", "/job") and s.walker is not None
+    slices = 1
+    while s.walker is not None:
+        s.maybe_refresh()
+        slices += 1
+    assert slices == 3 and ids <= s.tree.keys() and cid in s.tree
     assert not s.enforcer.held and not s.early_holds
 
 
-def test_polls_inside_a_walk_are_spaced(host, monkeypatch):
-    """take_urgent polls at most every URGENT_EVERY from the walk's start: a quick walk of
-    a small tree not at all, a slow one (here 1 ms a cgroup) about every URGENT_EVERY."""
-    import observer.app.session as session_mod
+def test_a_walk_of_a_small_tree_is_done_in_one_slice(host):
     s = host.session([])
     for i in range(40):
         host.cgroup(f"/tenant/c{i}")
-    polls = []
-    host.probes.poll = polls.append
-    s.refresh_tree()
-    assert polls == []
-    clock = [1000.0]
-    monkeypatch.setattr(session_mod.time, "monotonic", lambda: clock[0])
-
-    def slow_tick():
-        clock[0] += 0.001
-        take()
-    take = s.take_urgent
-    monkeypatch.setattr(s, "take_urgent", slow_tick)
-    s.refresh_tree()     # 41 cgroups x 1 ms: a poll every 2 ms after the first 2
-    assert 18 <= len(polls) <= 21 and set(polls) == {0}
+    s.begin_walk()
+    assert s.walker is None and len(s.tree) == 42   # with / and /tenant
 
 
 def test_a_hold_at_a_crossing_is_released_where_the_check_finds_it_under(host):
