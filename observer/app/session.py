@@ -125,8 +125,8 @@ LOCATE_RATE = 2000.0
 # WALK_SLICE, each of at least WALK_SLICE_MIN cgroups, with a round of the loop between two:
 # a walk costs 16-57 us a cgroup here, so a tenant's 20,000 cgroups held the loop 300-400 ms,
 # while another cgroup's process went from its mapping to its limit unseen (Session.walk_slice)
-WALK_SLICE = 0.002
-WALK_SLICE_MIN = 256
+WALK_SLICE = 0.001
+WALK_SLICE_MIN = 128
 # A reconcile reads the counters of the cgroups covered one by one (not the whole map) while
 # there are at most this many, or twice the map's entries at its last full read
 COUNTERS_BY_KEY_MIN = 64
@@ -233,6 +233,8 @@ class Session:
         # time its slices took, and the cgroups placed from events meanwhile
         self.walker = None
         self.walk_found: dict[int, str] = {}
+        self.walk_cover: dict[int, list[str]] = {}   # id -> names of the accounts covering it
+        self.walk_names: frozenset = frozenset()     # the accounts' names when it began
         self.walk_work = 0.0
         self.placed_in_walk: set[int] = set()
 
@@ -286,7 +288,8 @@ class Session:
     def begin_walk(self) -> None:
         self.drop_walk()
         self.walker = self.cg.walk_steps()
-        self.walk_found, self.walk_work, self.placed_in_walk = {}, 0.0, set()
+        self.walk_found, self.walk_cover, self.walk_work = {}, {}, 0.0
+        self.walk_names, self.placed_in_walk = frozenset(self.by_name), set()
         self.walk_slice()
 
     def walk_slice(self) -> None:
@@ -297,30 +300,39 @@ class Session:
         walk that it did not find (made after it had passed their parent)."""
         started = time.monotonic()
         deadline = started + WALK_SLICE
-        found, n = self.walk_found, 0
+        found, cover, n = self.walk_found, self.walk_cover, 0
+        by_name, ancestors = self.by_name, self.cg.ancestors_or_self
         for cid, name in self.walker:
             found[cid] = name
+            # which accounts cover it, found here rather than all at once at the end
+            names = [a for a in ancestors(name) if a in by_name]
+            if names:
+                cover[cid] = names
             n += 1
-            if n >= WALK_SLICE_MIN and not n % 64 and time.monotonic() >= deadline:
+            if n >= WALK_SLICE_MIN and not n % 32 and time.monotonic() >= deadline:
                 self.walk_work += time.monotonic() - started
                 return
-        self.walk_work += time.monotonic() - started
         self.walker = None
         for cid in self.placed_in_walk:
             if cid not in found and cid in self.tree:
-                found[cid] = self.tree[cid]
-        self.install_tree(found, self.walk_work)
+                found[cid] = name = self.tree[cid]
+                names = [a for a in ancestors(name) if a in by_name]
+                if names:
+                    cover[cid] = names
+        self.install_tree(found, self.walk_work + time.monotonic() - started, cover)
 
     def drop_walk(self) -> None:
         if self.walker is not None:
             self.walker.close()   # its open directories closed
             self.walker = None
 
-    def install_tree(self, tree: dict[int, str], took: float) -> None:
+    def install_tree(self, tree: dict[int, str], took: float, cover=None) -> None:
         """The tree a walk found: which cgroup ids each account covers (the cgroup itself
-        and its descendants, O(cgroups x depth)), and the reverse index, so an event costs
-        O(1). Accounts follow their paths (a cgroup removed and made again is re-resolved),
-        limits from memory.max are read again, and state of cgroups gone is dropped."""
+        and its descendants, O(cgroups x depth); cover: id -> the covering accounts' names,
+        as a sliced walk found them, used while the accounts' names are the same), and the
+        reverse index, so an event costs O(1). Accounts follow their paths (a cgroup removed
+        and made again is re-resolved), limits from memory.max are read again, and state of
+        cgroups gone is dropped."""
         self.walks += 1
         self.tree = tree
         self.walk_took = took
@@ -335,12 +347,14 @@ class Session:
         before = {cid: [a.name for a in accs] for cid, accs in self.covered_by.items()}
         self.leaves_of = {name: [] for name in by_name}
         self.covered_by = {}
-        for cid, name in self.tree.items():
-            for anc in self.cg.ancestors_or_self(name):
-                acc = by_name.get(anc)
-                if acc is not None:
-                    self.leaves_of[anc].append(cid)
-                    self.covered_by.setdefault(cid, []).append(acc)
+        if cover is None or frozenset(by_name) != self.walk_names:
+            ancestors = self.cg.ancestors_or_self
+            cover = {cid: names for cid, name in tree.items()
+                     if (names := [a for a in ancestors(name) if a in by_name])}
+        for cid, names in cover.items():
+            self.covered_by[cid] = [by_name[a] for a in names]
+            for a in names:
+                self.leaves_of[a].append(cid)
         # Cgroups covered now and not before (made since the last walk and not placed from
         # their events): counted in the estimates and bounded from the next round on, not
         # from the next tick.
