@@ -126,7 +126,7 @@ LOCATE_RATE = 2000.0
 # a walk costs 16-57 us a cgroup here, so a tenant's 20,000 cgroups held the loop 300-400 ms,
 # while another cgroup's process went from its mapping to its limit unseen (Session.walk_slice)
 WALK_SLICE = 0.001
-WALK_SLICE_MIN = 128
+WALK_SLICE_MIN = 64
 # A reconcile reads the counters of the cgroups covered one by one (not the whole map) while
 # there are at most this many, or twice the map's entries at its last full read
 COUNTERS_BY_KEY_MIN = 64
@@ -309,7 +309,7 @@ class Session:
             if names:
                 cover[cid] = names
             n += 1
-            if n >= WALK_SLICE_MIN and not n % 32 and time.monotonic() >= deadline:
+            if n >= WALK_SLICE_MIN and not n % 16 and time.monotonic() >= deadline:
                 self.walk_work += time.monotonic() - started
                 return
         self.walker = None

@@ -89,6 +89,10 @@ _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _SHORT_PATH = 2048
 
 
+# A directory with more subdirectories than this is listed as the walk goes (_subdirs)
+LAZY_LISTING = 512
+
+
 class CgroupFS:
     """One cgroup2 hierarchy mounted at root, plus the v1 memory hierarchy if there is one.
 
@@ -330,13 +334,28 @@ class CgroupFS:
             for fd, _, _ in stack:
                 os.close(fd)
 
-    def _subdirs(self, fd: int, name: str, skipped) -> list[str]:
+    def _subdirs(self, fd: int, name: str, skipped):
+        """The names of a directory's subdirectories: listed at once, or, for one with more
+        than LAZY_LISTING of them (a directory's link count is 2 + its subdirectories),
+        as the walk goes, so that listing a tenant's 20,000 cgroups in one directory (~10
+        ms) is not one step of a sliced walk (it keeps a second fd open meanwhile)."""
         try:
+            if os.fstat(fd).st_nlink - 2 > LAZY_LISTING:
+                return self._subdirs_lazily(fd, name, skipped)
             with os.scandir(fd) as it:
                 return [e.name for e in it if e.is_dir(follow_symlinks=False)]
         except OSError as e:
             self._note(e, name, skipped)
             return []
+
+    def _subdirs_lazily(self, fd: int, name: str, skipped):
+        try:
+            with os.scandir(fd) as it:
+                for e in it:
+                    if e.is_dir(follow_symlinks=False):
+                        yield e.name
+        except OSError as e:
+            self._note(e, name, skipped)
 
     @staticmethod
     def _note(e: OSError, name: str, skipped) -> None:

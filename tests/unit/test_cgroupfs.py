@@ -1,6 +1,7 @@
 """CgroupFS and find_mounts against fake cgroup trees and mountinfo text."""
 
 import errno
+import inspect
 import os
 
 import pytest
@@ -260,6 +261,28 @@ def test_walk_passes_over_what_it_cannot_read_and_notes_it(cg, tree, monkeypatch
     monkeypatch.undo()
     cg.walk()
     assert cg.skipped == {}
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["listed", "lazily"])
+def test_a_big_directory_is_listed_as_the_walk_goes(cg, tree, monkeypatch, lazy):
+    """A directory with more than LAZY_LISTING subdirectories (a tenant's thousands) is
+    listed during the walk, not in one step: the same cgroups are found, a listing that
+    fails is still noted."""
+    if lazy:
+        monkeypatch.setattr(cgroupfs, "LAZY_LISTING", 3)
+    for i in range(10):
+        (tree / "d" / f"c{i}").mkdir()
+    fd = os.open(tree / "d", os.O_RDONLY)
+    try:
+        assert inspect.isgenerator(cg._subdirs(fd, "/d", {})) == lazy
+    finally:
+        os.close(fd)
+    found = dict(cg.walk_steps())
+    assert sorted(found.values()) == sorted(["/", "/a", "/a/b", "/a/b/c", "/d"]
+                                            + [f"/d/c{i}" for i in range(10)])
+    failing_scandir(monkeypatch, tree, "d", errno.EACCES)
+    assert sorted(cg.walk().values()) == ["/", "/a", "/a/b", "/a/b/c", "/d"]
+    assert cg.skipped == {"/d": os.strerror(errno.EACCES)}
 
 
 def test_walk_of_an_unreadable_mount_is_our_error(tmp_path):

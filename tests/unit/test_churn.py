@@ -211,7 +211,7 @@ def test_a_cgroup_placed_during_a_walk_and_missed_by_it_stays_in_the_tree(lhost,
     (a round between slices) under the account covering it; the walk does not find it, and
     the tree it installs keeps it, still covered (its pages stay in the estimate)."""
     monkeypatch.setattr(session_mod, "WALK_SLICE", 0.0)
-    monkeypatch.setattr(session_mod, "WALK_SLICE_MIN", 1)   # a slice: 32 cgroups
+    monkeypatch.setattr(session_mod, "WALK_SLICE_MIN", 1)   # a slice: 16 cgroups
     s, t, home = watched(lhost)
     for i in range(100):
         lhost.cgroup(f"/u/c{i}")

@@ -964,14 +964,14 @@ def test_a_long_walk_goes_in_slices_and_a_crossing_between_them_is_acted_on(host
     whole new tree."""
     import observer.app.session as session_mod
     monkeypatch.setattr(session_mod, "WALK_SLICE", 0.0)
-    monkeypatch.setattr(session_mod, "WALK_SLICE_MIN", 1)    # a slice: 32 cgroups
+    monkeypatch.setattr(session_mod, "WALK_SLICE_MIN", 1)    # a slice: 16 cgroups
     s, cid = killer_at_256m(host)
     ids = {host.cgroup(f"/tenant/c{i}") for i in range(150)}
     assert not ids & s.tree.keys()
     s.maybe_refresh(periodic=True)
     s.walked_at = float("-inf")
     s.maybe_refresh(periodic=True)            # the first slice
-    assert s.walker is not None and len(s.walk_found) == 32
+    assert s.walker is not None and len(s.walk_found) == 16
     assert not ids & s.tree.keys(), "the tree is replaced only when the walk is done"
     host.set_rss(100, 1024 * MiB, 258 * MiB)
     host.probes.growth[cid] = 158 * MiB // PAGE_SIZE   # 2 MiB past the 156 MiB left
@@ -984,7 +984,7 @@ def test_a_long_walk_goes_in_slices_and_a_crossing_between_them_is_acted_on(host
     while s.walker is not None:
         s.maybe_refresh()
         slices += 1
-    assert slices == -(-len(s.tree) // 32) == 5 and ids <= s.tree.keys() and cid in s.tree
+    assert slices == -(-len(s.tree) // 16) == 10 and ids <= s.tree.keys() and cid in s.tree
     assert s.covered_by[cid] == [s.accounts[0]] and s.leaves_of["/job"] == [cid]
     assert not s.enforcer.held and not s.early_holds
 
