@@ -309,7 +309,8 @@ class Session:
             if names:
                 cover[cid] = names
             n += 1
-            if n >= WALK_SLICE_MIN and not n % 16 and time.monotonic() >= deadline:
+            if n >= WALK_SLICE_MIN and not n % 16 and (time.monotonic() >= deadline
+                                                       or self.news_for_covered()):
                 self.walk_work += time.monotonic() - started
                 return
         self.walker = None
@@ -320,6 +321,17 @@ class Session:
                 if names:
                     cover[cid] = names
         self.install_tree(found, self.walk_work + time.monotonic() - started, cover)
+
+    def news_for_covered(self) -> bool:
+        """Polls the ring buffer (an epoll_wait: a few us) from inside a slice: True if an
+        event came about a cgroup an account covers (a crossing, a move) or a kernel OOM
+        kill, which ends the slice so that the round handles it now. Events of other
+        cgroups (a churning tenant's) do not."""
+        seen = len(self.pending)
+        self.probes.poll(0)
+        covered, written, oom = self.covered_by, self.written, wire.EV_OOM_KILL
+        return any(ev[2] in covered or ev[2] in written or ev[0] == oom
+                   for ev in self.pending[seen:])
 
     def drop_walk(self) -> None:
         if self.walker is not None:

@@ -989,6 +989,33 @@ def test_a_long_walk_goes_in_slices_and_a_crossing_between_them_is_acted_on(host
     assert not s.enforcer.held and not s.early_holds
 
 
+def test_a_slice_ends_early_at_news_of_a_covered_cgroup_only(host, monkeypatch):
+    """Inside a slice the ring buffer is polled every 16 cgroups: an event of a covered
+    cgroup ends the slice at once (the round handles it), one of another cgroup (a
+    churning tenant's) does not."""
+    import observer.app.session as session_mod
+    monkeypatch.setattr(session_mod, "WALK_SLICE", 60.0)
+    monkeypatch.setattr(session_mod, "WALK_SLICE_MIN", 1)
+    s, cid = killer_at_256m(host)
+    other = host.cgroup("/other")
+    for i in range(150):
+        host.cgroup(f"/tenant/c{i}")
+    polls = []
+
+    def poll(timeout_ms):
+        polls.append(timeout_ms)
+        if len(polls) == 2:
+            s.on_event(wire.Event(wire.EV_NEW_LEAF, 0, other, 0, 0, 0))
+        if len(polls) == 4:
+            s.on_event(wire.Event(wire.EV_RSS_HIGH, 100, cid, 0, 0, 0))
+    host.probes.poll = poll
+    s.begin_walk()
+    assert s.walker is not None and len(s.walk_found) == 4 * 16 and polls == [0] * 4
+    s.handle_pending()
+    s.maybe_refresh()                 # no news: the rest in one slice
+    assert s.walker is None and len(s.tree) > 150
+
+
 def test_a_walk_of_a_small_tree_is_done_in_one_slice(host):
     s = host.session([])
     for i in range(40):
