@@ -302,17 +302,21 @@ class Session:
         deadline = started + WALK_SLICE
         found, cover, n = self.walk_found, self.walk_cover, 0
         by_name, ancestors = self.by_name, self.cg.ancestors_or_self
-        for cid, name in self.walker:
-            found[cid] = name
-            # which accounts cover it, found here rather than all at once at the end
-            names = [a for a in ancestors(name) if a in by_name]
-            if names:
-                cover[cid] = names
-            n += 1
-            if n >= WALK_SLICE_MIN and not n % 16 and (time.monotonic() >= deadline
-                                                       or self.news_for_covered()):
-                self.walk_work += time.monotonic() - started
-                return
+        try:
+            for cid, name in self.walker:
+                found[cid] = name
+                # which accounts cover it, found here rather than all at once at the end
+                names = [a for a in ancestors(name) if a in by_name]
+                if names:
+                    cover[cid] = names
+                n += 1
+                if n >= WALK_SLICE_MIN and not n % 16 and (time.monotonic() >= deadline
+                                                           or self.news_for_covered()):
+                    self.walk_work += time.monotonic() - started
+                    return
+        except BaseException:
+            self.drop_walk()   # never a partial tree: the one in use stays
+            raise
         self.walker = None
         for cid in self.placed_in_walk:
             if cid not in found and cid in self.tree:

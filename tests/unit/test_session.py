@@ -1016,6 +1016,32 @@ def test_a_slice_ends_early_at_news_of_a_covered_cgroup_only(host, monkeypatch):
     assert s.walker is None and len(s.tree) > 150
 
 
+def test_a_walk_that_fails_midway_leaves_the_tree_in_use(host, monkeypatch):
+    """An error inside a slice (the loop logs it and goes on) drops the walk: the tree in
+    use stays whole, never the part walked so far."""
+    import observer.app.session as session_mod
+    monkeypatch.setattr(session_mod, "WALK_SLICE", 0.0)
+    monkeypatch.setattr(session_mod, "WALK_SLICE_MIN", 1)
+    s, cid = killer_at_256m(host)
+    for i in range(100):
+        host.cgroup(f"/tenant/c{i}")
+    s.refresh_tree()
+    tree = dict(s.tree)
+    steps = s.cg.walk_steps
+
+    def failing(*args):
+        for n, step in enumerate(steps(*args)):
+            if n == 40:
+                raise session_mod.BeanwatchError("cannot read cgroup /tenant: I/O error")
+            yield step
+    monkeypatch.setattr(s.cg, "walk_steps", failing)
+    s.begin_walk()
+    with pytest.raises(session_mod.BeanwatchError):
+        for _ in range(10):        # slices of 16: the third meets the error
+            s.maybe_refresh()
+    assert s.walker is None and s.tree == tree and s.covered_by[cid] == [s.accounts[0]]
+
+
 def test_a_walk_of_a_small_tree_is_done_in_one_slice(host):
     s = host.session([])
     for i in range(40):
