@@ -52,10 +52,7 @@ def one(root: str, seconds: float, bulk: int, profile: str | None) -> dict:
     assert loader.__file__.startswith(os.path.abspath(root)), loader.__file__
     host = open_host()
     with Scratch("churn") as sc:
-        if bulk:
-            top = sc.path(sc.make("bulk"))
-            for i in range(bulk):
-                os.mkdir(os.path.join(top, f"b{i}"))
+        sc.make_idle(bulk)
         parent, home = sc.make("tenant"), sc.make("home")
         watch = Watch(parent, host.cg.cgroup_id(parent), Limit(256 << 20, None, Action.KILL))
         records = []

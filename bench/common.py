@@ -29,11 +29,28 @@ def beanwatch(*args: str) -> list[str]:
     return [exe, *args]
 
 
+def env_number(name: str, default: int, unit: str) -> int:
+    """A whole number from the environment variable name (default if unset)."""
+    value = os.environ.get(name, str(default))
+    if not value.isdigit():
+        raise ValueError(f"{name}: not a number of {unit}: {value!r}")
+    return int(value)
+
+
 class Scratch(ScratchCgroups):
     """Cgroups for one benchmark run under a unique prefix; cleanup kills and removes them."""
 
     def __init__(self, tag: str):
         super().__init__(f"bench-{tag}")
+
+    def make_idle(self, n: int, name: str = "bulk") -> None:
+        """n empty cgroups in one directory (a tenant's thousands), removed with the rest;
+        nothing for n = 0."""
+        if not n:
+            return
+        top = self.path(self.make(name))
+        for i in range(n):
+            os.mkdir(os.path.join(top, f"b{i}"))
 
 
 def json_records(text: str) -> list[dict]:

@@ -18,7 +18,7 @@ import sys
 import time
 
 import tracers
-from common import MiB, ROOT, Scratch, Watcher, summary
+from common import MiB, ROOT, Scratch, Watcher, env_number, summary
 from report import abs_cell, target, text_cell
 
 LIMIT = 256 * MiB
@@ -77,10 +77,7 @@ def run(ctx) -> dict:
     bulk = bulk_cgroups()
     with Scratch("react") as sc:
         R, P = sc.make("beanwatch"), sc.make("poller")
-        if bulk:   # a tenant's idle cgroups elsewhere: every tree walk visits them
-            top = sc.path(sc.make("bulk"))
-            for i in range(bulk):
-                os.mkdir(os.path.join(top, f"b{i}"))
+        sc.make_idle(bulk)   # a tenant's idle cgroups elsewhere: every tree walk visits them
         M = setup_memory_max(sc) if mem_ok else None
         # --metrics: the bench waits on the session's own mode between runs (mode records
         # are rate-limited per cgroup: after a burst, the switch back to fast may go unsaid)
@@ -133,10 +130,7 @@ def run(ctx) -> dict:
 def bulk_cgroups() -> int:
     """BENCH_REACTION_CGROUPS=N: N idle cgroups made beside the watched one before the runs
     (default 0): the tree walks beanwatch makes every 2 s then visit them all."""
-    value = os.environ.get("BENCH_REACTION_CGROUPS", "0")
-    if not value.isdigit():
-        raise ValueError(f"BENCH_REACTION_CGROUPS: not a number of cgroups: {value!r}")
-    return int(value)
+    return env_number("BENCH_REACTION_CGROUPS", 0, "cgroups")
 
 
 def renice(pid: int) -> int | None:

@@ -13,7 +13,7 @@ import subprocess
 import time
 
 import tracers
-from common import Scratch, bpf_objects, bpf_run_stats, summary
+from common import Scratch, bpf_objects, bpf_run_stats, env_number, summary
 from report import abs_cell, ratio_cell, target, text_cell
 
 NONE_GAP = 1.2   # s: about an observer's start-up
@@ -148,13 +148,6 @@ def modes_during(w, W: str, start: float, end: float) -> tuple[str | None, int]:
     before = [r for r in w.of("mode", W) if r["_arrival"] < start]
     inside = [r for r in w.of("mode", W) if start <= r["_arrival"] <= end]
     return (before[-1]["mode"] if before else "fast"), len(inside)
-
-
-def env_number(name: str, default: int, unit: str) -> int:
-    value = os.environ.get(name, str(default))
-    if not value.isdigit():
-        raise ValueError(f"{name}: not a number of {unit}: {value!r}")
-    return int(value)
 
 
 def vm_reserve_mib() -> int:

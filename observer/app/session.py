@@ -301,12 +301,12 @@ class Session:
         started = time.monotonic()
         deadline = started + WALK_SLICE
         found, cover, n = self.walk_found, self.walk_cover, 0
-        by_name, ancestors = self.by_name, self.cg.ancestors_or_self
+        covering = self.covering_names
         try:
             for cid, name in self.walker:
                 found[cid] = name
                 # which accounts cover it, found here rather than all at once at the end
-                names = [a for a in ancestors(name) if a in by_name]
+                names = covering(name)
                 if names:
                     cover[cid] = names
                 n += 1
@@ -321,10 +321,15 @@ class Session:
         for cid in self.placed_in_walk:
             if cid not in found and cid in self.tree:
                 found[cid] = name = self.tree[cid]
-                names = [a for a in ancestors(name) if a in by_name]
+                names = covering(name)
                 if names:
                     cover[cid] = names
         self.install_tree(found, self.walk_work + time.monotonic() - started, cover)
+
+    def covering_names(self, name: str) -> list[str]:
+        """The names of the accounts covering the cgroup at name (itself, then up)."""
+        by_name = self.by_name
+        return [a for a in self.cg.ancestors_or_self(name) if a in by_name]
 
     def news_for_covered(self) -> bool:
         """Polls the ring buffer (an epoll_wait: a few us) from inside a slice: True if an
@@ -364,9 +369,8 @@ class Session:
         self.leaves_of = {name: [] for name in by_name}
         self.covered_by = {}
         if cover is None or frozenset(by_name) != self.walk_names:
-            ancestors = self.cg.ancestors_or_self
-            cover = {cid: names for cid, name in tree.items()
-                     if (names := [a for a in ancestors(name) if a in by_name])}
+            covering = self.covering_names
+            cover = {cid: names for cid, name in tree.items() if (names := covering(name))}
         for cid, names in cover.items():
             self.covered_by[cid] = [by_name[a] for a in names]
             for a in names:
