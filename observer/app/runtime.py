@@ -493,8 +493,13 @@ def run_top(host: Host, watches, interval: float) -> int:
                lambda: signals() or signals.hup)
 
 
+# the session's records that `verify` passes on (its own are "verify" and "violation")
+VERIFY_SHOWS = frozenset({"error", "lost"})
+
+
 def run_verify(host: Host, watches, duration: float, interval: float, as_json: bool) -> int:
-    """`verify`: the live accounting checked against /proc; 1 on any violation."""
+    """`verify`: the live accounting checked against /proc; 1 on any violation, and on any
+    round that raised (its sample lost)."""
     from .verify import Verifier
 
     def sink(rec):
@@ -503,8 +508,18 @@ def run_verify(host: Host, watches, duration: float, interval: float, as_json: b
         elif rec["event"] == "violation":
             render.message(render.describe_violation(rec))
 
+    def session_sink(rec):
+        # the session's own records are not verify's output, save what says it went blind
+        # or failed: a round that raised (its tick, and so verify's sample, lost) or events
+        # lost. Dropped, a verify that sampled nothing looked like one that saw no process.
+        if rec["event"] in VERIFY_SHOWS:
+            if as_json:
+                json_sink(rec)
+            else:
+                render.message(render.describe(rec))
+
     stop = Signals()
-    session = build_session(host, watches, lambda rec: None, Options(interval=interval))
+    session = build_session(host, watches, session_sink, Options(interval=interval))
     verifier = Verifier(session, sink)
     try:
         session.start()
@@ -518,7 +533,14 @@ def run_verify(host: Host, watches, duration: float, interval: float, as_json: b
         session.stop()
     if not as_json:
         print(render.verify_table(verifier.tallies))
-    return 1 if verifier.violations else 0
+    if stop.signal is not None:
+        render.message(f"stopped by {signal.Signals(stop.signal).name} before "
+                       f"{duration:g}s were up")
+    if session.loop_errors:
+        # a round that raised lost its sample: what was not looked at is not verified
+        render.message(f"{session.loop_errors} internal error(s) during the session: "
+                       "samples were lost")
+    return 1 if verifier.violations or session.loop_errors else 0
 
 
 def trace_watches(host: Host, limits, cgroups=()) -> tuple[list[Watch], list[str]]:

@@ -17,7 +17,7 @@ import pytest
 
 MiB = 1 << 20
 
-# name, stress-ng arguments, limit, killed?
+# name, stress-ng arguments, limit, killed? (None: as the exact figure says, either way)
 CASES = [
     # 2 workers of 64 MiB each (--vm-bytes is shared between them) and their parents, ~140
     # MiB counted once (PSS); 160M was passed only by the RSS sum, which counts stress-ng's
@@ -26,8 +26,10 @@ CASES = [
     ("vm-keep-under", ["--vm", "1", "--vm-bytes", "64M", "--vm-keep"], "1G", False),
     ("mmap", ["--mmap", "2", "--mmap-bytes", "32M"], "1G", False),
     ("mmapmany", ["--mmapmany", "1"], "1G", False),
-    # stress-ng 0.15's brk stressor grows the break by GiBs but keeps RSS near 2 MiB
-    ("brk", ["--brk", "1"], "64M", False),
+    # stress-ng 0.15's brk stressor grows the break by GiBs and touches a little of it: RSS
+    # mostly stays near 2 MiB, but in a full suite run it reached 166 MiB (PSS 82) within
+    # 0.1 s, and was rightly killed. Either outcome, as long as it follows the exact figure.
+    ("brk", ["--brk", "1"], "64M", None),
     # the data segment grows far past the limit but is never touched: slow mode, no kill
     ("brk-notouch", ["--brk", "1", "--brk-notouch"], "192M", False),
     ("bigheap", ["--bigheap", "1"], "64M", True),
@@ -68,12 +70,18 @@ def test_stress_ng(cgroups, watcher, stress_ng, name, args, limit, killed):
     records = [json.loads(line) for line in out.splitlines()]
     violations = [r for r in records if r["event"] == "violation"]
     samples = [r for r in records if r["event"] == "verify" and r["processes"]]
-    assert verify.returncode == 0 and not violations, (violations[:3], err)
-    # a stressor killed within verify's first interval leaves no sample; the others must
-    assert samples or killed, f"verify saw no process of {name}: {err}"
+    errors = [r for r in records if r["event"] in ("error", "lost")]
     checks = w.of("check", cg)
     actions = w.of("action", cg)
     over = [c for c in checks if c["exact_bytes"] > c["limit_bytes"]]
+    if killed is None:
+        killed = bool(over)
+    assert verify.returncode == 0 and not violations, (violations[:3], errors[:3], err)
+    # a stressor killed within verify's first interval leaves no sample; the others must
+    assert samples or killed, (
+        f"verify saw no process of {name}: stress-ng exited {code}, "
+        f"{sum(r['event'] == 'verify' for r in records)} samples, actions {actions[:2]}, "
+        f"checks {checks[-2:]}, errors {errors[:3]}: {err}")
     if killed:
         assert actions and actions[0]["action"] == "kill" and actions[0]["ok"], checks[-3:]
         assert code == -9
@@ -84,6 +92,7 @@ def test_stress_ng(cgroups, watcher, stress_ng, name, args, limit, killed):
         assert code == 0
     if name.startswith("brk"):
         assert any(r["mode"] == "slow" for r in w.of("mode", cg)), "never went slow"
+    if name == "brk-notouch":   # never touched: the exact figure stays small
         assert checks and max(c["exact_bytes"] for c in checks) < 192 * MiB
     drift = max((abs(s["drift_bytes"]) for s in samples), default=0)
     print(f"{name}: {len(samples)} samples, max drift {drift / MiB:.1f} MiB, "

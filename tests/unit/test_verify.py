@@ -121,3 +121,38 @@ def test_an_untracked_process_and_a_low_total_are_violations(proc):
     assert violations[0]["comm"] == "hog" and violations[0]["estimate_bytes"] == 0
     assert violations[1]["estimate_bytes"] == 10 * MiB and violations[1]["rss_bytes"] == 30 * MiB
     assert v.violations == 2 and v.tallies["/job"] == Tally(1, 2, 90 * MiB, 10 / 30)
+
+
+# --- run_verify: what the session itself says reaches verify's output --------------------
+
+class RoundsThatRaise:
+    """A stand-in session whose every round raised: logged as the real loop_failed does,
+    and no tick (so no sample) ever came."""
+
+    def __init__(self, sink):
+        self.sink, self.loop_errors, self.accounts = sink, 0, []
+
+    def start(self):
+        pass
+
+    def run(self, duration, should_stop, on_tick=None):
+        for _ in range(3):
+            self.loop_errors += 1
+            self.sink({"event": "error", "time": 1.0, "cgroup": None,
+                       "detail": "KeyError: 7", "errors": self.loop_errors})
+        self.sink({"event": "snapshot", "time": 1.0, "cgroup": "/a"})
+
+    def stop(self):
+        pass
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_verify_says_a_round_that_raised_and_fails(monkeypatch, capsys, as_json):
+    from observer.app import runtime
+    monkeypatch.setattr(runtime, "build_session",
+                        lambda host, watches, sink, options: RoundsThatRaise(sink))
+    assert runtime.run_verify(None, [], 1.0, 0.1, as_json) == 1
+    out, err = capsys.readouterr()
+    assert "KeyError: 7" in (out if as_json else err)
+    assert "snapshot" not in out + err            # the session's routine records are not shown
+    assert "3 internal error(s)" in err
