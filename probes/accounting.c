@@ -31,6 +31,37 @@ BPF_PERCPU_ARRAY(stats, u64, STAT_MAX);
  * (0: off, the default; watch never sets it) */
 BPF_ARRAY(trace_min, long long, 1);
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+#ifdef SEEN_CACHE
+/* What the mmap-lock program last left in a process's entry (its recorded total_vm and
+ * cgroup), kept in the task storage of the process's group leader: a release that finds
+ * total_vm equal to it, or below it by a shrink that waits, and the same cgroup, would
+ * change nothing, and returns without the procs lookup. Sound while the entry cannot have
+ * changed since: only this program (under the mmap lock, so threads agree) writes an
+ * entry's total for a live process save two others, which bump seen_epoch after they write:
+ * a move (cgroup_attach_task: its total may be read before a concurrent change) and exec
+ * (a new mm: a later total equal to the old one must not be taken as unchanged). A stale
+ * epoch sends the next release through the full path. A new process (fork) is a new task
+ * with no storage; a process without an entry (the map full) gets none either. */
+struct seen {
+	long long recorded;
+	u64 cgid;
+	u32 epoch;
+};
+BPF_TASK_STORAGE(seen, struct seen);
+BPF_ARRAY(seen_epoch, u32, 1);
+
+static __always_inline void seen_invalidate(void)
+{
+	u32 zero = 0;
+	u32 *ep = seen_epoch.lookup(&zero);
+	if (ep)
+		__sync_fetch_and_add(ep, 1);
+}
+#else
+static __always_inline void seen_invalidate(void)
+{
+}
+#endif
 
 static __always_inline void stat_inc(int idx)
 {
@@ -318,8 +349,8 @@ static __always_inline int vm_shrink_waits(int src, long long recorded, long lon
 
 /* Record a process's current total_vm (vm, read from mm) and cgroup, moving the difference
  * into the sums. */
-static __always_inline void account_vm(void *ctx, int src, u32 tgid, void *mm, u64 leaf,
-				       long long vm)
+static __always_inline long long account_vm(void *ctx, int src, u32 tgid, void *mm, u64 leaf,
+					    long long vm)
 {
 	struct proc_state *p = procs.lookup(&tgid);
 	if (!p) {
@@ -330,7 +361,7 @@ static __always_inline void account_vm(void *ctx, int src, u32 tgid, void *mm, u
 			p = procs.lookup(&tgid);
 			if (!p) {
 				stat_inc(STAT_PROCS_FULL);
-				return;
+				return -1;
 			}
 		} else {
 			stat_inc(STAT_VM_UPDATES);
@@ -339,7 +370,7 @@ static __always_inline void account_vm(void *ctx, int src, u32 tgid, void *mm, u
 			 * a later change was running before: its whole address space is not a change) */
 			if (src == SRC_FORK)
 				trace_change(ctx, src, tgid, leaf, vm, now);
-			return;
+			return vm;
 		}
 	}
 	if (p->cgid != leaf) {
@@ -351,10 +382,11 @@ static __always_inline void account_vm(void *ctx, int src, u32 tgid, void *mm, u
 		leaf_add_vm(old_leaf, tgid, -old_vm);
 		leaf_add_vm(leaf, tgid, vm);
 		stat_inc(STAT_VM_UPDATES);
-		return;
+		return vm;
 	}
 	long long recorded = p->vm_pages;
 	if (recorded != vm && !vm_shrink_waits(src, recorded, vm)) {
+		recorded = vm;
 		long long old = SWAP(&p->vm_pages, vm);
 		long long now = leaf_add_vm(leaf, tgid, vm - old);
 		stat_inc(STAT_VM_UPDATES);
@@ -368,6 +400,7 @@ static __always_inline void account_vm(void *ctx, int src, u32 tgid, void *mm, u
 	if (l && l->slow)
 		follow_rss(p, l, leaf, tgid, mm);
 #endif
+	return recorded;
 }
 
 static __always_inline void account(void *ctx, int src, u32 tgid, void *mm, u64 leaf)
@@ -414,8 +447,35 @@ RAW_TRACEPOINT_PROBE(mmap_lock_released)
 	char *mm = btf_current_mm_if(task, ctx->args[0]);
 	if (!mm)
 		return 0;
-	account_vm(ctx, SRC_LOCK, *(u32 *)(task + OFF_TASK_TGID), mm, btf_cgroup_id(task),
-		   *(long long *)(mm + OFF_MM_TOTAL_VM));
+	u64 leaf = btf_cgroup_id(task);
+	long long vm = *(long long *)(mm + OFF_MM_TOTAL_VM);
+#ifdef SEEN_CACHE
+	/* the epoch is read first: a move or exec that bumps it later leaves this run's
+	 * record stale, to be redone at the next release */
+	u32 zero = 0;
+	u32 *ep = seen_epoch.lookup(&zero);
+	if (!ep)
+		return 0;
+	u32 epoch = *(volatile u32 *)ep;
+	char *leader = *(char **)(task + OFF_TASK_GROUP_LEADER);
+	struct seen *s = seen.task_storage_get(leader, 0, 0);
+	if (s && s->cgid == leaf && s->epoch == epoch &&
+	    (s->recorded == vm || vm_shrink_waits(SRC_LOCK, s->recorded, vm)))
+		return 0;
+	long long recorded = account_vm(ctx, SRC_LOCK, *(u32 *)(task + OFF_TASK_TGID), mm,
+					leaf, vm);
+	if (recorded < 0)
+		return 0;
+	if (!s)
+		s = seen.task_storage_get(leader, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (s) {
+		s->recorded = recorded;
+		s->cgid = leaf;
+		s->epoch = epoch;
+	}
+#else
+	account_vm(ctx, SRC_LOCK, *(u32 *)(task + OFF_TASK_TGID), mm, leaf, vm);
+#endif
 	return 0;
 #else
 	return account_mm_if_current(ctx, SRC_LOCK, (void *)ctx->args[0]);
@@ -445,7 +505,9 @@ RAW_TRACEPOINT_PROBE(rss_stat)
 /* exec replaced the address space: the program loader's mappings are counted here */
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
-	return account_current(args, SRC_EXEC);
+	account_current(args, SRC_EXEC);
+	seen_invalidate();
+	return 0;
 }
 
 /* A new process starts with a copy of its parent's address space (dup_mmap has run when
@@ -517,6 +579,7 @@ RAW_TRACEPOINT_PROBE(cgroup_attach_task)
 	if (p && old_leaf == leaf)
 		return 0;
 	account(ctx, SRC_NONE, key, mm, leaf);
+	seen_invalidate();
 	emit(EV_MOVED, key, leaf, mm_total_vm(mm), old_leaf);
 	return 0;
 }

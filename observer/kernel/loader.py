@@ -233,6 +233,7 @@ def kernel_offsets(btf: BTF) -> dict[str, int]:
         "OFF_TASK_MM": btf.offset("task_struct", "mm"),
         "OFF_TASK_TGID": btf.offset("task_struct", "tgid"),
         "OFF_TASK_PID": btf.offset("task_struct", "pid"),
+        "OFF_TASK_GROUP_LEADER": btf.offset("task_struct", "group_leader"),
         "OFF_TASK_COMM": btf.offset("task_struct", "comm"),
         "OFF_TASK_CGROUPS": btf.offset("task_struct", "cgroups"),
         "OFF_CSS_SET_DFL_CGRP": btf.offset("css_set", "dfl_cgrp"),
@@ -304,6 +305,9 @@ class Probes:
         self._btf: BTF | None = None
         self._btf_read = False
         self.task_btf = has_task_btf()   # hot programs read the current task through BTF
+        # the mmap-lock program remembers per process what it last recorded (task storage,
+        # accounting.c SEEN_CACHE); off where it does not load, or BEANWATCH_SEEN_CACHE=0
+        self.seen_cache = self.task_btf and os.environ.get("BEANWATCH_SEEN_CACHE") != "0"
         self._apply_fd: int | None = None
         self.oom_form: str | None = None   # "task", "pid", or None: no OOM kills seen
 
@@ -327,6 +331,8 @@ class Probes:
             defs["NO_ATOMIC_FETCH"] = 1
         if self.task_btf:
             defs["TASK_BTF"] = 1
+            if self.seen_cache:
+                defs["SEEN_CACHE"] = 1
         if self.oom_form is not None:
             defs["HAS_OOM_TP"] = 1
             if self.oom_form == "task":
@@ -473,16 +479,12 @@ class Probes:
         except ImportError:
             raise ProbeError("bcc is not importable: install python3-bpfcc and run from a "
                              "venv made with --system-site-packages") from None
+        if not (self.vm_hook == "mmap-lock" and self.rss_stat_raw):
+            # only the mmap-lock program uses it, and only where slow mode follows
+            # kmem:rss_stat (else that program follows resident growth itself)
+            self.seen_cache = False
         try:
-            try:
-                self.bpf = self._load(BPF, offsets)
-            except Exception:
-                if not self.task_btf:
-                    raise
-                # a verifier that refuses the direct loads through BTF pointers: the probe
-                # reads work everywhere (slower)
-                self.task_btf = False
-                self.bpf = self._load(BPF, offsets)
+            self.bpf = self.load_dropping_features(lambda: self._load(BPF, offsets))
         except Exception as e:  # bcc raises bare Exception on compile/load failure
             raise ProbeError(f"BPF programs failed to load: {e}") from None
         try:
@@ -500,6 +502,22 @@ class Probes:
         except Exception as e:
             self.close()
             raise ProbeError(f"attaching BPF programs failed: {e}") from None
+
+    def load_dropping_features(self, load):
+        """load(), again after each refusal with one feature fewer, newest first: task
+        storage in a raw tracepoint program (seen_cache), then the direct loads through BTF
+        pointers (task_btf; probe reads work everywhere, slower). What was dropped shows in
+        `check`. The last refusal is raised."""
+        while True:
+            try:
+                return load()
+            except Exception:
+                if self.seen_cache:
+                    self.seen_cache = False
+                elif self.task_btf:
+                    self.task_btf = False
+                else:
+                    raise
 
     def _load(self, BPF, offsets):
         """Compiles, loads and attaches the always-on programs; on a refusal, nothing stays

@@ -161,3 +161,49 @@ def test_a_move_takes_the_recorded_total_out_and_the_exact_one_in(cgroups, watch
     w.wait_for(lambda r: r["event"] == "snapshot" and r["cgroup"] == b
                and r["estimate_bytes"] == 0, what="estimate back to 0 after exit")
     assert w.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def seen(tmp_path_factory):
+    exe = str(tmp_path_factory.mktemp("seen") / "seen")
+    subprocess.run(["gcc", "-O1", "-Wall", "-pthread", "-o", exe,
+                    os.path.join(ROOT, "tests", "programs", "seen.c")], check=True)
+    return exe
+
+
+def move(cgroups, rel, pid):
+    with open(os.path.join(cgroups.path(rel), "cgroup.procs"), "w") as f:
+        f.write(str(pid))
+
+
+@pytest.mark.parametrize("mode", ["moves", "threads"])
+def test_what_a_process_last_recorded_is_not_taken_as_unchanged_when_stale(
+        cgroups, watcher, seen, mode):
+    """tests/programs/seen.c: after moves away and back (which record the exact total, under
+    the waiting high-water mark), and after another thread's big shrink, a release at the
+    total last recorded is counted: the mmap-lock program's per-process record is invalidated
+    by a move and shared by the threads. The estimate is then VmSize, never below it."""
+    cg = cgroups.make(f"seen-{mode}")
+    away = cgroups.make(f"seen-{mode}-away")
+    w = watcher("--limit", f"{cg}=64G", "--interval", "0.1")
+    w.started()
+    p = cgroups.spawn(cg, [seen, mode], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        if mode == "moves":
+            assert p.stdout.readline().strip() == "ready shrunk"
+            est, size, _ = estimate(w, cg, p.pid, lambda est, size: est == size + 100 * KiB)
+            assert est == size + 100 * KiB, "the shrink did not wait"
+            for rel in (away, cg):
+                move(cgroups, rel, p.pid)
+                w.wait_for(lambda r: r["event"] == "snapshot" and r["cgroup"] == cg
+                           and r["estimate_bytes"] == (size if rel == cg else 0),
+                           what=f"the move to {rel} seen")
+            p.stdin.write("\n")
+            p.stdin.flush()
+        assert p.stdout.readline().strip() == "ready"
+        est, size, _ = estimate(w, cg, p.pid, lambda est, size: est == size)
+        assert est == size
+    finally:
+        p.stdin.close()
+    assert p.wait(timeout=10) == 0
+    assert w.stop() == 0

@@ -209,3 +209,38 @@ def test_exact_vm_and_vm_limits_turn_waiting_shrinks_off(tmp_path, monkeypatch):
         p = Probes(lambda e: None, options, tracefs=tracefs)
         p.check()
         assert ("-DVM_EXACT=1" in p.cflags({})) is exact, options
+
+
+def test_seen_cache_is_a_define_that_goes_with_task_btf(tmp_path):
+    p = Probes(lambda e: None, tracefs=fake_tracefs(tmp_path))
+    p.check()
+    p.task_btf, p.seen_cache = True, True
+    assert "-DSEEN_CACHE=1" in p.cflags({})
+    p.seen_cache = False
+    assert "-DSEEN_CACHE=1" not in p.cflags({})
+    p.task_btf, p.seen_cache = False, True    # the record is read through the BTF task
+    assert "-DSEEN_CACHE=1" not in p.cflags({})
+
+
+def test_a_refused_load_drops_the_newest_feature_first(tmp_path):
+    p = Probes(lambda e: None, tracefs=fake_tracefs(tmp_path))
+    tried = []
+
+    def load(refusals):
+        def attempt():
+            tried.append((p.seen_cache, p.task_btf))
+            if len(tried) <= refusals:
+                raise Exception("verifier says no")
+            return "loaded"
+        return attempt
+    p.task_btf, p.seen_cache = True, True
+    assert p.load_dropping_features(load(1)) == "loaded"
+    assert tried == [(True, True), (False, True)]
+    tried.clear()
+    p.task_btf, p.seen_cache = True, True
+    assert p.load_dropping_features(load(2)) == "loaded"
+    assert tried == [(True, True), (False, True), (False, False)]
+    tried.clear()
+    p.task_btf, p.seen_cache = True, True
+    with pytest.raises(Exception, match="verifier says no"):
+        p.load_dropping_features(load(3))

@@ -1,0 +1,85 @@
+/* The mmap-lock program's per-process record of what it last counted (probes/accounting.c,
+ * SEEN_CACHE), where it could go stale. Each
+ * mode ends by printing "ready" and waiting for end of input; VmSize is then what counts.
+ * (exec needs no case here: the new image's loading releases the new mm's lock in the
+ * task's own context, which records its total again, and exec bumps the epoch as well.)
+ *   moves    maps 64 pages, unmaps 25 of them (a shrink that waits: the entry keeps the
+ *            high-water mark H), prints "ready shrunk" and reads a line (meanwhile the test
+ *            moves it to another cgroup and back: a move records the exact total, H - 25
+ *            pages), then maps 25 pages again, back to H. Had the moves not invalidated
+ *            the record (H, this cgroup), that release would have looked unchanged and
+ *            the entry stayed 25 pages under VmSize.
+ *   threads  maps 64 MiB; a second thread unmaps half of it (counted at once: far past the
+ *            slack); the first thread maps 32 MiB again, back to the total it last saw.
+ *            A record per thread would have called that unchanged: one per process does not.
+ * No stdio: its buffers would grow the heap.
+ * usage: seen moves|threads */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static void say(const char *s)
+{
+	if (write(1, s, strlen(s)) < 0)
+		exit(1);
+}
+
+static void hold(void)
+{
+	char c;
+	say("ready\n");
+	while (read(0, &c, 1) == 1)
+		;
+	exit(0);
+}
+
+static void map_pages(long pages)
+{
+	if (pages > 0 && mmap(NULL, pages * sysconf(_SC_PAGESIZE), PROT_READ | PROT_WRITE,
+			      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) == MAP_FAILED)
+		exit(1);
+}
+
+static char *half;
+
+static void *unmap_half(void *arg)
+{
+	(void)arg;
+	munmap(half, 32 << 20);
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc >= 2 && !strcmp(argv[1], "moves")) {
+		long page = sysconf(_SC_PAGESIZE);
+		char *region = mmap(NULL, 64 * page, PROT_READ | PROT_WRITE,
+				    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (region == MAP_FAILED)
+			return 1;
+		munmap(region + 39 * page, 25 * page);
+		say("ready shrunk\n");
+		char c;
+		while (read(0, &c, 1) == 1 && c != '\n')
+			;
+		map_pages(25);
+		hold();
+	}
+	if (argc >= 2 && !strcmp(argv[1], "threads")) {
+		char *all = mmap(NULL, 64 << 20, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (all == MAP_FAILED)
+			return 1;
+		half = all + (32 << 20);
+		pthread_t t;
+		if (pthread_create(&t, NULL, unmap_half, NULL) || pthread_join(t, NULL))
+			return 1;
+		if (mmap(half, 32 << 20, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0)
+		    == MAP_FAILED)
+			return 1;
+		hold();
+	}
+	say("usage: seen moves|threads\n");
+	return 2;
+}
