@@ -51,6 +51,11 @@ def test_bounds_writes_keep_the_counts_and_rearm(cgroups, probes):
     # on 5.11+ the hot programs read the task by BTF direct loads: a refused load would
     # have fallen back to probe reads silently, which this catches
     assert probes.task_btf == has_task_btf()
+    # and the per-process record in task storage loads wherever the mmap-lock program
+    # reads the task through BTF (6.1, 6.12 and 6.18 guests and hosts): a refusal would drop
+    # it silently, which this catches
+    assert probes.seen_cache == (probes.task_btf and probes.vm_hook == "mmap-lock"
+                                 and probes.rss_stat_raw)
     cg = cgroups.make("leaves")
     cgid = os.stat(cgroups.path(cg)).st_ino
     far = 1 << 50
