@@ -441,7 +441,8 @@ RAW_TRACEPOINT_PROBE(mmap_lock_released)
 	 * The mm is the first on every kernel (6.1-6.12: mm, memcg_path, write; 6.13 on: mm,
 	 * write); the loader checks that in BTF. Read releases are not left out: munmap, brk
 	 * and mremap shrinking and stack growth change total_vm under the write lock, downgrade
-	 * it, and release it as readers. An unchanged process costs one map lookup. */
+	 * it, and release it as readers. An unchanged process costs one map lookup, or with
+	 * SEEN_CACHE only a read of its record in task storage. */
 #ifdef TASK_BTF
 	char *task = (char *)bpf_get_current_task_btf();
 	char *mm = btf_current_mm_if(task, ctx->args[0]);
