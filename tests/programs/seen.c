@@ -1,6 +1,6 @@
 /* The mmap-lock program's per-process record of what it last counted (probes/accounting.c,
- * SEEN_CACHE), where it could go stale. Each
- * mode ends by printing "ready" and waiting for end of input; VmSize is then what counts.
+ * SEEN_CACHE), where it could go stale. Each mode ends by printing "ready" and waiting for
+ * end of input; VmSize is then what counts.
  * (exec needs no case here: the new image's loading releases the new mm's lock in the
  * task's own context, which records its total again, and exec bumps the epoch as well.)
  *   moves    maps 64 pages, unmaps 25 of them (a shrink that waits: the entry keeps the
