@@ -308,6 +308,7 @@ class Probes:
         # the mmap-lock program remembers per process what it last recorded (task storage,
         # accounting.c SEEN_CACHE); off where it does not load, or BEANWATCH_SEEN_CACHE=0
         self.seen_cache = self.task_btf and os.environ.get("BEANWATCH_SEEN_CACHE") != "0"
+        self.dropped: dict[str, str] = {}   # feature -> why its load was refused
         self._apply_fd: int | None = None
         self.oom_form: str | None = None   # "task", "pid", or None: no OOM kills seen
 
@@ -506,18 +507,24 @@ class Probes:
     def load_dropping_features(self, load):
         """load(), again after each refusal with one feature fewer, newest first: task
         storage in a raw tracepoint program (seen_cache), then the direct loads through BTF
-        pointers (task_btf; probe reads work everywhere, slower). What was dropped shows in
-        `check`. The last refusal is raised."""
+        pointers (task_btf; probe reads work everywhere, slower). What was dropped, and the
+        refusal's last line, go in self.dropped (shown by `check`). The last refusal is
+        raised."""
         while True:
             try:
                 return load()
-            except Exception:
+            except Exception as e:
                 if self.seen_cache:
                     self.seen_cache = False
+                    feature = "task storage"
                 elif self.task_btf:
                     self.task_btf = False
+                    feature = "BTF direct loads"
                 else:
                     raise
+                # bcc's message names the program and the errno's text (its last line)
+                lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+                self.dropped[feature] = lines[-1][:200] if lines else type(e).__name__
 
     def _load(self, BPF, offsets):
         """Compiles, loads and attaches the always-on programs; on a refusal, nothing stays

@@ -236,10 +236,12 @@ def test_a_refused_load_drops_the_newest_feature_first(tmp_path):
     p.task_btf, p.seen_cache = True, True
     assert p.load_dropping_features(load(1)) == "loaded"
     assert tried == [(True, True), (False, True)]
+    assert p.dropped == {"task storage": "verifier says no"}   # what `check` shows
     tried.clear()
     p.task_btf, p.seen_cache = True, True
     assert p.load_dropping_features(load(2)) == "loaded"
     assert tried == [(True, True), (False, True), (False, False)]
+    assert set(p.dropped) == {"task storage", "BTF direct loads"}
     tried.clear()
     p.task_btf, p.seen_cache = True, True
     with pytest.raises(Exception, match="verifier says no"):
