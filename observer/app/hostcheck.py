@@ -133,8 +133,7 @@ def _load_probes() -> Result:
             else "an unchanged process costs one map lookup")
     refused = "".join(f"; {feature} refused: {why}" for feature, why in probes.dropped.items())
     PROBE_FACTS.update(vm_hook=probes.vm_hook, slow_source=probes.slow_source,
-                       not_covered=probes.not_covered(), task_reads=reads,
-                       seen_cache=probes.seen_cache)
+                       not_covered=probes.not_covered(), task_reads=reads)
     return Result("probes", True, f"compiled, loaded and attached (address space via "
                                   f"{probes.vm_hook}; slow mode via {probes.slow_source}; "
                                   f"hot paths read the task by {reads}; {seen}{refused})")

@@ -302,13 +302,16 @@ class Session:
         deadline = started + WALK_SLICE
         found, cover, n = self.walk_found, self.walk_cover, 0
         covering = self.covering_names
+
+        def take(cid: int, name: str) -> None:
+            found[cid] = name
+            # which accounts cover it, found here rather than all at once at the end
+            names = covering(name)
+            if names:
+                cover[cid] = names
         try:
             for cid, name in self.walker:
-                found[cid] = name
-                # which accounts cover it, found here rather than all at once at the end
-                names = covering(name)
-                if names:
-                    cover[cid] = names
+                take(cid, name)
                 n += 1
                 if n >= WALK_SLICE_MIN and not n % 16 and (time.monotonic() >= deadline
                                                            or self.news_for_covered()):
@@ -320,10 +323,7 @@ class Session:
         self.walker = None
         for cid in self.placed_in_walk:
             if cid not in found and cid in self.tree:
-                found[cid] = name = self.tree[cid]
-                names = covering(name)
-                if names:
-                    cover[cid] = names
+                take(cid, self.tree[cid])
         self.install_tree(found, self.walk_work + time.monotonic() - started, cover)
 
     def covering_names(self, name: str) -> list[str]:

@@ -306,8 +306,8 @@ class Probes:
         self._btf_read = False
         self.task_btf = has_task_btf()   # hot programs read the current task through BTF
         # the mmap-lock program remembers per process what it last recorded (task storage,
-        # accounting.c SEEN_CACHE); off where it does not load, or BEANWATCH_SEEN_CACHE=0
-        self.seen_cache = self.task_btf and os.environ.get("BEANWATCH_SEEN_CACHE") != "0"
+        # accounting.c SEEN_CACHE): decided at start()
+        self.seen_cache = False
         self.dropped: dict[str, str] = {}   # feature -> why its load was refused
         self._apply_fd: int | None = None
         self.oom_form: str | None = None   # "task", "pid", or None: no OOM kills seen
@@ -480,10 +480,11 @@ class Probes:
         except ImportError:
             raise ProbeError("bcc is not importable: install python3-bpfcc and run from a "
                              "venv made with --system-site-packages") from None
-        if not (self.vm_hook == "mmap-lock" and self.rss_stat_raw):
-            # only the mmap-lock program uses it, and only where slow mode follows
-            # kmem:rss_stat (else that program follows resident growth itself)
-            self.seen_cache = False
+        # only the mmap-lock program uses the record, through the BTF task, and only where
+        # slow mode follows kmem:rss_stat (else that program follows resident growth
+        # itself); off where it does not load, or with BEANWATCH_SEEN_CACHE=0
+        self.seen_cache = (self.task_btf and self.vm_hook == "mmap-lock" and self.rss_stat_raw
+                           and os.environ.get("BEANWATCH_SEEN_CACHE") != "0")
         try:
             self.bpf = self.load_dropping_features(lambda: self._load(BPF, offsets))
         except Exception as e:  # bcc raises bare Exception on compile/load failure
