@@ -50,14 +50,55 @@ struct seen {
 BPF_TASK_STORAGE(seen, struct seen);
 BPF_ARRAY(seen_epoch, u32, 1);
 
+#ifdef LOCK_SLOT
+/* A first level before the record, per CPU and without a helper call: the mm this CPU last
+ * saw released with its process's entry confirmed (by the record or the full path), that
+ * entry's total and cgroup, and slot_gen then. A release of the same mm, with total_vm equal
+ * to it or below it by a shrink that waits, the same cgroup (read from the mm's owner) and
+ * slot_gen unchanged, returns at once. Other CPUs (threads) may change the entry meanwhile,
+ * so every write that could leave an entry below a slot's total, or make the slot's mm
+ * another process's, bumps slot_gen (slot_invalidate): a new entry (fork; a reused mm
+ * address), a shrink counted, a cgroup change, a removal (exit), a move, exec. A growth
+ * does not: the entry stays at or above every slot's total. A slot is written only while
+ * no other process shares the mm (CLONE_VM without threads: mm_users above the process's
+ * thread count); a clone that starts sharing bumps slot_gen (a new entry) after it takes its
+ * mm reference. The program runs as a BTF tracepoint (tp_btf: its mm argument typed, so
+ * total_vm is a direct load), loaded by the loader itself (bcc 0.26 does not). */
+struct lock_slot {
+	u64 mm;
+	u64 cgid;
+	long long recorded;
+	u32 gen;
+};
+BPF_PERCPU_ARRAY(lock_slot, struct lock_slot, 1);
+BPF_ARRAY(slot_gen, u32, 1);
+
+static __always_inline void slot_invalidate(void)
+{
+	u32 zero = 0;
+	u32 *g = slot_gen.lookup(&zero);
+	if (g)
+		__sync_fetch_and_add(g, 1);
+}
+#else
+static __always_inline void slot_invalidate(void)
+{
+}
+#endif
+
 static __always_inline void seen_invalidate(void)
 {
 	u32 zero = 0;
 	u32 *ep = seen_epoch.lookup(&zero);
 	if (ep)
 		__sync_fetch_and_add(ep, 1);
+	slot_invalidate();
 }
 #else
+static __always_inline void slot_invalidate(void)
+{
+}
+
 static __always_inline void seen_invalidate(void)
 {
 }
@@ -364,6 +405,7 @@ static __always_inline long long account_vm(void *ctx, int src, u32 tgid, void *
 				return -1;
 			}
 		} else {
+			slot_invalidate();
 			stat_inc(STAT_VM_UPDATES);
 			long long now = leaf_add_vm(leaf, tgid, vm);
 			/* a new entry is one change only for a fork's child (a process seen first at
@@ -379,6 +421,7 @@ static __always_inline long long account_vm(void *ctx, int src, u32 tgid, void *
 		long long old_vm = SWAP(&p->vm_pages, vm);
 		p->cgid = leaf;
 		p->gen = 0;
+		slot_invalidate();
 		leaf_add_vm(old_leaf, tgid, -old_vm);
 		leaf_add_vm(leaf, tgid, vm);
 		stat_inc(STAT_VM_UPDATES);
@@ -388,6 +431,8 @@ static __always_inline long long account_vm(void *ctx, int src, u32 tgid, void *
 	if (recorded != vm && !vm_shrink_waits(src, recorded, vm)) {
 		recorded = vm;
 		long long old = SWAP(&p->vm_pages, vm);
+		if (vm < old)
+			slot_invalidate();
 		long long now = leaf_add_vm(leaf, tgid, vm - old);
 		stat_inc(STAT_VM_UPDATES);
 		/* a fork's child under a reused PID: its whole copy is the change */
@@ -435,17 +480,33 @@ static __always_inline int account_mm_if_current(void *ctx, int src, void *mm)
  * overtaken by another thread's change. Unlike syscall tracepoints, this puts nothing on
  * the path of unrelated syscalls. Changes made to another process's mm (fork's copy, the
  * new mm being built by exec) are taken by the fork and exec programs instead. */
-RAW_TRACEPOINT_PROBE(mmap_lock_released)
-{
-	/* A raw tracepoint: its arguments are the kernel's TP_PROTO, not a formatted copy.
-	 * The mm is the first on every kernel (6.1-6.12: mm, memcg_path, write; 6.13 on: mm,
-	 * write); the loader checks that in BTF. Read releases are not left out: munmap, brk
-	 * and mremap shrinking and stack growth change total_vm under the write lock, downgrade
-	 * it, and release it as readers. An unchanged process costs one map lookup, or with
-	 * SEEN_CACHE only a read of its record in task storage. */
 #ifdef TASK_BTF
+#ifdef LOCK_SLOT
+/* The slot is written only while no other process shares the mm (the threads of this one
+ * hold all its users; an exiting thread has dropped its own already) */
+static __always_inline void slot_fill(struct lock_slot *slot, u32 gen, char *task, char *mm,
+				      u64 leaf, long long recorded)
+{
+	char *sig = *(char **)(task + OFF_TASK_SIGNAL);
+	int threads = *(int *)(sig + OFF_SIGNAL_NR_THREADS);
+	int users = *(volatile int *)(mm + OFF_MM_USERS);
+	if (users > threads) {
+		slot->mm = 0;
+		return;
+	}
+	slot->mm = (u64)mm;
+	slot->cgid = leaf;
+	slot->recorded = recorded;
+	slot->gen = gen;
+}
+#endif
+
+/* A release of the mmap lock of the mm at arg: account it when it is the current task's.
+ * With LOCK_SLOT, slot is this CPU's slot and gen slot_gen read before anything else. */
+static __always_inline int lock_released(void *ctx, u64 arg, void *slot, u32 gen)
+{
 	char *task = (char *)bpf_get_current_task_btf();
-	char *mm = btf_current_mm_if(task, ctx->args[0]);
+	char *mm = btf_current_mm_if(task, arg);
 	if (!mm)
 		return 0;
 	u64 leaf = btf_cgroup_id(task);
@@ -460,28 +521,72 @@ RAW_TRACEPOINT_PROBE(mmap_lock_released)
 	u32 epoch = *(volatile u32 *)ep;
 	char *leader = *(char **)(task + OFF_TASK_GROUP_LEADER);
 	struct seen *s = seen.task_storage_get(leader, 0, 0);
+	long long recorded;
 	if (s && s->cgid == leaf && s->epoch == epoch &&
-	    (s->recorded == vm || vm_shrink_waits(SRC_LOCK, s->recorded, vm)))
-		return 0;
-	long long recorded = account_vm(ctx, SRC_LOCK, *(u32 *)(task + OFF_TASK_TGID), mm,
-					leaf, vm);
-	if (recorded < 0)
-		return 0;
-	if (!s)
-		s = seen.task_storage_get(leader, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (s) {
-		s->recorded = recorded;
-		s->cgid = leaf;
-		s->epoch = epoch;
+	    (s->recorded == vm || vm_shrink_waits(SRC_LOCK, s->recorded, vm))) {
+		recorded = s->recorded;
+	} else {
+		recorded = account_vm(ctx, SRC_LOCK, *(u32 *)(task + OFF_TASK_TGID), mm, leaf, vm);
+		if (recorded < 0)
+			return 0;
+		if (!s)
+			s = seen.task_storage_get(leader, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (s) {
+			s->recorded = recorded;
+			s->cgid = leaf;
+			s->epoch = epoch;
+		}
 	}
+#ifdef LOCK_SLOT
+	if (slot)
+		slot_fill((struct lock_slot *)slot, gen, task, mm, leaf, recorded);
+#endif
 #else
 	account_vm(ctx, SRC_LOCK, *(u32 *)(task + OFF_TASK_TGID), mm, leaf, vm);
 #endif
 	return 0;
+}
+#endif
+
+#ifdef LOCK_SLOT
+/* mmap_lock_released as a BTF tracepoint (ctx: the TP_PROTO's arguments, the mm first and
+ * typed): the slot first, then the path of the raw tracepoint below. */
+int lock_released_btf(u64 *ctx)
+{
+	char *mm = (char *)ctx[0];
+	if (!mm)
+		return 0;
+	u32 zero = 0;
+	struct lock_slot *c = lock_slot.lookup(&zero);
+	u32 *g = slot_gen.lookup(&zero);
+	if (!c || !g)
+		return 0;
+	u32 gen = *(volatile u32 *)g;
+	long long vm = *(long long *)(mm + OFF_MM_TOTAL_VM);
+	if (c->mm == (u64)mm && c->gen == gen &&
+	    (c->recorded == vm || vm_shrink_waits(SRC_LOCK, c->recorded, vm))) {
+		char *owner = *(char **)(mm + OFF_MM_OWNER);
+		if (owner && btf_cgroup_id(owner) == c->cgid)
+			return 0;
+	}
+	return lock_released(ctx, (u64)mm, c, gen);
+}
+#else
+RAW_TRACEPOINT_PROBE(mmap_lock_released)
+{
+	/* A raw tracepoint: its arguments are the kernel's TP_PROTO, not a formatted copy.
+	 * The mm is the first on every kernel (6.1-6.12: mm, memcg_path, write; 6.13 on: mm,
+	 * write); the loader checks that in BTF. Read releases are not left out: munmap, brk
+	 * and mremap shrinking and stack growth change total_vm under the write lock, downgrade
+	 * it, and release it as readers. An unchanged process costs one map lookup, or with
+	 * SEEN_CACHE only a read of its record in task storage. */
+#ifdef TASK_BTF
+	return lock_released(ctx, ctx->args[0], 0, 0);
 #else
 	return account_mm_if_current(ctx, SRC_LOCK, (void *)ctx->args[0]);
 #endif
 }
+#endif
 #else
 /* Attached to sys_exit of every syscall that can change total_vm (see observer/loader.py),
  * where the kernel has no mmap_lock tracepoints. */
@@ -526,6 +631,8 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 		return 0;
 	/* a stale entry under a reused PID is replaced, its pages taken out of its cgroup */
 	account(ctx, SRC_FORK, tgid, mm, task_cgroup_id(child));
+	/* a new mm, perhaps at the address of one a CPU's slot still names */
+	slot_invalidate();
 	return 0;
 }
 
@@ -557,6 +664,7 @@ RAW_TRACEPOINT_PROBE(sched_process_exit)
 	if (l && l->slow && p->gen == l->gen)
 		leaf_add_rss(leaf, l, tgid, -p->rss_pages);
 	procs.delete(&tgid);
+	slot_invalidate();
 	if (l && vm)
 		leaf_add_vm_to(l, leaf, tgid, -vm);
 	else

@@ -129,7 +129,9 @@ def _load_probes() -> Result:
     finally:
         probes.close()
     reads = "BTF direct loads" if probes.task_btf else "probe reads"
-    seen = ("an unchanged process costs no map lookup (task storage)" if probes.seen_cache
+    seen = ("an unchanged process costs no helper call (per-CPU slot, BTF tracepoint)"
+            if probes.lock_slot else
+            "an unchanged process costs no map lookup (task storage)" if probes.seen_cache
             else "an unchanged process costs one map lookup")
     refused = "".join(f"; {feature} refused: {why}" for feature, why in probes.dropped.items())
     PROBE_FACTS.update(vm_hook=probes.vm_hook, slow_source=probes.slow_source,

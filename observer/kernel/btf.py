@@ -172,7 +172,7 @@ class BTF:
         """The arguments a raw tracepoint program gets (its TP_PROTO, in order), from the
         kernel's `btf_trace_EVENT` typedef: a pointer to a function whose first parameter is
         the tracepoint's private data, the rest the event's arguments. None when absent."""
-        tid = self._typedefs().get(f"btf_trace_{event}")
+        tid = self.tracepoint_id(event)
         if tid is None:
             return None
         ptr = self._types[tid][4]
@@ -184,6 +184,11 @@ class BTF:
             return None
         params = [struct.unpack_from("<II", self._blob, trailer + 8 * i)[1] for i in range(vlen)]
         return [self.describe(t) for t in params[1:]]
+
+    def tracepoint_id(self, event: str) -> int | None:
+        """The type id of the `btf_trace_EVENT` typedef: what a BTF tracepoint program
+        (tp_btf) names as the place it attaches to. None when absent."""
+        return self._typedefs().get(f"btf_trace_{event}")
 
     def _typedefs(self) -> dict[str, int]:
         if not hasattr(self, "_typedef_ids"):

@@ -46,6 +46,8 @@ BPF_NOEXIST = 1
 # --vm-limit (probes/refuse.h)
 MAX_VM_LIMITS = 1024
 COMMIT_CHECK_PROG = b"kmod_ret__security_vm_enough_memory_mm"
+# the mmap-lock program with its per-CPU slot, loaded as a BTF tracepoint (accounting.c LOCK_SLOT)
+LOCK_SLOT_PROG = b"lock_released_btf"
 LSM_LIST = "/sys/kernel/security/lsm"
 SECURITYFS = "/sys/kernel/security"
 # Hooks the refusal needs: a BPF LSM program attaches to the kernel's bpf_lsm_NAME.
@@ -173,6 +175,51 @@ def run_raw_tp_once(prog_fd: int, args: bytes) -> int:
     return struct.unpack_from("<I", attr, 4)[0]
 
 
+def _bpf(cmd: int, attr) -> int:
+    """bpf(2) with this command and attribute buffer: the result, or -errno."""
+    import platform
+    nr = _BPF_SYSCALL.get(platform.machine())
+    if nr is None:
+        return -38   # ENOSYS
+    r = _libc().syscall(nr, cmd, attr, len(attr))
+    return r if r >= 0 else -ctypes.get_errno()
+
+
+def attach_btf_tracepoint(bpf, name: bytes, btf_id: int) -> list[int]:
+    """Loads the compiled function `name` of a bcc module as a BTF tracepoint program
+    (tp_btf: BPF_PROG_TYPE_TRACING, BPF_TRACE_RAW_TP, on the btf_trace_EVENT typedef
+    btf_id; 5.5+), which bcc 0.26 cannot, and attaches it. Its instructions are bcc's, map
+    references already resolved. Returns [program fd, link fd]; raises with the verifier's
+    last words on a refusal."""
+    from bcc.libbcc import lib
+    start = lib.bpf_function_start(bpf.module, name)
+    size = lib.bpf_function_size(bpf.module, name)
+    if not start or not size:
+        raise ProbeError(f"no compiled program {name.decode()}")
+    insns = ctypes.string_at(start, size)
+    buf = ctypes.create_string_buffer(insns, len(insns))
+    lic = ctypes.create_string_buffer(b"GPL")
+    log = ctypes.create_string_buffer(1 << 20)
+    attr = ctypes.create_string_buffer(128)
+    struct.pack_into("<IIQQIIQ", attr, 0, 26, len(insns) // 8, ctypes.addressof(buf),
+                     ctypes.addressof(lic), 1, len(log), ctypes.addressof(log))
+    struct.pack_into("16s", attr, 48, name[:15])
+    struct.pack_into("<I", attr, 68, 23)          # expected_attach_type: BPF_TRACE_RAW_TP
+    struct.pack_into("<I", attr, 108, btf_id)     # attach_btf_id
+    fd = _bpf(5, attr)                            # BPF_PROG_LOAD
+    if fd < 0:
+        lines = [ln for ln in log.value.decode(errors="replace").splitlines() if ln.strip()]
+        raise ProbeError(f"{name.decode()} (BTF tracepoint) refused: {os.strerror(-fd)}"
+                         + (f": {lines[-1]}" if lines else ""))
+    link_attr = ctypes.create_string_buffer(16)
+    struct.pack_into("<QI", link_attr, 0, 0, fd)
+    link = _bpf(17, link_attr)                    # BPF_RAW_TRACEPOINT_OPEN: its own event
+    if link < 0:
+        os.close(fd)
+        raise ProbeError(f"{name.decode()} (BTF tracepoint) not attached: {os.strerror(-link)}")
+    return [link, fd]
+
+
 def has_task_btf(release: str | None = None) -> bool:
     """Whether the probes can read the current task through its BTF pointer
     (bpf_get_current_task_btf and direct loads, 5.11+) instead of probe reads."""
@@ -229,6 +276,10 @@ def kernel_offsets(btf: BTF) -> dict[str, int]:
     if btf.has_member("mm_struct", "owner"):
         # CONFIG_MEMCG: the task an mm belongs to, for resident changes made from outside it
         extra["OFF_MM_OWNER"] = btf.offset("mm_struct", "owner")
+    if btf.has_member("signal_struct", "nr_threads") and btf.has_member("mm_struct", "mm_users"):
+        # the per-CPU slot of the mmap-lock program (LOCK_SLOT): whether another process shares an mm
+        extra["OFF_SIGNAL_NR_THREADS"] = btf.offset("signal_struct", "nr_threads")
+        extra["OFF_MM_USERS"] = btf.offset("mm_struct", "mm_users")
     return extra | {
         "OFF_TASK_MM": btf.offset("task_struct", "mm"),
         "OFF_TASK_TGID": btf.offset("task_struct", "tgid"),
@@ -308,6 +359,9 @@ class Probes:
         # the mmap-lock program remembers per process what it last recorded (task storage,
         # accounting.c SEEN_CACHE): decided at start()
         self.seen_cache = False
+        # ... and before it, per CPU, the mm it last saw (LOCK_SLOT), as a BTF tracepoint
+        self.lock_slot = False
+        self._lock_fds: list[int] = []
         self.dropped: dict[str, str] = {}   # feature -> why its load was refused
         self._apply_fd: int | None = None
         self.oom_form: str | None = None   # "task", "pid", or None: no OOM kills seen
@@ -334,6 +388,8 @@ class Probes:
             defs["TASK_BTF"] = 1
             if self.seen_cache:
                 defs["SEEN_CACHE"] = 1
+                if self.lock_slot:
+                    defs["LOCK_SLOT"] = 1
         if self.oom_form is not None:
             defs["HAS_OOM_TP"] = 1
             if self.oom_form == "task":
@@ -485,6 +541,10 @@ class Probes:
         # itself); off where it does not load, or with BEANWATCH_SEEN_CACHE=0
         self.seen_cache = (self.task_btf and self.vm_hook == "mmap-lock" and self.rss_stat_raw
                            and os.environ.get("BEANWATCH_SEEN_CACHE") != "0")
+        # the slot reads the cgroup through mm->owner and loads as a BTF tracepoint
+        self.lock_slot = (self.seen_cache and os.environ.get("BEANWATCH_LOCK_SLOT") != "0"
+                          and {"OFF_MM_OWNER", "OFF_MM_USERS"} <= offsets.keys()
+                          and btf.tracepoint_id(MMAP_LOCK_TRACEPOINT[1]) is not None)
         try:
             self.bpf = self.load_dropping_features(lambda: self._load(BPF, offsets))
         except Exception as e:  # bcc raises bare Exception on compile/load failure
@@ -506,16 +566,19 @@ class Probes:
             raise ProbeError(f"attaching BPF programs failed: {e}") from None
 
     def load_dropping_features(self, load):
-        """load(), again after each refusal with one feature fewer, newest first: task
-        storage in a raw tracepoint program (seen_cache), then the direct loads through BTF
-        pointers (task_btf; probe reads work everywhere, slower). What was dropped, and the
-        refusal's last line, go in self.dropped (shown by `check`). The last refusal is
-        raised."""
+        """load(), again after each refusal with one feature fewer, newest first: the
+        per-CPU slot as a BTF tracepoint (lock_slot), task storage in a raw tracepoint
+        program (seen_cache), then the direct loads through BTF pointers (task_btf; probe
+        reads work everywhere, slower). What was dropped, and the refusal's last line, go in
+        self.dropped (shown by `check`). The last refusal is raised."""
         while True:
             try:
                 return load()
             except Exception as e:
-                if self.seen_cache:
+                if self.lock_slot:
+                    self.lock_slot = False
+                    feature = "per-CPU slot"
+                elif self.seen_cache:
                     self.seen_cache = False
                     feature = "task storage"
                 elif self.task_btf:
@@ -542,6 +605,9 @@ class Probes:
             BPF._trace_autoload(bpf)
             if self.rss_stat_raw:
                 bpf.load_func(b"on_rss_change", BPF.RAW_TRACEPOINT)
+            if self.lock_slot:
+                self._lock_fds = attach_btf_tracepoint(bpf, LOCK_SLOT_PROG,
+                                                       self.btf().tracepoint_id(MMAP_LOCK_TRACEPOINT[1]))
         except Exception:
             bpf.cleanup()
             raise
@@ -743,6 +809,9 @@ class Probes:
     def close(self) -> None:
         fd, self._commit_fd = getattr(self, "_commit_fd", None), None
         if fd is not None:
+            os.close(fd)
+        fds, self._lock_fds = self._lock_fds, []
+        for fd in fds:
             os.close(fd)
         self._close_rss()
         if self.bpf is not None:

@@ -176,19 +176,34 @@ def move(cgroups, rel, pid):
         f.write(str(pid))
 
 
-@pytest.mark.parametrize("mode", ["moves", "threads"])
+@pytest.mark.parametrize("mode", ["moves", "threads", "shared"])
 def test_what_a_process_last_recorded_is_not_taken_as_unchanged_when_stale(
         cgroups, watcher, seen, mode):
     """tests/programs/seen.c: after moves away and back (which record the exact total, under
-    the waiting high-water mark), and after another thread's big shrink, a release at the
-    total last recorded is counted: the mmap-lock program's per-process record is invalidated
-    by a move and shared by the threads. The estimate is then VmSize, never below it."""
+    the waiting high-water mark), after another thread's big shrink on another CPU, and in a
+    process sharing another's memory (CLONE_VM) after the other grew it, a release at the
+    total last recorded (or last seen on that CPU) is counted: the mmap-lock program's
+    per-process record is invalidated by a move and shared by the threads; its per-CPU slot
+    is invalidated by another CPU's shrink and never filled for a shared mm. The estimate is
+    then VmSize, never below it."""
     cg = cgroups.make(f"seen-{mode}")
     away = cgroups.make(f"seen-{mode}-away")
     w = watcher("--limit", f"{cg}=64G", "--interval", "0.1")
     w.started()
-    p = cgroups.spawn(cg, [seen, mode], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    # shared: the first process lives away; the one sharing its memory is moved here
+    p = cgroups.spawn(away if mode == "shared" else cg, [seen, mode], stdin=subprocess.PIPE,
+                      stdout=subprocess.PIPE, text=True)
+    pid = p.pid
     try:
+        if mode == "shared":
+            line = p.stdout.readline().split()
+            assert line[0] == "ready", line
+            pid = int(line[1])
+            move(cgroups, cg, pid)
+            w.wait_for(lambda r: r["event"] == "snapshot" and r["cgroup"] == cg
+                       and r["estimate_bytes"] > 0, what="the sharer's move seen")
+            p.stdin.write("\n")
+            p.stdin.flush()
         if mode == "moves":
             assert p.stdout.readline().strip() == "ready shrunk"
             est, size, _ = estimate(w, cg, p.pid, lambda est, size: est == size + 100 * KiB)
@@ -201,7 +216,7 @@ def test_what_a_process_last_recorded_is_not_taken_as_unchanged_when_stale(
             p.stdin.write("\n")
             p.stdin.flush()
         assert p.stdout.readline().strip() == "ready"
-        est, size, _ = estimate(w, cg, p.pid, lambda est, size: est == size)
+        est, size, _ = estimate(w, cg, pid, lambda est, size: est == size)
         assert est == size
     finally:
         p.stdin.close()

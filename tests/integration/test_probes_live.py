@@ -56,6 +56,8 @@ def test_bounds_writes_keep_the_counts_and_rearm(cgroups, probes):
     # it silently, which this catches
     assert probes.seen_cache == (probes.task_btf and probes.vm_hook == "mmap-lock"
                                  and probes.rss_stat_raw)
+    # and before it the per-CPU slot, as a BTF tracepoint, wherever mm->owner is (CONFIG_MEMCG)
+    assert probes.lock_slot == (probes.seen_cache and "OFF_MM_OWNER" in probes._offsets())
     cg = cgroups.make("leaves")
     cgid = os.stat(cgroups.path(cg)).st_ino
     far = 1 << 50

@@ -12,9 +12,23 @@
  *   threads  maps 64 MiB; a second thread unmaps half of it (counted at once: far past the
  *            slack); the first thread maps 32 MiB again, back to the total it last saw.
  *            A record per thread would have called that unchanged: one per process does not.
+ *            The threads run on different CPUs (where there are two): the first CPU's slot
+ *            (LOCK_SLOT) still holds the total it last saw, so the other CPU's shrink must
+ *            invalidate it.
+ *   shared   pinned to one CPU, clones a process that shares its memory (CLONE_VM, not a
+ *            thread) and prints "ready <its pid>"; meanwhile the test moves that process to
+ *            another cgroup. At a line, the first maps 64 MiB; then the second changes the
+ *            protection of a page (a release at the new total, which it never recorded) and
+ *            prints "ready". A slot the first had filled, its cgroup the mm owner's, would
+ *            have called the second's release unchanged: its entry 64 MiB under its VmSize.
  * No stdio: its buffers would grow the heap.
- * usage: seen moves|threads */
+ * usage: seen moves|threads|shared */
+#define _GNU_SOURCE
 #include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/wait.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -44,11 +58,39 @@ static void map_pages(long pages)
 
 static char *half;
 
+/* pins the calling thread to this CPU, where there is one */
+static void pin(int cpu)
+{
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	if (cpu < sysconf(_SC_NPROCESSORS_ONLN))
+		sched_setaffinity(0, sizeof(set), &set);
+}
+
 static void *unmap_half(void *arg)
 {
 	(void)arg;
+	pin(1);
 	munmap(half, 32 << 20);
 	return NULL;
+}
+
+static volatile int mapped;
+static char *page;
+
+static int sharer(void *arg)
+{
+	(void)arg;
+	while (!mapped)
+		usleep(1000);
+	if (mprotect(page, sysconf(_SC_PAGESIZE), PROT_READ))
+		_exit(1);
+	say("ready\n");
+	char c;
+	while (read(0, &c, 1) == 1)
+		;
+	_exit(0);   /* not exit(): the atexit handlers are the first process's */
 }
 
 int main(int argc, char **argv)
@@ -68,6 +110,7 @@ int main(int argc, char **argv)
 		hold();
 	}
 	if (argc >= 2 && !strcmp(argv[1], "threads")) {
+		pin(0);
 		char *all = mmap(NULL, 64 << 20, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (all == MAP_FAILED)
 			return 1;
@@ -80,6 +123,33 @@ int main(int argc, char **argv)
 			return 1;
 		hold();
 	}
-	say("usage: seen moves|threads\n");
+	if (argc >= 2 && !strcmp(argv[1], "shared")) {
+		pin(0);
+		long size = 1 << 20;
+		char *stack = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+				   -1, 0);
+		page = mmap(NULL, sysconf(_SC_PAGESIZE), PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (stack == MAP_FAILED || page == MAP_FAILED)
+			return 1;
+		int pid = clone(sharer, stack + size, CLONE_VM | SIGCHLD, NULL);
+		if (pid < 0)
+			return 1;
+		char line[32];
+		snprintf(line, sizeof(line), "ready %d\n", pid);
+		say(line);
+		char c;
+		while (read(0, &c, 1) == 1 && c != '\n')
+			;
+		map_pages((64 << 20) / sysconf(_SC_PAGESIZE));
+		mapped = 1;
+		while (read(0, &c, 1) == 1)
+			;
+		int status;
+		if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
+			return 1;
+		return WEXITSTATUS(status);
+	}
+	say("usage: seen moves|threads|shared\n");
 	return 2;
 }

@@ -220,6 +220,10 @@ def test_seen_cache_is_a_define_that_goes_with_task_btf(tmp_path):
     assert "-DSEEN_CACHE=1" not in p.cflags({})
     p.task_btf, p.seen_cache = False, True    # the record is read through the BTF task
     assert "-DSEEN_CACHE=1" not in p.cflags({})
+    p.task_btf, p.seen_cache, p.lock_slot = True, True, True
+    assert "-DLOCK_SLOT=1" in p.cflags({})
+    p.seen_cache = False                      # the slot's second level is the record
+    assert "-DLOCK_SLOT=1" not in p.cflags({})
 
 
 def test_a_refused_load_drops_the_newest_feature_first(tmp_path):
@@ -233,10 +237,16 @@ def test_a_refused_load_drops_the_newest_feature_first(tmp_path):
                 raise Exception("verifier says no")
             return "loaded"
         return attempt
+    p.task_btf, p.seen_cache, p.lock_slot = True, True, True
+    assert p.load_dropping_features(load(1)) == "loaded"
+    assert tried == [(True, True), (True, True)] and not p.lock_slot
+    assert p.dropped == {"per-CPU slot": "verifier says no"}   # what `check` shows
+    tried.clear()
+    p.dropped.clear()
     p.task_btf, p.seen_cache = True, True
     assert p.load_dropping_features(load(1)) == "loaded"
     assert tried == [(True, True), (False, True)]
-    assert p.dropped == {"task storage": "verifier says no"}   # what `check` shows
+    assert p.dropped == {"task storage": "verifier says no"}
     tried.clear()
     p.task_btf, p.seen_cache = True, True
     assert p.load_dropping_features(load(2)) == "loaded"
