@@ -482,15 +482,18 @@ static __always_inline int account_mm_if_current(void *ctx, int src, void *mm)
  * new mm being built by exec) are taken by the fork and exec programs instead. */
 #ifdef TASK_BTF
 #ifdef LOCK_SLOT
-/* The slot is written only while no other process shares the mm (the threads of this one
- * hold all its users; an exiting thread has dropped its own already) */
+/* The slot is written only while no other process shares the mm. signal->live never exceeds
+ * the mm users this process's own threads hold (a new thread takes its mm reference before it
+ * counts as live, an exiting one stops being live before it drops its reference), so users
+ * at most live means none is another process's; a reference held for a moment (a /proc
+ * reader) only leaves the slot empty. */
 static __always_inline void slot_fill(struct lock_slot *slot, u32 gen, char *task, char *mm,
 				      u64 leaf, long long recorded)
 {
 	char *sig = *(char **)(task + OFF_TASK_SIGNAL);
-	int threads = *(int *)(sig + OFF_SIGNAL_NR_THREADS);
+	int live = *(volatile int *)(sig + OFF_SIGNAL_LIVE);
 	int users = *(volatile int *)(mm + OFF_MM_USERS);
-	if (users > threads) {
+	if (users > live) {
 		slot->mm = 0;
 		return;
 	}

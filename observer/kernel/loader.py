@@ -276,9 +276,8 @@ def kernel_offsets(btf: BTF) -> dict[str, int]:
     if btf.has_member("mm_struct", "owner"):
         # CONFIG_MEMCG: the task an mm belongs to, for resident changes made from outside it
         extra["OFF_MM_OWNER"] = btf.offset("mm_struct", "owner")
-    if btf.has_member("signal_struct", "nr_threads") and btf.has_member("mm_struct", "mm_users"):
+    if btf.has_member("mm_struct", "mm_users"):
         # the per-CPU slot of the mmap-lock program (LOCK_SLOT): whether another process shares an mm
-        extra["OFF_SIGNAL_NR_THREADS"] = btf.offset("signal_struct", "nr_threads")
         extra["OFF_MM_USERS"] = btf.offset("mm_struct", "mm_users")
     return extra | {
         "OFF_TASK_MM": btf.offset("task_struct", "mm"),
