@@ -60,23 +60,23 @@ BPF_ARRAY(seen_epoch, u32, 1);
  * another process's, bumps slot_gen (slot_invalidate): a new entry (fork; a reused mm
  * address), a shrink counted, a cgroup change, a removal (exit), a move, exec. A growth
  * does not: the entry stays at or above every slot's total. A slot is written only while
- * no other process shares the mm (CLONE_VM without threads: mm_users above the process's
- * thread count); a clone that starts sharing bumps slot_gen (a new entry) after it takes its
- * mm reference. The program runs as a BTF tracepoint (tp_btf: its mm argument typed, so
+ * no other process shares the mm (CLONE_VM without threads: slot_fill); a clone that starts
+ * sharing bumps slot_gen (a new entry) after it takes its mm reference. slot_gen has 64 bits:
+ * it cannot wrap back to a stale slot's value. The program runs as a BTF tracepoint (tp_btf: its mm argument typed, so
  * total_vm is a direct load), loaded by the loader itself (bcc 0.26 does not). */
 struct lock_slot {
 	u64 mm;
 	u64 cgid;
 	long long recorded;
-	u32 gen;
+	u64 gen;
 };
 BPF_PERCPU_ARRAY(lock_slot, struct lock_slot, 1);
-BPF_ARRAY(slot_gen, u32, 1);
+BPF_ARRAY(slot_gen, u64, 1);
 
 static __always_inline void slot_invalidate(void)
 {
 	u32 zero = 0;
-	u32 *g = slot_gen.lookup(&zero);
+	u64 *g = slot_gen.lookup(&zero);
 	if (g)
 		__sync_fetch_and_add(g, 1);
 }
@@ -487,7 +487,7 @@ static __always_inline int account_mm_if_current(void *ctx, int src, void *mm)
  * counts as live, an exiting one stops being live before it drops its reference), so users
  * at most live means none is another process's; a reference held for a moment (a /proc
  * reader) only leaves the slot empty. */
-static __always_inline void slot_fill(struct lock_slot *slot, u32 gen, char *task, char *mm,
+static __always_inline void slot_fill(struct lock_slot *slot, u64 gen, char *task, char *mm,
 				      u64 leaf, long long recorded)
 {
 	char *sig = *(char **)(task + OFF_TASK_SIGNAL);
@@ -506,7 +506,7 @@ static __always_inline void slot_fill(struct lock_slot *slot, u32 gen, char *tas
 
 /* A release of the mmap lock of the mm at arg: account it when it is the current task's.
  * With LOCK_SLOT, slot is this CPU's slot and gen slot_gen read before anything else. */
-static __always_inline int lock_released(void *ctx, u64 arg, void *slot, u32 gen)
+static __always_inline int lock_released(void *ctx, u64 arg, void *slot, u64 gen)
 {
 	char *task = (char *)bpf_get_current_task_btf();
 	char *mm = btf_current_mm_if(task, arg);
@@ -561,10 +561,10 @@ int lock_released_btf(u64 *ctx)
 		return 0;
 	u32 zero = 0;
 	struct lock_slot *c = lock_slot.lookup(&zero);
-	u32 *g = slot_gen.lookup(&zero);
+	u64 *g = slot_gen.lookup(&zero);
 	if (!c || !g)
 		return 0;
-	u32 gen = *(volatile u32 *)g;
+	u64 gen = *(volatile u64 *)g;
 	long long vm = *(long long *)(mm + OFF_MM_TOTAL_VM);
 	if (c->mm == (u64)mm && c->gen == gen &&
 	    (c->recorded == vm || vm_shrink_waits(SRC_LOCK, c->recorded, vm))) {

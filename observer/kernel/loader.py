@@ -124,14 +124,20 @@ def tracepoint_exists(tracefs: str, category: str, event: str) -> bool:
 _BPF_SYSCALL = {"x86_64": 321, "aarch64": 280, "s390x": 351, "ppc64le": 361, "riscv64": 280}
 
 
+def _bpf(cmd: int, attr) -> int:
+    """bpf(2) with this command and attribute buffer: the result, or -errno."""
+    import platform
+    nr = _BPF_SYSCALL.get(platform.machine())
+    if nr is None:
+        return -38   # ENOSYS
+    r = _libc().syscall(nr, cmd, attr, len(attr))
+    return r if r >= 0 else -ctypes.get_errno()
+
+
 def has_atomic_fetch() -> bool:
     """Loads a 6-instruction socket filter that does an atomic fetch-and-add on its stack:
     the verifier of kernels before 5.12 refuses it ("BPF_STX uses reserved fields"). No
     compiler is needed, so the probe costs a syscall, not a compile."""
-    import platform
-    nr = _BPF_SYSCALL.get(platform.machine())
-    if nr is None:
-        return True   # a machine we cannot probe: assume a current kernel
     insns = b"".join(struct.pack("<BBhi", code, regs, off, imm) for code, regs, off, imm in (
         (0xB7, 0x01, 0, 0),            # r1 = 0
         (0x7B, 0x1A, -8, 0),           # *(u64 *)(r10 - 8) = r1
@@ -145,15 +151,15 @@ def has_atomic_fetch() -> bool:
     attr = ctypes.create_string_buffer(128)
     struct.pack_into("<IIQQ", attr, 0, 1, len(insns) // 8,   # BPF_PROG_TYPE_SOCKET_FILTER
                      ctypes.addressof(buf), ctypes.addressof(lic))
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = libc.syscall(nr, 5, attr, 128)                      # BPF_PROG_LOAD
+    fd = _bpf(5, attr)                                       # BPF_PROG_LOAD
     if fd >= 0:
         os.close(fd)
         return True
-    # EINVAL: the verifier refused the instruction; anything else (EPERM without root) says
-    # nothing about it, and loading the real programs will fail with its own reason.
+    # EINVAL: the verifier refused the instruction; anything else (EPERM without root, no
+    # bpf(2) number known for this machine) says nothing about it, and loading the real
+    # programs will fail with its own reason.
     import errno
-    return ctypes.get_errno() != errno.EINVAL
+    return fd != -errno.EINVAL
 
 
 @functools.cache
@@ -164,33 +170,22 @@ def _libc():
 def run_raw_tp_once(prog_fd: int, args: bytes) -> int:
     """Runs a raw-tracepoint program once with these arguments (BPF_PROG_TEST_RUN, 5.10+)
     and returns what it returned; raises ProbeError when the kernel refuses the run."""
-    import platform
-    nr = _BPF_SYSCALL.get(platform.machine(), 321)
     ctx = ctypes.create_string_buffer(args, len(args))
     attr = ctypes.create_string_buffer(80)   # union bpf_attr, its test member
     struct.pack_into("<I", attr, 0, prog_fd)
     struct.pack_into("<IIQ", attr, 40, len(args), 0, ctypes.addressof(ctx))
-    if _libc().syscall(nr, 10, attr, 80) != 0:              # BPF_PROG_TEST_RUN
-        raise ProbeError(f"running a BPF program failed: {os.strerror(ctypes.get_errno())}")
+    rc = _bpf(10, attr)                                     # BPF_PROG_TEST_RUN
+    if rc != 0:
+        raise ProbeError(f"running a BPF program failed: {os.strerror(-rc)}")
     return struct.unpack_from("<I", attr, 4)[0]
-
-
-def _bpf(cmd: int, attr) -> int:
-    """bpf(2) with this command and attribute buffer: the result, or -errno."""
-    import platform
-    nr = _BPF_SYSCALL.get(platform.machine())
-    if nr is None:
-        return -38   # ENOSYS
-    r = _libc().syscall(nr, cmd, attr, len(attr))
-    return r if r >= 0 else -ctypes.get_errno()
 
 
 def attach_btf_tracepoint(bpf, name: bytes, btf_id: int) -> list[int]:
     """Loads the compiled function `name` of a bcc module as a BTF tracepoint program
     (tp_btf: BPF_PROG_TYPE_TRACING, BPF_TRACE_RAW_TP, on the btf_trace_EVENT typedef
     btf_id; 5.5+), which bcc 0.26 cannot, and attaches it. Its instructions are bcc's, map
-    references already resolved. Returns [program fd, link fd]; raises with the verifier's
-    last words on a refusal."""
+    references already resolved. Returns [link fd, program fd] (closed in that order);
+    raises with the verifier's last words on a refusal."""
     from bcc.libbcc import lib
     start = lib.bpf_function_start(bpf.module, name)
     size = lib.bpf_function_size(bpf.module, name)
@@ -856,8 +851,7 @@ def _try_lsm_attach(btf_id: int) -> str | None:
     attaches it for a moment: None where that works, else why not. No compiler needed."""
     import errno as errno_mod
     import platform
-    nr = _BPF_SYSCALL.get(platform.machine())
-    if nr is None:
+    if platform.machine() not in _BPF_SYSCALL:
         return f"no bpf(2) number known for {platform.machine()}"
     insns = struct.pack("<BBhi", 0xB7, 0x00, 0, 0) + struct.pack("<BBhi", 0x95, 0, 0, 0)
     buf = ctypes.create_string_buffer(insns)
@@ -866,17 +860,15 @@ def _try_lsm_attach(btf_id: int) -> str | None:
     struct.pack_into("<IIQQ", attr, 0, 29, 2, ctypes.addressof(buf), ctypes.addressof(lic))
     struct.pack_into("<I", attr, 68, 27)          # expected_attach_type: BPF_LSM_MAC
     struct.pack_into("<I", attr, 108, btf_id)     # attach_btf_id
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = libc.syscall(nr, 5, attr, 128)           # BPF_PROG_LOAD
+    fd = _bpf(5, attr)                            # BPF_PROG_LOAD
     if fd < 0:
-        e = ctypes.get_errno()
-        return f"the kernel refused a BPF LSM program ({errno_mod.errorcode.get(e, e)})"
+        return f"the kernel refused a BPF LSM program ({errno_mod.errorcode.get(-fd, -fd)})"
     try:
         link_attr = ctypes.create_string_buffer(16)
         struct.pack_into("<QI", link_attr, 0, 0, fd)
-        link = libc.syscall(nr, 17, link_attr, 16)   # BPF_RAW_TRACEPOINT_OPEN
+        link = _bpf(17, link_attr)                # BPF_RAW_TRACEPOINT_OPEN
         if link < 0:
-            e = ctypes.get_errno()
+            e = -link
             why = "no BPF trampolines" if e in (errno_mod.EOPNOTSUPP, 524) else \
                 errno_mod.errorcode.get(e, str(e))
             return f"a BPF LSM program cannot be attached here ({why})"
