@@ -249,7 +249,9 @@ class Session:
         self.sink(record("start", self.clock(), None,
                          vm_hook=getattr(self.probes, "vm_hook", None),
                          slow_source=getattr(self.probes, "slow_source", None),
-                         not_covered=list(getattr(self.probes, "not_covered", list)()), **extra))
+                         not_covered=list(getattr(self.probes, "not_covered", list)()),
+                         # features whose load the kernel refused: the slower path runs instead
+                         refused_features=dict(getattr(self.probes, "dropped", {})), **extra))
         self.refresh_tree()
         self.seed_from_proc()
         if self.vm:

@@ -185,9 +185,12 @@ def describe(record: dict) -> str:
                 f"({record.get('comm')}){more}")
     if ev == "start":
         gaps = record.get("not_covered") or []
+        refused = record.get("refused_features") or {}
         return (f"probes attached (address space via {record.get('vm_hook')}, slow mode via "
                 f"{record.get('slow_source')})"
-                + "".join(f"; not covered: {g}" for g in gaps))
+                + "".join(f"; not covered: {g}" for g in gaps)
+                + "".join(f"; slower: {f} refused by the kernel ({why})"
+                          for f, why in refused.items()))
     detail = record.get("detail")
     if ev == "reload":
         if record.get("ok"):

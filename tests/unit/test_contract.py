@@ -621,3 +621,13 @@ def test_every_documented_example_parses(args, tmp_path):
     name, cmd, rest = cli.resolve_command(ctx, list(args))
     with cmd.make_context(name, rest, parent=ctx) as sub:
         assert isinstance(sub, click.Context)
+
+
+def test_the_start_record_says_which_feature_the_kernel_refused():
+    from observer.output.render import describe
+    line = describe({"event": "start", "ts": 0, "cgroup": None, "vm_hook": "mmap-lock",
+                     "slow_source": "rss-stat", "not_covered": [],
+                     "refused_features": {"per-CPU slot": "Permission denied"}})
+    assert "slower: per-CPU slot refused by the kernel (Permission denied)" in line
+    assert "slower" not in describe({"event": "start", "ts": 0, "cgroup": None,
+                                     "vm_hook": "mmap-lock", "slow_source": "rss-stat"})

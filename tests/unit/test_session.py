@@ -169,6 +169,7 @@ def test_processes_running_before_start_are_seeded(host):
     assert snap["mode"] == "fast" and snap["exact_bytes"] is None
     # attach comes before the seed, so no change in between is missed
     assert host.log[0] == ("start",)
+    assert host.events("start", None)[-1]["refused_features"] == {}
     # fast mode: the bound leaves exactly the headroom, and faults are not followed
     assert host.probes.bounds[cid].vm_high == (1024 - 500) * MiB // PAGE_SIZE
     assert not host.probes.faults_on
