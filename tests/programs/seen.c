@@ -17,9 +17,10 @@
  *            invalidate it.
  *   shared   pinned to one CPU, clones a process that shares its memory (CLONE_VM, not a
  *            thread) and prints "ready <its pid>"; meanwhile the test moves that process to
- *            another cgroup. At a line, the first maps 64 MiB; then the second changes the
- *            protection of a page (a release at the new total, which it never recorded) and
- *            prints "ready". A slot the first had filled, its cgroup the mm owner's, would
+ *            another cgroup. At a line, the first maps 64 MiB; then the second unmaps a
+ *            range where nothing is mapped (a release at the new total, which it never
+ *            recorded; on kernels without mmap_lock tracepoints, a munmap exit) and prints
+ *            "ready". A slot the first had filled, its cgroup the mm owner's, would
  *            have called the second's release unchanged: its entry 64 MiB under its VmSize.
  * No stdio: its buffers would grow the heap.
  * usage: seen moves|threads|shared */
@@ -77,14 +78,14 @@ static void *unmap_half(void *arg)
 }
 
 static volatile int mapped;
-static char *page;
+static char *hole;
 
 static int sharer(void *arg)
 {
 	(void)arg;
 	while (!mapped)
 		usleep(1000);
-	if (mprotect(page, sysconf(_SC_PAGESIZE), PROT_READ))
+	if (munmap(hole, sysconf(_SC_PAGESIZE)))
 		_exit(1);
 	say("ready\n");
 	char c;
@@ -128,9 +129,11 @@ int main(int argc, char **argv)
 		long size = 1 << 20;
 		char *stack = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
 				   -1, 0);
-		page = mmap(NULL, sysconf(_SC_PAGESIZE), PROT_READ | PROT_WRITE,
-			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (stack == MAP_FAILED || page == MAP_FAILED)
+		/* the middle page of three: no later mapping of 64 MiB can fill that hole */
+		long page = sysconf(_SC_PAGESIZE);
+		char *three = mmap(NULL, 3 * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		hole = three + page;
+		if (stack == MAP_FAILED || three == MAP_FAILED || munmap(hole, page))
 			return 1;
 		int pid = clone(sharer, stack + size, CLONE_VM | SIGCHLD, NULL);
 		if (pid < 0)
