@@ -388,6 +388,12 @@ static __always_inline int vm_shrink_waits(int src, long long recorded, long lon
 #endif
 }
 
+/* Nothing to count: total_vm is what is recorded, or below it by a shrink that waits */
+static __always_inline int vm_unchanged(int src, long long recorded, long long vm)
+{
+	return recorded == vm || vm_shrink_waits(src, recorded, vm);
+}
+
 /* Record a process's current total_vm (vm, read from mm) and cgroup, moving the difference
  * into the sums. */
 static __always_inline long long account_vm(void *ctx, int src, u32 tgid, void *mm, u64 leaf,
@@ -428,7 +434,7 @@ static __always_inline long long account_vm(void *ctx, int src, u32 tgid, void *
 		return vm;
 	}
 	long long recorded = p->vm_pages;
-	if (recorded != vm && !vm_shrink_waits(src, recorded, vm)) {
+	if (!vm_unchanged(src, recorded, vm)) {
 		recorded = vm;
 		long long old = SWAP(&p->vm_pages, vm);
 		if (vm < old)
@@ -525,8 +531,7 @@ static __always_inline int lock_released(void *ctx, u64 arg, void *slot, u64 gen
 	char *leader = *(char **)(task + OFF_TASK_GROUP_LEADER);
 	struct seen *s = seen.task_storage_get(leader, 0, 0);
 	long long recorded;
-	if (s && s->cgid == leaf && s->epoch == epoch &&
-	    (s->recorded == vm || vm_shrink_waits(SRC_LOCK, s->recorded, vm))) {
+	if (s && s->cgid == leaf && s->epoch == epoch && vm_unchanged(SRC_LOCK, s->recorded, vm)) {
 		recorded = s->recorded;
 	} else {
 		recorded = account_vm(ctx, SRC_LOCK, *(u32 *)(task + OFF_TASK_TGID), mm, leaf, vm);
@@ -541,8 +546,7 @@ static __always_inline int lock_released(void *ctx, u64 arg, void *slot, u64 gen
 		}
 	}
 #ifdef LOCK_SLOT
-	if (slot)
-		slot_fill((struct lock_slot *)slot, gen, task, mm, leaf, recorded);
+	slot_fill((struct lock_slot *)slot, gen, task, mm, leaf, recorded);
 #endif
 #else
 	account_vm(ctx, SRC_LOCK, *(u32 *)(task + OFF_TASK_TGID), mm, leaf, vm);
@@ -566,8 +570,7 @@ int lock_released_btf(u64 *ctx)
 		return 0;
 	u64 gen = *(volatile u64 *)g;
 	long long vm = *(long long *)(mm + OFF_MM_TOTAL_VM);
-	if (c->mm == (u64)mm && c->gen == gen &&
-	    (c->recorded == vm || vm_shrink_waits(SRC_LOCK, c->recorded, vm))) {
+	if (c->mm == (u64)mm && c->gen == gen && vm_unchanged(SRC_LOCK, c->recorded, vm)) {
 		char *owner = *(char **)(mm + OFF_MM_OWNER);
 		if (owner && btf_cgroup_id(owner) == c->cgid)
 			return 0;

@@ -355,6 +355,7 @@ class Probes:
         self.seen_cache = False
         # ... and before it, per CPU, the mm it last saw (LOCK_SLOT), as a BTF tracepoint
         self.lock_slot = False
+        self._lock_tp_id: int | None = None   # its btf_trace_ typedef, found at start()
         self._lock_fds: list[int] = []
         self.dropped: dict[str, str] = {}   # feature -> why its load was refused
         self._apply_fd: int | None = None
@@ -536,9 +537,10 @@ class Probes:
         self.seen_cache = (self.task_btf and self.vm_hook == "mmap-lock" and self.rss_stat_raw
                            and os.environ.get("BEANWATCH_SEEN_CACHE") != "0")
         # the slot reads the cgroup through mm->owner and loads as a BTF tracepoint
+        self._lock_tp_id = btf.tracepoint_id(MMAP_LOCK_TRACEPOINT[1])
         self.lock_slot = (self.seen_cache and os.environ.get("BEANWATCH_LOCK_SLOT") != "0"
                           and {"OFF_MM_OWNER", "OFF_MM_USERS"} <= offsets.keys()
-                          and btf.tracepoint_id(MMAP_LOCK_TRACEPOINT[1]) is not None)
+                          and self._lock_tp_id is not None)
         try:
             self.bpf = self.load_dropping_features(lambda: self._load(BPF, offsets))
         except Exception as e:  # bcc raises bare Exception on compile/load failure
@@ -600,8 +602,7 @@ class Probes:
             if self.rss_stat_raw:
                 bpf.load_func(b"on_rss_change", BPF.RAW_TRACEPOINT)
             if self.lock_slot:
-                self._lock_fds = attach_btf_tracepoint(bpf, LOCK_SLOT_PROG,
-                                                       self.btf().tracepoint_id(MMAP_LOCK_TRACEPOINT[1]))
+                self._lock_fds = attach_btf_tracepoint(bpf, LOCK_SLOT_PROG, self._lock_tp_id)
         except Exception:
             bpf.cleanup()
             raise
